@@ -1,0 +1,177 @@
+//! The command line, shared by `cargo xtask` and the `latentscope` binary: parse, call the
+//! library, print. Logs and progress go to stderr; results to stdout.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::LoadedConfig;
+use crate::pipeline::{self, DagFormat, Graph, RunOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "latentscope", version, about = "Autoencoder latent spaces vs. MNIST labels: a cached, reproducible pipeline")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run, inspect and maintain the stage pipeline.
+    Pipeline(PipelineArgs),
+}
+
+#[derive(Debug, Args)]
+struct PipelineArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: PipelineCommand,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Pipeline configuration file.
+    #[arg(long, global = true, default_value = "pipeline.yaml")]
+    config: PathBuf,
+    /// Folder of the artefact store, the stage views and the lock file.
+    #[arg(long, global = true, default_value = "artifacts")]
+    artifacts: PathBuf,
+    /// Override a config value: dotted.key=value (the value is YAML). Repeatable.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PipelineCommand {
+    /// Bring stages up to date (all, or the given ones and their ancestors).
+    Run {
+        /// Stage ids to bring up to date; none means the whole pipeline.
+        ids: Vec<String>,
+        /// Run these stages even when they are fresh.
+        #[arg(long, value_name = "ID", num_args = 1..)]
+        force: Vec<String>,
+        /// Say what would run, run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Concurrent stage slots (a training takes them all). Default: the core count.
+        #[arg(long, short)]
+        jobs: Option<usize>,
+        /// Re-hash every artefact before trusting it.
+        #[arg(long)]
+        verify: bool,
+        /// Fail at once if another run holds the artefacts folder.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the summary as JSON on stdout (logs stay on stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fresh or stale, and why, for every stage.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Re-hash every artefact instead of trusting size and mtime.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Print the stage graph.
+    Dag {
+        #[arg(long, value_enum, default_value = "text")]
+        format: DagFormat,
+    },
+    /// Remove store entries that the lock file does not reference.
+    Gc {
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Entry point of both binaries.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+fn load(common: &Common) -> anyhow::Result<Graph> {
+    let config = LoadedConfig::load(&common.config, &common.overrides)?;
+    Ok(Graph::new(crate::stages::plan(&config))?)
+}
+
+fn execute(cli: Cli) -> anyhow::Result<()> {
+    let Command::Pipeline(args) = cli.command;
+    let common = &args.common;
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        PipelineCommand::Run { ids, force, dry_run, jobs, verify, no_wait, json } => {
+            let graph = load(common)?;
+            let mut opts = RunOptions { targets: ids, force, dry_run, verify, wait: !no_wait, ..RunOptions::default() };
+            if let Some(j) = jobs {
+                anyhow::ensure!(j >= 1, "--jobs must be at least 1");
+                opts.jobs = j;
+            }
+            let summary = pipeline::run(&graph, &common.artifacts, &opts)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&summary)?)?;
+            } else {
+                if dry_run {
+                    for id in &summary.ran {
+                        writeln!(out, "would run: {id}")?;
+                    }
+                }
+                writeln!(out, "{summary}")?;
+            }
+        }
+        PipelineCommand::Status { json, verify } => {
+            let graph = load(common)?;
+            let rows = pipeline::status(&graph, &common.artifacts, verify)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                let width = rows.iter().map(|r| r.stage.len()).max().unwrap_or(0);
+                for r in &rows {
+                    let state = if r.fresh { "fresh" } else { "stale" };
+                    writeln!(out, "{:width$}  {state}  {}", r.stage, r.reason)?;
+                }
+            }
+        }
+        PipelineCommand::Dag { format } => {
+            let graph = load(common)?;
+            write!(out, "{}", graph.render(format))?;
+        }
+        PipelineCommand::Gc { no_wait, json } => {
+            let report = pipeline::gc(&common.artifacts, !no_wait)
+                .with_context(|| format!("gc of {}", common.artifacts.display()))?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                writeln!(out, "removed {} store entries, freed {} bytes", report.entries_removed, report.bytes_freed)?;
+            }
+        }
+    }
+    Ok(())
+}

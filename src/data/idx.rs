@@ -1,0 +1,212 @@
+//! MNIST in its original IDX layout (gzip or plain), with every header field checked.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{DataError, Dataset, Split, PIXELS, SIDE};
+
+const IMAGES_MAGIC: u32 = 0x0000_0803;
+const LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// The four files, by their canonical names, with the sha256 of the canonical (decompressed)
+/// MNIST distribution.
+pub const FILES: [(&str, &str); 4] = [
+    ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+];
+
+/// The sha256 of one decompressed file and whether it is the canonical MNIST file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Checksum {
+    pub file: String,
+    pub sha256: String,
+    pub canonical_mnist: bool,
+}
+
+/// True when `dir` holds the four files (each gzip or plain).
+pub fn present(dir: &Path) -> bool {
+    FILES.iter().all(|(name, _)| find(dir, name).is_some())
+}
+
+fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    [dir.join(format!("{name}.gz")), dir.join(name)].into_iter().find(|p| p.is_file())
+}
+
+/// Reads the four IDX files of `dir`.
+pub fn read_dir(dir: &Path) -> Result<(Dataset, Vec<Checksum>), DataError> {
+    let mut checksums = Vec::new();
+    let mut load = |name: &str, canonical: &str| -> Result<(PathBuf, Vec<u8>), DataError> {
+        let path = find(dir, name).ok_or_else(|| DataError::new(dir.join(name).display(), "missing (looked for .gz and plain)"))?;
+        let bytes = read_maybe_gzip(&path)?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let canonical_mnist = sha256 == canonical;
+        checksums.push(Checksum { file: name.to_owned(), sha256, canonical_mnist });
+        Ok((path, bytes))
+    };
+    let mut split = |images: usize, labels: usize| -> Result<Split, DataError> {
+        let (ipath, ibytes) = load(FILES[images].0, FILES[images].1)?;
+        let (lpath, lbytes) = load(FILES[labels].0, FILES[labels].1)?;
+        let images = parse_images(&ipath, &ibytes)?;
+        let labels = parse_labels(&lpath, &lbytes)?;
+        if images.len() != labels.len() * PIXELS {
+            return Err(DataError::new(
+                lpath.display(),
+                format!("{} labels for {} images in {}", labels.len(), images.len() / PIXELS, ipath.display()),
+            ));
+        }
+        let split = Split { images, labels };
+        split.validate(&lpath.display().to_string())?;
+        Ok(split)
+    };
+    let train = split(0, 1)?;
+    let test = split(2, 3)?;
+    Ok((Dataset { train, test }, checksums))
+}
+
+fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(|e| DataError::new(path.display(), e.to_string()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::new(path.display(), format!("bad gzip data: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>, DataError> {
+    let word = |i: usize| -> Result<u32, DataError> {
+        bytes
+            .get(i * 4..i * 4 + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+            .ok_or_else(|| DataError::new(path.display(), "truncated header"))
+    };
+    let found = word(0)?;
+    if found != magic {
+        return Err(DataError::new(path.display(), format!("wrong magic number {found:#010x}, expected {magic:#010x}")));
+    }
+    let shape: Vec<usize> = (1..=dims).map(|i| word(i).map(|w| w as usize)).collect::<Result<_, _>>()?;
+    Ok(shape)
+}
+
+fn check_len(path: &Path, bytes: &[u8], shape: &[usize]) -> Result<(), DataError> {
+    let expected = 4 * (shape.len() + 1) + shape.iter().product::<usize>();
+    if bytes.len() != expected {
+        let what = if bytes.len() < expected { "truncated" } else { "has trailing bytes" };
+        return Err(DataError::new(
+            path.display(),
+            format!("{what}: {} bytes, the header {shape:?} implies {expected}", bytes.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_images(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+    let shape = header(path, bytes, IMAGES_MAGIC, 3)?;
+    if shape[1] != SIDE || shape[2] != SIDE {
+        return Err(DataError::new(path.display(), format!("images are {}x{}, expected 28x28", shape[1], shape[2])));
+    }
+    check_len(path, bytes, &shape)?;
+    Ok(bytes[16..].to_vec())
+}
+
+fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+    let shape = header(path, bytes, LABELS_MAGIC, 1)?;
+    check_len(path, bytes, &shape)?;
+    Ok(bytes[8..].to_vec())
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Encodes a split as IDX (plain, uncompressed): the inverse of the reader, for tests and tools.
+pub fn encode(split: &Split) -> (Vec<u8>, Vec<u8>) {
+    let n = split.len() as u32;
+    let mut images = Vec::with_capacity(16 + split.images.len());
+    for w in [IMAGES_MAGIC, n, SIDE as u32, SIDE as u32] {
+        images.extend_from_slice(&w.to_be_bytes());
+    }
+    images.extend_from_slice(&split.images);
+    let mut labels = Vec::with_capacity(8 + split.labels.len());
+    for w in [LABELS_MAGIC, n] {
+        labels.extend_from_slice(&w.to_be_bytes());
+    }
+    labels.extend_from_slice(&split.labels);
+    (images, labels)
+}
+
+/// Writes a dataset as the four plain IDX files into `dir`.
+pub fn write_dir(dir: &Path, data: &Dataset) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (split, (img, lbl)) in [(&data.train, (0, 1)), (&data.test, (2, 3))] {
+        let (i, l) = encode(split);
+        std::fs::write(dir.join(FILES[img].0), i)?;
+        std::fs::write(dir.join(FILES[lbl].0), l)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Dataset {
+        let split = |n: usize| Split { images: (0..n * PIXELS).map(|i| (i % 251) as u8).collect(), labels: (0..n).map(|i| (i % 10) as u8).collect() };
+        Dataset { train: split(12), test: split(5) }
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("latentscope-idx-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn round_trips_plain_and_gzip() {
+        let d = dir("rt");
+        let data = tiny();
+        write_dir(&d, &data).unwrap();
+        // gzip one of the files: both forms are accepted.
+        let p = d.join(FILES[0].0);
+        let raw = std::fs::read(&p).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &raw).unwrap();
+        std::fs::write(d.join(format!("{}.gz", FILES[0].0)), gz.finish().unwrap()).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let (back, sums) = read_dir(&d).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(sums.len(), 4);
+        assert!(sums.iter().all(|c| !c.canonical_mnist));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn bad_files_name_file_and_problem() {
+        let d = dir("bad");
+        let data = tiny();
+        let cases: Vec<(usize, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+            (0, Box::new(|b: &mut Vec<u8>| b[3] = 0x02), "wrong magic number"),
+            (0, Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 7)), "truncated"),
+            (1, Box::new(|b: &mut Vec<u8>| *b.last_mut().unwrap() = 10), "label 10"),
+            (2, Box::new(|b: &mut Vec<u8>| b[11] = 27), "27x28"),
+            (3, Box::new(|b: &mut Vec<u8>| b.truncate(2)), "truncated header"),
+        ];
+        for (file, corrupt, want) in cases {
+            write_dir(&d, &data).unwrap();
+            let p = d.join(FILES[file].0);
+            let mut bytes = std::fs::read(&p).unwrap();
+            corrupt(&mut bytes);
+            std::fs::write(&p, bytes).unwrap();
+            let e = read_dir(&d).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(FILES[file].0), "{want}: {e}");
+        }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -1,0 +1,16 @@
+//! latentscope: does an autoencoder's latent space group MNIST digits by class?
+//!
+//! A reproducible pipeline of cached stages. See ARCHITECTURE.md for the code map.
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod pipeline;
+pub mod stages;
+pub mod tensorfile;
+
+/// The tool's version, recorded in every lock entry.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

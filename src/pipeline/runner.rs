@@ -1,0 +1,310 @@
+//! Executes the stale stages of a graph in dependency order, independent stages side by side.
+//!
+//! Scheduling: `jobs` slots; a light stage takes one, a heavy stage (training) takes all of
+//! them, so two trainings never share the cores. Each finished stage is committed to the
+//! store, its view re-pointed and the lock file rewritten before anything downstream starts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::graph::Graph;
+use super::lockfile::{LockFile, RunLock};
+use super::spec::{Cost, StageContext, StageSpec};
+use super::status::{evaluate, Evaluation, StatusRow, Verdict};
+use super::store::{RunRecord, Store};
+
+/// Names a stage; when set, the runner stops (sleeps) after that stage has written its
+/// outputs and before they are committed. Used by tests that kill a run mid-stage.
+pub const PAUSE_ENV: &str = "LATENTSCOPE_PAUSE_BEFORE_COMMIT";
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Stages to bring up to date (with their ancestors); empty means all.
+    pub targets: Vec<String>,
+    /// Stages to run even when fresh.
+    pub force: Vec<String>,
+    pub dry_run: bool,
+    pub jobs: usize,
+    /// Re-hash every artefact instead of trusting size and mtime.
+    pub verify: bool,
+    /// Wait for another process holding the artefacts folder (else fail at once).
+    pub wait: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            targets: Vec::new(),
+            force: Vec::new(),
+            dry_run: false,
+            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            verify: false,
+            wait: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub ran: Vec<String>,
+    pub cached: Vec<String>,
+    /// With `--dry-run`: what would run (nothing ran).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    pub wall_time_s: f64,
+}
+
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = if self.dry_run { "would run" } else { "ran" };
+        write!(f, "{} {verb}, {} cached in {:.2} s", self.ran.len(), self.cached.len(), self.wall_time_s)
+    }
+}
+
+/// The status of every stage, in dependency order.
+pub fn status(graph: &Graph, artifacts: &Path, verify: bool) -> anyhow::Result<Vec<StatusRow>> {
+    let lock = LockFile::load(artifacts)?;
+    let store = Store::open_read_only(artifacts);
+    let mut stale = BTreeSet::new();
+    let mut rows = Vec::new();
+    for spec in graph.ordered() {
+        let ev = evaluate(spec, &lock, &store, verify, |u| stale.contains(u));
+        if !ev.is_fresh() {
+            stale.insert(spec.id.clone());
+        }
+        rows.push(StatusRow { stage: spec.id.clone(), fresh: ev.is_fresh(), reason: ev.reason() });
+    }
+    Ok(rows)
+}
+
+enum Done {
+    Ran(RunRecord),
+    Failed(anyhow::Error),
+}
+
+pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result<RunSummary> {
+    let started = Instant::now();
+    graph.check_ids(opts.targets.iter().chain(&opts.force))?;
+    let selected: BTreeSet<String> = if opts.targets.is_empty() {
+        graph.stages().iter().map(|s| s.id.clone()).collect()
+    } else {
+        graph.with_ancestors(&opts.targets)?
+    };
+    let forced: BTreeSet<&str> = opts.force.iter().map(String::as_str).collect();
+    if opts.dry_run {
+        return dry_run(graph, artifacts, &selected, &forced, opts, started);
+    }
+
+    let _guard = RunLock::acquire(artifacts, opts.wait, |holder| {
+        tracing::warn!("waiting for another latentscope run{holder} that holds {}", artifacts.display());
+    })?;
+    let store = Store::open(artifacts)?;
+    store.clean_scratch()?;
+    let mut lock = LockFile::load(artifacts)?;
+    lock.version = 1;
+    if opts.targets.is_empty() {
+        // Forget stages the config no longer has (their entries stay in the store until gc).
+        let gone: Vec<String> = lock.stages.keys().filter(|id| graph.get(id).is_none()).cloned().collect();
+        for id in gone {
+            lock.stages.remove(&id);
+            store.clear_view(&id);
+        }
+    }
+
+    let order: Vec<&StageSpec> = graph.ordered().filter(|s| selected.contains(&s.id)).collect();
+    let progress = progress_bar(order.len() as u64);
+    let mut summary = RunSummary::default();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut launched: BTreeSet<String> = BTreeSet::new();
+    let mut running: BTreeMap<String, (usize, Instant)> = BTreeMap::new();
+    let mut free = opts.jobs.max(1);
+    let mut failure: Option<anyhow::Error> = None;
+    let (tx, rx) = mpsc::channel::<(String, Done)>();
+
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        loop {
+            // Start (or settle without running) every stage whose inputs are ready.
+            if failure.is_none() {
+                for spec in &order {
+                    if launched.contains(&spec.id) || !spec.upstream().iter().all(|u| done.contains(*u) || !selected.contains(*u)) {
+                        continue;
+                    }
+                    let ev = evaluate(spec, &lock, &store, opts.verify, |_| false);
+                    let forced_here = forced.contains(spec.id.as_str());
+                    match (&ev.verdict, forced_here) {
+                        (Verdict::Fresh, false) => {
+                            ensure_view(&store, &spec.id, ev.fingerprint.as_deref().unwrap_or_default())?;
+                            tracing::debug!(stage = %spec.id, "fresh");
+                            launched.insert(spec.id.clone());
+                            done.insert(spec.id.clone());
+                            summary.cached.push(spec.id.clone());
+                            progress.inc(1);
+                            continue;
+                        }
+                        (Verdict::Stale { cached: Some(rec), reason }, false) => {
+                            tracing::info!(stage = %spec.id, "restored from run-cache ({reason})");
+                            store.set_view(&spec.id, &rec.fingerprint)?;
+                            lock.stages.insert(spec.id.clone(), rec.clone());
+                            lock.save(artifacts)?;
+                            launched.insert(spec.id.clone());
+                            done.insert(spec.id.clone());
+                            summary.cached.push(spec.id.clone());
+                            progress.inc(1);
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    let need = match spec.kind.cost() {
+                        Cost::Light => 1,
+                        Cost::Heavy => opts.jobs.max(1),
+                    };
+                    if need > free {
+                        continue;
+                    }
+                    free -= need;
+                    let reason = if forced_here { "forced".to_owned() } else { ev.reason() };
+                    tracing::info!(stage = %spec.id, "running ({reason})");
+                    launched.insert(spec.id.clone());
+                    running.insert(spec.id.clone(), (need, Instant::now()));
+                    progress.set_message(running.keys().cloned().collect::<Vec<_>>().join(", "));
+                    let inputs = input_paths(spec, &lock, &store);
+                    let tx = tx.clone();
+                    let store = &store;
+                    let spec: &StageSpec = spec;
+                    scope.spawn(move || {
+                        let result = execute(spec, ev, inputs, store, forced_here);
+                        let _ = tx.send((spec.id.clone(), result));
+                    });
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            let (id, result) = rx.recv().expect("a running stage reports back");
+            let (need, _) = running.remove(&id).expect("stage was running");
+            free += need;
+            match result {
+                Done::Ran(rec) => {
+                    tracing::info!(stage = %id, "ran in {:.2} s", rec.wall_time_s);
+                    store.set_view(&id, &rec.fingerprint)?;
+                    lock.stages.insert(id.clone(), rec);
+                    lock.save(artifacts)?;
+                    done.insert(id.clone());
+                    summary.ran.push(id);
+                }
+                Done::Failed(e) => {
+                    tracing::error!(stage = %id, "failed: {e:#}");
+                    if failure.is_none() {
+                        failure = Some(e.context(format!("stage {id} failed")));
+                    }
+                }
+            }
+            progress.inc(1);
+            progress.set_message(running.keys().cloned().collect::<Vec<_>>().join(", "));
+        }
+        Ok(())
+    })?;
+    progress.finish_and_clear();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    summary.wall_time_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Runs one stage into a scratch folder and commits it. Nothing reaches the store on failure.
+fn execute(spec: &StageSpec, ev: Evaluation, inputs: BTreeMap<String, PathBuf>, store: &Store, forced: bool) -> Done {
+    let started = Instant::now();
+    let attempt = || -> anyhow::Result<RunRecord> {
+        let fingerprint = ev.fingerprint.clone().context("fingerprint of a ready stage")?;
+        let scratch = store.scratch(&spec.id)?;
+        let ctx = StageContext::new(&spec.id, &spec.params, inputs, &scratch);
+        let result = spec.kind.run(&ctx);
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e);
+            }
+        };
+        if std::env::var(PAUSE_ENV).is_ok_and(|v| v == spec.id) {
+            eprintln!("paused before commit: {}", spec.id);
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+        let record = RunRecord {
+            kind: spec.kind.kind().to_owned(),
+            version: spec.kind.version(),
+            fingerprint,
+            params: spec.params.clone(),
+            inputs: ev.inputs,
+            outputs: BTreeMap::new(),
+            wall_time_s: started.elapsed().as_secs_f64(),
+            device: report.device,
+            tool_version: crate::VERSION.to_owned(),
+            finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        };
+        let committed = store.commit(&spec.id, &scratch, &spec.outputs, record, forced);
+        if committed.is_err() {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        Ok(committed?)
+    };
+    match attempt() {
+        Ok(rec) => Done::Ran(rec),
+        Err(e) => Done::Failed(e),
+    }
+}
+
+/// Where a stage finds its inputs: in the store entries that the lock names for its upstream.
+fn input_paths(spec: &StageSpec, lock: &LockFile, store: &Store) -> BTreeMap<String, PathBuf> {
+    spec.inputs
+        .iter()
+        .filter_map(|i| {
+            let rec = lock.stages.get(&i.stage)?;
+            Some((i.key(), store.entry_dir(&rec.fingerprint).join(&i.file)))
+        })
+        .collect()
+}
+
+fn ensure_view(store: &Store, stage: &str, fingerprint: &str) -> anyhow::Result<()> {
+    let current = std::fs::read_link(store.view_dir(stage)).ok();
+    if current.as_deref() != Some(Path::new(".store").join(fingerprint).as_path()) {
+        store.set_view(stage, fingerprint)?;
+    }
+    Ok(())
+}
+
+fn dry_run(graph: &Graph, artifacts: &Path, selected: &BTreeSet<String>, forced: &BTreeSet<&str>, opts: &RunOptions, started: Instant) -> anyhow::Result<RunSummary> {
+    let lock = LockFile::load(artifacts)?;
+    let store = Store::open_read_only(artifacts);
+    let mut summary = RunSummary { dry_run: true, ..RunSummary::default() };
+    let mut will_run = BTreeSet::new();
+    for spec in graph.ordered().filter(|s| selected.contains(&s.id)) {
+        let ev = evaluate(spec, &lock, &store, opts.verify, |u| will_run.contains(u));
+        let runs = forced.contains(spec.id.as_str()) || matches!(ev.verdict, Verdict::Stale { cached: None, .. });
+        if runs {
+            will_run.insert(spec.id.clone());
+            summary.ran.push(spec.id.clone());
+        } else {
+            summary.cached.push(spec.id.clone());
+        }
+    }
+    summary.wall_time_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn progress_bar(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} stages  {wide_msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,57 @@
+//! Reading and writing the named arrays of a `.safetensors` artefact (no candle needed).
+
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+/// One named array to write.
+pub struct Array<'a> {
+    pub name: &'a str,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Array<'a> {
+    pub fn u8(name: &'a str, shape: Vec<usize>, data: &'a [u8]) -> Self {
+        Self { name, dtype: Dtype::U8, shape, bytes: data }
+    }
+}
+
+/// Writes the arrays to `path` (deterministic bytes: names sorted, no metadata).
+pub fn write(path: &Path, arrays: &[Array<'_>]) -> anyhow::Result<()> {
+    let views = arrays
+        .iter()
+        .map(|a| Ok((a.name.to_owned(), TensorView::new(a.dtype, a.shape.clone(), a.bytes)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    safetensors::serialize_to_file(views, None, path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// A safetensors file read into memory.
+pub struct TensorFile {
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl TensorFile {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{} is not a safetensors file: {e}", path.display()))?;
+        Ok(Self { path: path.to_owned(), bytes })
+    }
+
+    /// The array `name`, checked to have `dtype`; returns its shape and raw bytes.
+    pub fn get(&self, name: &str, dtype: Dtype) -> anyhow::Result<(Vec<usize>, &[u8])> {
+        let st = SafeTensors::deserialize(&self.bytes).expect("checked in open");
+        let view = st.tensor(name).map_err(|e| anyhow::anyhow!("{}: no tensor {name}: {e}", self.path.display()))?;
+        if view.dtype() != dtype {
+            anyhow::bail!("{}: tensor {name} is {:?}, expected {dtype:?}", self.path.display(), view.dtype());
+        }
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        // The view borrows from self.bytes; re-slice to tie the lifetime to self.
+        let start = data.as_ptr() as usize - self.bytes.as_ptr() as usize;
+        Ok((shape, &self.bytes[start..start + data.len()]))
+    }
+}

@@ -1,0 +1,101 @@
+//! The real binary: config errors, JSON output, the DAG, and a run killed with SIGKILL.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::{text, Project};
+
+#[test]
+fn bad_yaml_unknown_keys_and_unknown_stages_are_clear_errors() {
+    let p = Project::new("cli-errors");
+    let cfg = p.path().join("pipeline.yaml");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+
+    std::fs::write(&cfg, good.replace("plot: {samples: 9}", "plot: {samples: 9, dpi: 300}")).unwrap();
+    let e = p.fails(&["pipeline", "status"]);
+    assert!(e.contains("pipeline.yaml") && e.contains("dpi"), "{e}");
+
+    std::fs::write(&cfg, good.replace("seed: 42", "seed: [42")).unwrap();
+    let e = p.fails(&["pipeline", "run"]);
+    assert!(e.contains("pipeline.yaml"), "{e}");
+
+    std::fs::write(&cfg, &good).unwrap();
+    let e = p.fails(&["pipeline", "run", "no-such-stage"]);
+    assert!(e.contains("unknown stage id no-such-stage") && e.contains("download"), "{e}");
+    let e = p.fails(&["pipeline", "run", "--set", "kmeans.k=ten"]);
+    assert!(e.contains("kmeans.k"), "{e}");
+    let e = p.fails(&["pipeline", "status", "--config", "missing.yaml"]);
+    assert!(e.contains("missing.yaml"), "{e}");
+    assert!(!p.artifacts().join("pipeline.lock").exists());
+}
+
+#[test]
+fn run_json_status_and_dag() {
+    let p = Project::new("cli-json");
+    let out = p.ok(&["pipeline", "run", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("stdout is only JSON");
+    assert_eq!(v["ran"], serde_json::json!(["download"]));
+    assert_eq!(v["cached"], serde_json::json!([]));
+
+    let out = p.ok(&["pipeline", "run"]);
+    assert!(out.contains("0 ran, 1 cached"), "{out}");
+
+    let rows: serde_json::Value = serde_json::from_str(&p.ok(&["pipeline", "status", "--json"])).unwrap();
+    assert_eq!(rows[0]["stage"], "download");
+    assert_eq!(rows[0]["fresh"], true);
+
+    // Only the keys a stage reads matter: changing k-means settings leaves download fresh,
+    // changing the dataset source does not.
+    let st = p.ok(&["pipeline", "status", "--set", "kmeans.max_iter=50"]);
+    assert!(st.contains("download  fresh"), "{st}");
+    let st = p.ok(&["pipeline", "status", "--set", "dataset.hub.revision=main"]);
+    assert!(st.contains("params changed: dataset.hub.revision"), "{st}");
+
+    assert!(p.ok(&["pipeline", "dag"]).contains("download [download]"));
+    assert!(p.ok(&["pipeline", "dag", "--format", "dot"]).starts_with("digraph"));
+    assert!(p.ok(&["pipeline", "dag", "--format", "mermaid"]).starts_with("flowchart"));
+
+    let view = p.artifacts().join("download/dataset.safetensors");
+    assert!(view.is_file());
+    let gc = p.ok(&["pipeline", "gc"]);
+    assert!(gc.contains("removed 0 store entries"), "{gc}");
+}
+
+#[test]
+fn sigkill_mid_stage_leaves_nothing_that_counts() {
+    let p = Project::new("cli-kill");
+    let mut child = p
+        .cmd(&["pipeline", "run"])
+        .env(latentscope::pipeline::runner::PAUSE_ENV, "download")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "binary exited early: {seen}");
+        seen.push_str(&line);
+        if line.contains("paused before commit: download") {
+            break;
+        }
+    }
+    // The outputs are fully written in scratch but not committed: kill now.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(std::fs::read_dir(p.artifacts().join(".tmp")).unwrap().count() > 0, "scratch should hold the killed stage's files");
+    assert_eq!(std::fs::read_dir(p.artifacts().join(".store")).unwrap().count(), 0);
+    assert!(!p.artifacts().join("download").exists());
+    let st = p.ok(&["pipeline", "status"]);
+    assert!(st.contains("download  stale  never run"), "{st}");
+
+    // The next run is not blocked by the dead process's lock, cleans up and completes.
+    let out = p.run(&["pipeline", "run", "--no-wait"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 ran, 0 cached"));
+    assert_eq!(std::fs::read_dir(p.artifacts().join(".tmp")).unwrap().count(), 0);
+    assert!(p.ok(&["pipeline", "status"]).contains("download  fresh"));
+}
