@@ -22,6 +22,25 @@ pub struct Cli {
 enum Command {
     /// Run, inspect and maintain the stage pipeline.
     Pipeline(PipelineArgs),
+    /// Measure performance on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Training steps per second of each model at batch 32 and 256, against this machine's
+    /// matmul FLOP rate.
+    Train {
+        /// Timed steps per model and batch size.
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        /// auto | cpu | cuda | metal
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -123,7 +142,20 @@ fn load(common: &Common) -> anyhow::Result<Graph> {
 }
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
-    let Command::Pipeline(args) = cli.command;
+    let args = match cli.command {
+        Command::Pipeline(args) => args,
+        Command::Bench(BenchCommand::Train { steps, device, json }) => {
+            let choice: crate::config::DeviceChoice = serde_json::from_value(serde_json::Value::String(device.clone()))
+                .map_err(|_| anyhow::anyhow!("--device {device}: expected auto, cpu, cuda or metal"))?;
+            let report = crate::bench::train(steps.max(1), &crate::models::device::select(choice)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            return Ok(());
+        }
+    };
     let common = &args.common;
     let mut out = std::io::stdout().lock();
     match args.command {

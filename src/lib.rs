@@ -2,12 +2,15 @@
 //!
 //! A reproducible pipeline of cached stages. See ARCHITECTURE.md for the code map.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod models;
 pub mod pipeline;
 pub mod stages;
 pub mod tensorfile;
+pub mod train;
 
 /// The tool's version, recorded in every lock entry.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

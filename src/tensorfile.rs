@@ -16,6 +16,21 @@ impl<'a> Array<'a> {
     pub fn u8(name: &'a str, shape: Vec<usize>, data: &'a [u8]) -> Self {
         Self { name, dtype: Dtype::U8, shape, bytes: data }
     }
+
+    /// An f32 or u32 array whose little-endian bytes came from [`le_bytes`].
+    pub fn raw(name: &'a str, dtype: Dtype, shape: Vec<usize>, bytes: &'a [u8]) -> Self {
+        Self { name, dtype, shape, bytes }
+    }
+}
+
+/// Little-endian bytes of f32 values, as safetensors stores them.
+pub fn le_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// f32 values from little-endian bytes.
+pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
 }
 
 /// Writes the arrays to `path` (deterministic bytes: names sorted, no metadata).

@@ -34,12 +34,12 @@ fn bad_yaml_unknown_keys_and_unknown_stages_are_clear_errors() {
 #[test]
 fn run_json_status_and_dag() {
     let p = Project::new("cli-json");
-    let out = p.ok(&["pipeline", "run", "--json"]);
+    let out = p.ok(&["pipeline", "run", "download", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("stdout is only JSON");
     assert_eq!(v["ran"], serde_json::json!(["download"]));
     assert_eq!(v["cached"], serde_json::json!([]));
 
-    let out = p.ok(&["pipeline", "run"]);
+    let out = p.ok(&["pipeline", "run", "download"]);
     assert!(out.contains("0 ran, 1 cached"), "{out}");
 
     let rows: serde_json::Value = serde_json::from_str(&p.ok(&["pipeline", "status", "--json"])).unwrap();
@@ -48,12 +48,12 @@ fn run_json_status_and_dag() {
 
     // Only the keys a stage reads matter: changing k-means settings leaves download fresh,
     // changing the dataset source does not.
-    let st = p.ok(&["pipeline", "status", "--set", "kmeans.max_iter=50"]);
-    assert!(st.contains("download  fresh"), "{st}");
-    let st = p.ok(&["pipeline", "status", "--set", "dataset.hub.revision=main"]);
-    assert!(st.contains("params changed: dataset.hub.revision"), "{st}");
+    assert_eq!(status(&p, &["--set", "kmeans.max_iter=50"])["download"], (true, String::new()));
+    let (fresh, reason) = &status(&p, &["--set", "dataset.hub.revision=main"])["download"];
+    assert!(!fresh && reason.contains("params changed: dataset.hub.revision"), "{reason}");
 
-    assert!(p.ok(&["pipeline", "dag"]).contains("download [download]"));
+    let dag = p.ok(&["pipeline", "dag"]);
+    assert!(dag.contains("download [download]") && dag.contains("encode-conv [encode] <- train-conv, download"), "{dag}");
     assert!(p.ok(&["pipeline", "dag", "--format", "dot"]).starts_with("digraph"));
     assert!(p.ok(&["pipeline", "dag", "--format", "mermaid"]).starts_with("flowchart"));
 
@@ -89,13 +89,22 @@ fn sigkill_mid_stage_leaves_nothing_that_counts() {
     assert!(std::fs::read_dir(p.artifacts().join(".tmp")).unwrap().count() > 0, "scratch should hold the killed stage's files");
     assert_eq!(std::fs::read_dir(p.artifacts().join(".store")).unwrap().count(), 0);
     assert!(!p.artifacts().join("download").exists());
-    let st = p.ok(&["pipeline", "status"]);
-    assert!(st.contains("download  stale  never run"), "{st}");
+    assert_eq!(status(&p, &[])["download"], (false, "never run".to_owned()));
 
     // The next run is not blocked by the dead process's lock, cleans up and completes.
-    let out = p.run(&["pipeline", "run", "--no-wait"]);
+    let out = p.run(&["pipeline", "run", "download", "--no-wait"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("1 ran, 0 cached"));
     assert_eq!(std::fs::read_dir(p.artifacts().join(".tmp")).unwrap().count(), 0);
-    assert!(p.ok(&["pipeline", "status"]).contains("download  fresh"));
+    assert_eq!(status(&p, &[])["download"], (true, String::new()));
+}
+
+/// `status --json` as stage -> (fresh, reason).
+fn status(p: &Project, extra: &[&str]) -> std::collections::BTreeMap<String, (bool, String)> {
+    let mut args = vec!["pipeline", "status", "--json"];
+    args.extend_from_slice(extra);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&args)).unwrap();
+    rows.into_iter()
+        .map(|r| (r["stage"].as_str().unwrap().to_owned(), (r["fresh"].as_bool().unwrap(), r["reason"].as_str().unwrap().to_owned())))
+        .collect()
 }

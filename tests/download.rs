@@ -59,7 +59,7 @@ fn hub_and_idx_sources_give_the_same_tensors() {
     let (p, mock, _files) = hub_project("dl-hub", &data, false);
     let hf_home = p.path().join("hf-home");
     let run = |p: &Project| {
-        let out = p.cmd(&["pipeline", "run"]).env("HF_ENDPOINT", &mock.url).env("HF_HOME", &hf_home).output().unwrap();
+        let out = p.cmd(&["pipeline", "run", "download"]).env("HF_ENDPOINT", &mock.url).env("HF_HOME", &hf_home).output().unwrap();
         assert!(out.status.success(), "{}", common::text(&out.stderr));
     };
     run(&p);
@@ -73,7 +73,7 @@ fn hub_and_idx_sources_give_the_same_tensors() {
     // The same images as IDX files give byte-identical output.
     let q = Project::new("dl-idx");
     latentscope::data::idx::write_dir(&q.path().join("data"), &data).unwrap();
-    q.ok(&["pipeline", "run"]);
+    q.ok(&["pipeline", "run", "download"]);
     assert_eq!(blake3_file(&q.artifacts().join("download/dataset.safetensors")), via_hub);
 
     // A second download (forced) finds the parquet files in the hf-hub cache.
@@ -93,7 +93,7 @@ fn hub_checksum_mismatch_fails_and_caches_nothing() {
     let data = fake_dataset(10, 5);
     let (p, mock, _files) = hub_project("dl-badsha", &data, true);
     let out = p
-        .cmd(&["pipeline", "run"])
+        .cmd(&["pipeline", "run", "download"])
         .env("HF_ENDPOINT", &mock.url)
         .env("HF_HOME", p.path().join("hf-home"))
         .output()
@@ -111,7 +111,7 @@ fn bad_local_data_fails_with_file_and_problem() {
     let mut bytes = std::fs::read(&f).unwrap();
     bytes.truncate(bytes.len() - 3);
     std::fs::write(&f, bytes).unwrap();
-    let e = p.fails(&["pipeline", "run"]);
+    let e = p.fails(&["pipeline", "run", "download"]);
     assert!(e.contains("t10k-labels-idx1-ubyte") && e.contains("truncated"), "{e}");
     assert_eq!(std::fs::read_dir(p.artifacts().join(".store")).unwrap().count(), 0);
 }
@@ -125,7 +125,7 @@ fn unreachable_hub_is_a_clear_error() {
     // A port that refuses connections.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = p
-        .cmd(&["pipeline", "run"])
+        .cmd(&["pipeline", "run", "download"])
         .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
         .env("HF_HOME", p.path().join("hf-home"))
         .output()

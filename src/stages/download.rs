@@ -10,6 +10,7 @@ use crate::config::{HubDataset, LoadedConfig};
 use crate::data::{hub, idx, Dataset, Split};
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 
+pub const ID: &str = "download";
 pub const OUTPUT: &str = "dataset.safetensors";
 pub const SUMMARY: &str = "dataset.json";
 
@@ -23,7 +24,7 @@ pub struct Download {
 pub fn spec(config: &LoadedConfig) -> StageSpec {
     let ds = &config.config.dataset;
     let kind = Download { local: ds.local.as_deref().map(|p| config.resolve(p)), local_setting: ds.local.clone(), hub: ds.hub.clone() };
-    super::stage("download", kind).params(config.params(&["dataset"])).outputs(&[OUTPUT, SUMMARY])
+    super::stage(ID, kind).params(config.params(&["dataset"])).outputs(&[OUTPUT, SUMMARY])
 }
 
 impl StageKind for Download {

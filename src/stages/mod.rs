@@ -3,18 +3,24 @@
 //! declares here, so an edit re-runs exactly the stages that read the edited key.
 
 pub mod download;
+pub mod encode;
+pub mod train;
 
 use std::sync::Arc;
 
 use crate::config::LoadedConfig;
+use crate::models::Arch;
 use crate::pipeline::StageSpec;
 
 /// Every stage of the pipeline for this config, in declaration order.
 ///
-/// Stage ids: `download`; later issues add `train-simple`, `train-conv`, `encode-<model>`,
+/// Stage ids: `download`, `train-<model>`, `encode-<model>`; later issues add
 /// `pca-<model>`, `kmeans-<model>-<seed>`, `score` and `plot`.
 pub fn plan(config: &LoadedConfig) -> Vec<StageSpec> {
-    vec![download::spec(config)]
+    let mut stages = vec![download::spec(config)];
+    stages.extend(Arch::ALL.map(|a| train::spec(config, a)));
+    stages.extend(Arch::ALL.map(|a| encode::spec(config, a)));
+    stages
 }
 
 /// Shorthand for building a spec whose kind is `kind`.

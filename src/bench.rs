@@ -1,0 +1,133 @@
+//! `bench train`: training throughput of each model at batch 32 and 256 on this machine,
+//! next to this machine's own large-matmul FLOP rate measured in the same process.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::data::{Split, PIXELS};
+use crate::models::adam::{Adam, AdamConfig};
+use crate::models::{self, Arch};
+use crate::train::batch_tensor;
+
+/// Multiply-accumulates of one forward pass for one image.
+pub fn forward_macs(arch: Arch) -> u64 {
+    match arch {
+        Arch::Simple => arch.parameters().iter().filter(|p| p.shape.len() == 2).map(|p| (p.shape[0] * p.shape[1]) as u64).sum(),
+        Arch::Conv => {
+            let conv1 = 28 * 28 * 8 * 9;
+            let conv2 = 14 * 14 * 4 * 8 * 9;
+            let linear = 196 * 64 + 64 * 10 + 10 * 64 + 64 * 196;
+            let deconv1 = 7 * 7 * 4 * 8 * 9;
+            let deconv2 = 14 * 14 * 8 * 9;
+            conv1 + conv2 + linear + deconv1 + deconv2
+        }
+    }
+}
+
+/// FLOPs of one training step per image: forward + backward (about twice the forward).
+pub fn train_flops_per_image(arch: Arch) -> f64 {
+    3.0 * 2.0 * forward_macs(arch) as f64
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainBench {
+    pub arch: Arch,
+    pub batch_size: usize,
+    pub steps: usize,
+    pub ms_per_step: f64,
+    pub samples_per_s: f64,
+    /// Model FLOP/s as a fraction of the machine's matmul FLOP/s.
+    pub fraction_of_matmul_peak: f64,
+    /// Projected time of one 60,000-image epoch.
+    pub epoch_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub device: String,
+    pub threads: usize,
+    pub matmul_gflops: f64,
+    pub results: Vec<TrainBench>,
+}
+
+/// GFLOP/s of a 1024x1024 f32 matmul on `device` (best of several).
+pub fn matmul_gflops(device: &Device) -> anyhow::Result<f64> {
+    let n = 1024;
+    let a = Tensor::ones((n, n), candle_core::DType::F32, device)?;
+    let b = Tensor::ones((n, n), candle_core::DType::F32, device)?;
+    a.matmul(&b)?.sum_all()?.to_scalar::<f32>()?;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        a.matmul(&b)?.sum_all()?.to_scalar::<f32>()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n * n * n) as f64 / best / 1e9)
+}
+
+/// Trains each model for `steps` steps at each batch size on synthetic images.
+pub fn train(steps: usize, device: &Device) -> anyhow::Result<BenchReport> {
+    let peak = matmul_gflops(device)?;
+    let mut rng = models::rng::Rng::new(0);
+    let n = 256 * 4;
+    let data = Split {
+        images: (0..n * PIXELS).map(|_| if rng.next_f32() < 0.8 { 0 } else { (rng.next_u64() % 256) as u8 }).collect(),
+        labels: vec![0; n],
+    };
+    let mut results = Vec::new();
+    for arch in Arch::ALL {
+        for batch_size in [32usize, 256] {
+            let (varmap, model) = models::initialise(arch, 0, device)?;
+            let mut opt = Adam::new(varmap.all_vars(), AdamConfig::new(1e-3, 0.0))?;
+            let mut run = |count: usize| -> anyhow::Result<f64> {
+                let t = Instant::now();
+                for step in 0..count {
+                    let start = (step * batch_size) % n;
+                    let x = batch_tensor(&data, (start..start + batch_size).map(|i| i % n), device)?;
+                    let loss = model.forward(&x)?.sub(&x)?.sqr()?.mean_all()?;
+                    opt.step(&loss.backward()?)?;
+                    loss.to_scalar::<f32>()?;
+                }
+                Ok(t.elapsed().as_secs_f64())
+            };
+            run(5)?; // warm-up
+            let secs = run(steps)?;
+            let samples_per_s = (steps * batch_size) as f64 / secs;
+            results.push(TrainBench {
+                arch,
+                batch_size,
+                steps,
+                ms_per_step: secs * 1e3 / steps as f64,
+                samples_per_s,
+                fraction_of_matmul_peak: samples_per_s * train_flops_per_image(arch) / (peak * 1e9),
+                epoch_s: 60000.0 / samples_per_s,
+            });
+        }
+    }
+    Ok(BenchReport { device: models::device::name(device), threads: candle_core::utils::get_num_threads(), matmul_gflops: peak, results })
+}
+
+impl BenchReport {
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "device {}, {} threads, matmul 1024^3: {:.1} GFLOP/s", self.device, self.threads, self.matmul_gflops);
+        let _ = writeln!(s, "{:<7} {:>5} {:>6} {:>9} {:>10} {:>9} {:>8}", "model", "batch", "steps", "ms/step", "samples/s", "epoch s", "of peak");
+        for r in &self.results {
+            let _ = writeln!(
+                s,
+                "{:<7} {:>5} {:>6} {:>9.3} {:>10.0} {:>9.2} {:>7.1}%",
+                r.arch.name(),
+                r.batch_size,
+                r.steps,
+                r.ms_per_step,
+                r.samples_per_s,
+                r.epoch_s,
+                100.0 * r.fraction_of_matmul_peak
+            );
+        }
+        s
+    }
+}

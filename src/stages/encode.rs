@@ -1,0 +1,64 @@
+//! `encode-simple`, `encode-conv`: the trained encoder's latent vectors for the whole test
+//! split (`latent.safetensors`: `latent` f32 [10000, d], `labels` u8 [10000]) and the
+//! reconstructions of the first `plot.samples` test images (`reconstructions.safetensors`:
+//! `images` f32 [n, 28, 28]).
+
+use safetensors::Dtype;
+
+use crate::config::{DeviceChoice, LoadedConfig};
+use crate::data::{Dataset, SIDE};
+use crate::models::{self, Arch};
+use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
+use crate::tensorfile::{self, le_bytes, Array};
+use crate::train;
+
+pub const LATENT: &str = "latent.safetensors";
+pub const RECONSTRUCTIONS: &str = "reconstructions.safetensors";
+
+pub fn id(arch: Arch) -> String {
+    format!("encode-{}", arch.name())
+}
+
+pub struct Encode {
+    arch: Arch,
+    samples: usize,
+    device: DeviceChoice,
+}
+
+pub fn spec(config: &LoadedConfig, arch: Arch) -> StageSpec {
+    let kind = Encode { arch, samples: config.config.plot.samples, device: config.config.device };
+    super::stage(id(arch), kind)
+        .params(config.params(&["plot.samples"]))
+        .param("arch", arch.name())
+        .input(&super::train::id(arch), super::train::MODEL)
+        .input(super::download::ID, super::download::OUTPUT)
+        .outputs(&[LATENT, RECONSTRUCTIONS])
+}
+
+impl StageKind for Encode {
+    fn kind(&self) -> &'static str {
+        "encode"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
+        let device = models::device::select(self.device)?;
+        let model = models::load(self.arch, ctx.input(&super::train::id(self.arch), super::train::MODEL)?, &device)?;
+        let test = Dataset::read(ctx.input(super::download::ID, super::download::OUTPUT)?)?.test;
+        let latent = train::encode(model.as_ref(), &test, &device)?;
+        let d = self.arch.latent_dim();
+        anyhow::ensure!(latent.len() == test.len() * d, "encoder returned {} values for {} images", latent.len(), test.len());
+        let bytes = le_bytes(&latent);
+        tensorfile::write(
+            &ctx.output(LATENT),
+            &[Array::raw("latent", Dtype::F32, vec![test.len(), d], &bytes), Array::u8("labels", vec![test.len()], &test.labels)],
+        )?;
+        let n = self.samples.min(test.len());
+        let recon = le_bytes(&train::reconstruct(model.as_ref(), &test, n, &device)?);
+        tensorfile::write(&ctx.output(RECONSTRUCTIONS), &[Array::raw("images", Dtype::F32, vec![n, SIDE, SIDE], &recon)])?;
+        Ok(StageReport { device: Some(models::device::name(&device)) })
+    }
+}

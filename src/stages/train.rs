@@ -1,0 +1,78 @@
+//! `train-simple`, `train-conv`: train one autoencoder on the training split and evaluate it
+//! on the test split. Outputs `model.safetensors` (PyTorch state-dict names), `history.json`
+//! and `metrics.json` (`{"test_mse": ...}`).
+
+use serde_json::json;
+
+use crate::config::{DeviceChoice, LoadedConfig};
+use crate::data::{Dataset, Split};
+use crate::models::{self, Arch};
+use crate::pipeline::{Cost, StageContext, StageKind, StageReport, StageSpec};
+use crate::train::{self, TrainSettings};
+
+pub const MODEL: &str = "model.safetensors";
+pub const HISTORY: &str = "history.json";
+pub const METRICS: &str = "metrics.json";
+
+pub fn id(arch: Arch) -> String {
+    format!("train-{}", arch.name())
+}
+
+pub struct Train {
+    settings: TrainSettings,
+    limit: Option<usize>,
+    device: DeviceChoice,
+}
+
+pub fn spec(config: &LoadedConfig, arch: Arch) -> StageSpec {
+    let c = &config.config;
+    let m = match arch {
+        Arch::Simple => &c.models.simple,
+        Arch::Conv => &c.models.conv,
+    };
+    let settings = TrainSettings { arch, epochs: m.epochs, batch_size: m.batch_size, lr: m.lr, weight_decay: m.weight_decay, seed: c.seed };
+    let kind = Train { settings, limit: c.train.limit, device: c.device };
+    let params = config.params(&["seed", "train.limit", &format!("models.{}", arch.name())]);
+    super::stage(id(arch), kind)
+        .params(params)
+        .param("arch", arch.name())
+        .input(super::download::ID, super::download::OUTPUT)
+        .outputs(&[MODEL, HISTORY, METRICS])
+}
+
+impl StageKind for Train {
+    fn kind(&self) -> &'static str {
+        "train"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn cost(&self) -> Cost {
+        Cost::Heavy
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
+        let data = Dataset::read(ctx.input(super::download::ID, super::download::OUTPUT)?)?;
+        let train = limit(&data.train, self.limit);
+        let device = models::device::select(self.device)?;
+        let arch = self.settings.arch;
+        tracing::info!("training {} on {} images ({} epochs, batch {}) on {}", arch.class_name(), train.len(), self.settings.epochs, self.settings.batch_size, models::device::name(&device));
+        let (varmap, model, history) = train::fit(&train, &self.settings, &device)?;
+        let test_mse = train::mse(model.as_ref(), &data.test, &device)?;
+        tracing::info!("{}: test MSE {test_mse:.6}", ctx.stage_id);
+        models::save(&varmap, &ctx.output(MODEL))?;
+        std::fs::write(ctx.output(HISTORY), serde_json::to_string(&history)? + "\n")?;
+        std::fs::write(ctx.output(METRICS), serde_json::to_string_pretty(&json!({"test_mse": test_mse}))? + "\n")?;
+        Ok(StageReport { device: Some(history.device) })
+    }
+}
+
+/// The first `limit` images of a split (all when None).
+fn limit(split: &Split, limit: Option<usize>) -> Split {
+    match limit {
+        Some(n) if n < split.len() => Split { images: split.images[..n * crate::data::PIXELS].to_vec(), labels: split.labels[..n].to_vec() },
+        _ => split.clone(),
+    }
+}

@@ -1,0 +1,160 @@
+//! The training loop (PyTorch semantics: Adam with L2 weight decay, MSE loss, a reshuffle
+//! every epoch from the seed, the last partial batch kept), evaluation and encoding.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::data::{Split, PIXELS};
+use crate::models::adam::{Adam, AdamConfig};
+use crate::models::rng::Rng;
+use crate::models::{self, Arch, Autoencoder};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSettings {
+    pub arch: Arch,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub mean_loss: f64,
+    pub wall_time_s: f64,
+    pub samples_per_s: f64,
+}
+
+/// `history.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    pub arch: Arch,
+    pub settings: TrainSettings,
+    pub train_images: usize,
+    pub device: String,
+    pub threads: usize,
+    pub epochs: Vec<EpochStats>,
+    pub samples_per_s: f64,
+    pub wall_time_s: f64,
+    /// Loss of every optimisation step, in order.
+    pub step_loss: Vec<f32>,
+}
+
+/// Pixels of the given images as f32 in [0, 1] (`uint8 / 255`, as ToTensor does).
+pub fn batch_tensor(split: &Split, indices: impl IntoIterator<Item = usize>, device: &Device) -> candle_core::Result<Tensor> {
+    let mut buf = Vec::new();
+    for i in indices {
+        buf.extend(split.image(i).iter().map(|&p| p as f32 / 255.0));
+    }
+    let n = buf.len() / PIXELS;
+    Tensor::from_vec(buf, (n, PIXELS), device)
+}
+
+/// Trains a fresh model on `train`; returns its variables, the model and the history.
+pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<(candle_nn::VarMap, Box<dyn Autoencoder>, History)> {
+    anyhow::ensure!(!train.is_empty(), "no training images");
+    let (varmap, model) = models::initialise(s.arch, s.seed, device)?;
+    let mut opt = Adam::new(varmap.all_vars(), AdamConfig::new(s.lr, s.weight_decay))?;
+    let mut shuffle = Rng::derive(s.seed, "shuffle");
+    let n = train.len();
+    let steps_per_epoch = n.div_ceil(s.batch_size);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut history = History {
+        arch: s.arch,
+        settings: s.clone(),
+        train_images: n,
+        device: models::device::name(device),
+        threads: candle_core::utils::get_num_threads(),
+        epochs: Vec::new(),
+        samples_per_s: 0.0,
+        wall_time_s: 0.0,
+        step_loss: Vec::with_capacity(steps_per_epoch * s.epochs),
+    };
+    let started = Instant::now();
+    for epoch in 1..=s.epochs {
+        shuffle.shuffle(&mut order);
+        let bar = epoch_bar(s.arch, epoch, s.epochs, steps_per_epoch);
+        let epoch_start = Instant::now();
+        let mut last_log = Instant::now();
+        let mut sum = 0f64;
+        for (step, chunk) in order.chunks(s.batch_size).enumerate() {
+            let x = batch_tensor(train, chunk.iter().copied(), device)?;
+            let loss = model.forward(&x)?.sub(&x)?.sqr()?.mean_all()?;
+            let grads = loss.backward()?;
+            opt.step(&grads)?;
+            let l = loss.to_scalar::<f32>()?;
+            anyhow::ensure!(l.is_finite(), "{} training diverged at epoch {epoch}, step {}: loss {l}", s.arch.name(), step + 1);
+            history.step_loss.push(l);
+            sum += l as f64;
+            let done = ((step + 1) * s.batch_size).min(n);
+            let rate = done as f64 / epoch_start.elapsed().as_secs_f64();
+            if bar.is_hidden() {
+                if last_log.elapsed().as_secs() >= 10 {
+                    tracing::info!("train-{} epoch {epoch}/{}: step {}/{steps_per_epoch}, loss {:.5}, {rate:.0} samples/s", s.arch.name(), s.epochs, step + 1, sum / (step + 1) as f64);
+                    last_log = Instant::now();
+                }
+            } else {
+                bar.set_position(step as u64 + 1);
+                bar.set_message(format!("loss {:.5}  {rate:.0} samples/s", sum / (step + 1) as f64));
+            }
+        }
+        bar.finish_and_clear();
+        let wall = epoch_start.elapsed().as_secs_f64();
+        let stats = EpochStats { epoch, mean_loss: sum / steps_per_epoch as f64, wall_time_s: wall, samples_per_s: n as f64 / wall };
+        tracing::info!(
+            "train-{} epoch {epoch}/{}: loss {:.5}, {:.1} s, {:.0} samples/s",
+            s.arch.name(),
+            s.epochs,
+            stats.mean_loss,
+            wall,
+            stats.samples_per_s
+        );
+        history.epochs.push(stats);
+    }
+    history.wall_time_s = started.elapsed().as_secs_f64();
+    history.samples_per_s = (n * s.epochs) as f64 / history.wall_time_s;
+    Ok((varmap, model, history))
+}
+
+fn epoch_bar(arch: Arch, epoch: usize, epochs: usize, steps: usize) -> ProgressBar {
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("train-{} epoch {epoch}/{epochs}", arch.name()));
+    bar
+}
+
+/// Mean squared error over every pixel of `split`.
+pub fn mse(model: &dyn Autoencoder, split: &Split, device: &Device) -> anyhow::Result<f64> {
+    let mut sum = 0f64;
+    for start in (0..split.len()).step_by(1000) {
+        let x = batch_tensor(split, start..(start + 1000).min(split.len()), device)?;
+        let se = model.forward(&x)?.sub(&x)?.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        sum += se;
+    }
+    Ok(sum / (split.len() * PIXELS) as f64)
+}
+
+/// The encoder's output for every image of `split`: [n, latent] row-major.
+pub fn encode(model: &dyn Autoencoder, split: &Split, device: &Device) -> anyhow::Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for start in (0..split.len()).step_by(1000) {
+        let x = batch_tensor(split, start..(start + 1000).min(split.len()), device)?;
+        out.extend(model.encode(&x)?.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// Reconstructions of the first `n` images: [n, 784].
+pub fn reconstruct(model: &dyn Autoencoder, split: &Split, n: usize, device: &Device) -> anyhow::Result<Vec<f32>> {
+    let x = batch_tensor(split, 0..n.min(split.len()), device)?;
+    Ok(model.forward(&x)?.flatten_all()?.to_vec1::<f32>()?)
+}

@@ -1,0 +1,92 @@
+//! Training and encoding through the real pipeline on a small config (real MNIST, 2,000
+//! training images, one epoch).
+
+mod common;
+
+use common::{blake3_file, mnist_dir, Project};
+use latentscope::models::Arch;
+use latentscope::tensorfile::TensorFile;
+use safetensors::Dtype;
+
+/// A project on the real MNIST copy, with quick training settings.
+fn project(tag: &str, limit: usize) -> Project {
+    let p = Project::new(tag);
+    let cfg = p.path().join("pipeline.yaml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("local: data", &format!("local: {}", mnist_dir().display()))
+        .replace("limit: null", &format!("limit: {limit}"))
+        .replace("epochs: 20", "epochs: 1")
+        .replace("device: auto", "device: cpu");
+    std::fs::write(cfg, text).unwrap();
+    p
+}
+
+#[test]
+fn trains_and_encodes_both_models() {
+    let p = project("train", 2000);
+    let out = p.ok(&["pipeline", "run", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ran"].as_array().unwrap().len(), 5, "{v}");
+
+    for arch in Arch::ALL {
+        let dir = p.artifacts().join(format!("train-{}", arch.name()));
+        // The weights carry exactly the PyTorch state-dict names and shapes.
+        let model = TensorFile::open(&dir.join("model.safetensors")).unwrap();
+        for param in arch.parameters() {
+            let (shape, _) = model.get(&param.name, Dtype::F32).unwrap();
+            assert_eq!(shape, param.shape, "{}", param.name);
+        }
+        let history: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("history.json")).unwrap()).unwrap();
+        let losses: Vec<f64> = history["step_loss"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(losses.len(), 2000usize.div_ceil(32));
+        let head = losses[..5].iter().sum::<f64>() / 5.0;
+        let tail = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
+        assert!(tail < 0.8 * head, "{}: loss did not fall: {head} -> {tail}", arch.name());
+        assert_eq!(history["epochs"].as_array().unwrap().len(), 1);
+        assert!(history["samples_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(history["device"], "cpu");
+        let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap();
+        let mse = metrics["test_mse"].as_f64().unwrap();
+        assert!(mse > 0.0 && mse < 0.9 * head, "{}: test MSE {mse}, first losses {head}", arch.name());
+
+        let enc = p.artifacts().join(format!("encode-{}", arch.name()));
+        let latent = TensorFile::open(&enc.join("latent.safetensors")).unwrap();
+        assert_eq!(latent.get("latent", Dtype::F32).unwrap().0, [10000, arch.latent_dim()]);
+        let (shape, labels) = latent.get("labels", Dtype::U8).unwrap();
+        assert_eq!(shape, [10000]);
+        assert_eq!(labels[..5], [7, 2, 1, 0, 4]);
+        let recon = TensorFile::open(&enc.join("reconstructions.safetensors")).unwrap();
+        let (shape, bytes) = recon.get("images", Dtype::F32).unwrap();
+        assert_eq!(shape, [9, 28, 28]);
+        let values = latentscope::tensorfile::f32_values(bytes);
+        assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    // Editing the conv model's settings re-runs only its training and encoding.
+    let status = p.ok(&["pipeline", "status", "--set", "models.conv.epochs=2"]);
+    let line = |id: &str| status.lines().find(|l| l.starts_with(&format!("{id} "))).unwrap().to_owned();
+    assert!(line("train-simple").contains("fresh"), "{status}");
+    assert!(line("encode-simple").contains("fresh"), "{status}");
+    assert!(line("train-conv").contains("params changed: models.conv.epochs 1 -> 2"), "{status}");
+    assert!(line("encode-conv").contains("upstream stale: train-conv"), "{status}");
+    let out = p.ok(&["pipeline", "run", "--json", "--set", "models.conv.epochs=2"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ran"], serde_json::json!(["train-conv", "encode-conv"]));
+}
+
+#[test]
+fn training_is_bitwise_reproducible_across_thread_counts() {
+    let hashes: Vec<Vec<String>> = ["1", "2", "2"]
+        .iter()
+        .enumerate()
+        .map(|(i, threads)| {
+            let p = project(&format!("determinism-{i}"), 512);
+            let out = p.cmd(&["pipeline", "run", "train-simple", "train-conv"]).env("RAYON_NUM_THREADS", threads).output().unwrap();
+            assert!(out.status.success(), "{}", common::text(&out.stderr));
+            Arch::ALL.iter().map(|a| blake3_file(&p.artifacts().join(format!("train-{}/model.safetensors", a.name())))).collect()
+        })
+        .collect();
+    assert_eq!(hashes[0], hashes[1], "1 thread vs 2 threads");
+    assert_eq!(hashes[1], hashes[2], "two runs with 2 threads");
+}
