@@ -69,7 +69,7 @@ pub fn matmul_gflops(device: &Device) -> anyhow::Result<f64> {
 }
 
 /// Trains each model for `steps` steps at each batch size on synthetic images.
-pub fn train(steps: usize, device: &Device) -> anyhow::Result<BenchReport> {
+pub fn train(steps: usize, device: &Device, only: Option<Arch>, batches: &[usize]) -> anyhow::Result<BenchReport> {
     let peak = matmul_gflops(device)?;
     let mut rng = models::rng::Rng::new(0);
     let n = 256 * 4;
@@ -78,8 +78,8 @@ pub fn train(steps: usize, device: &Device) -> anyhow::Result<BenchReport> {
         labels: vec![0; n],
     };
     let mut results = Vec::new();
-    for arch in Arch::ALL {
-        for batch_size in [32usize, 256] {
+    for arch in Arch::ALL.into_iter().filter(|a| only.is_none_or(|o| o == *a)) {
+        for &batch_size in batches {
             let (varmap, model) = models::initialise(arch, 0, device)?;
             let mut opt = Adam::new(varmap.all_vars(), AdamConfig::new(1e-3, 0.0))?;
             let mut run = |count: usize| -> anyhow::Result<f64> {

@@ -38,6 +38,12 @@ enum BenchCommand {
         /// auto | cpu | cuda | metal
         #[arg(long, default_value = "auto")]
         device: String,
+        /// Only this model (simple or conv).
+        #[arg(long)]
+        model: Option<String>,
+        /// Batch sizes to measure.
+        #[arg(long, value_delimiter = ',', default_value = "32,256")]
+        batch: Vec<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -113,6 +119,7 @@ enum PipelineCommand {
 
 /// Entry point of both binaries.
 pub fn main() -> ExitCode {
+    pin_thread_count();
     let cli = Cli::parse();
     init_logging();
     match execute(cli) {
@@ -121,6 +128,17 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// candle asks for the thread count on every matmul and, unless RAYON_NUM_THREADS is set,
+/// answers by parsing /proc/cpuinfo each time (half the step time of the simple model).
+/// Resolve it once, before any thread starts, and pin it.
+fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        // Safe: called first thing in main, while the process is single-threaded.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
 }
 
@@ -144,10 +162,14 @@ fn load(common: &Common) -> anyhow::Result<Graph> {
 fn execute(cli: Cli) -> anyhow::Result<()> {
     let args = match cli.command {
         Command::Pipeline(args) => args,
-        Command::Bench(BenchCommand::Train { steps, device, json }) => {
+        Command::Bench(BenchCommand::Train { steps, device, model, batch, json }) => {
+            let only = model
+                .map(|m| serde_json::from_value::<crate::models::Arch>(serde_json::Value::String(m.clone())).map_err(|_| anyhow::anyhow!("--model {m}: expected simple or conv")))
+                .transpose()?;
+            anyhow::ensure!(!batch.is_empty() && batch.iter().all(|b| *b > 0), "--batch needs positive sizes");
             let choice: crate::config::DeviceChoice = serde_json::from_value(serde_json::Value::String(device.clone()))
                 .map_err(|_| anyhow::anyhow!("--device {device}: expected auto, cpu, cuda or metal"))?;
-            let report = crate::bench::train(steps.max(1), &crate::models::device::select(choice)?)?;
+            let report = crate::bench::train(steps.max(1), &crate::models::device::select(choice)?, only, &batch)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor, Var};
 use latentscope::models::adam::{Adam, AdamConfig};
-use latentscope::models::ops::{conv2d, conv_transpose2d, max_pool2x2, relu};
+use latentscope::models::ops::{conv2d, conv_transpose2d, max_pool2x2, relu, relu_max_pool2x2};
 use serde_json::Value;
 
 fn reference() -> Value {
@@ -33,10 +33,13 @@ fn max_pool_over_relu_matches_pytorch_with_ties_and_zeros() {
     let shape: Vec<usize> = r["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
     let x = Var::from_tensor(&tensor(&r["x"], &shape)).unwrap();
     let proj = tensor(&r["proj"], &[1, 2, 2, 4]);
-    let y = max_pool2x2(&relu(x.as_tensor()).unwrap()).unwrap();
-    assert_close(&y, &r["y"], 0.0, "y");
-    let grads = y.mul(&proj).unwrap().sum_all().unwrap().backward().unwrap();
-    assert_close(grads.get(x.as_tensor()).unwrap(), &r["grad_x"], 0.0, "grad_x");
+    let separate = max_pool2x2(&relu(x.as_tensor()).unwrap()).unwrap();
+    let fused = relu_max_pool2x2(x.as_tensor()).unwrap();
+    for (name, y) in [("separate", separate), ("fused", fused)] {
+        assert_close(&y, &r["y"], 0.0, &format!("{name} y"));
+        let grads = y.mul(&proj).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_close(grads.get(x.as_tensor()).unwrap(), &r["grad_x"], 0.0, &format!("{name} grad_x"));
+    }
 }
 
 struct Chain {
@@ -52,7 +55,7 @@ impl Chain {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         let v: Vec<&Tensor> = self.vars.iter().map(|v| v.as_tensor()).collect();
-        let h = max_pool2x2(&relu(&conv2d(x, v[0], v[1], 1, 1).unwrap()).unwrap()).unwrap();
+        let h = relu_max_pool2x2(&conv2d(x, v[0], v[1], 1, 1).unwrap()).unwrap();
         candle_nn::ops::sigmoid(&conv_transpose2d(&h, v[2], v[3], 2, 1, 1).unwrap()).unwrap()
     }
 

@@ -5,7 +5,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::init::{self, Param};
-use super::ops::{conv2d, conv_transpose2d, max_pool2x2, relu};
+use super::ops::{conv2d, conv_transpose2d, relu, relu_max_pool2x2};
 use super::Autoencoder;
 
 pub fn parameters() -> Vec<Param> {
@@ -66,8 +66,8 @@ impl Autoencoder for ConvAutoencoder {
     fn encode(&self, x: &Tensor) -> Result<Tensor> {
         let b = x.dim(0)?;
         let x = x.reshape((b, 1, 28, 28))?;
-        let h = max_pool2x2(&relu(&conv2d(&x, &self.enc_conv1.weight, &self.enc_conv1.bias, 1, 1)?)?)?;
-        let h = max_pool2x2(&relu(&conv2d(&h, &self.enc_conv2.weight, &self.enc_conv2.bias, 1, 1)?)?)?;
+        let h = relu_max_pool2x2(&conv2d(&x, &self.enc_conv1.weight, &self.enc_conv1.bias, 1, 1)?)?;
+        let h = relu_max_pool2x2(&conv2d(&h, &self.enc_conv2.weight, &self.enc_conv2.bias, 1, 1)?)?;
         let h = relu(&self.enc_fc1.forward(&h.flatten_from(1)?)?)?;
         self.enc_fc2.forward(&h)
     }

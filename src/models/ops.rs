@@ -4,14 +4,18 @@
 //! - [`relu`]: gradient 0 at 0 (candle's relu passes the gradient through at 0).
 //! - [`max_pool2x2`]: the gradient goes to the first maximum of each window only, as in
 //!   PyTorch (candle 0.11 spreads a scaled gradient).
-//! - [`conv2d`], [`conv_transpose2d`]: lowered to im2col/col2im + one matmul on the CPU
-//!   (candle's direct CPU kernels are slow for these shapes). Other devices use candle's
+//! - [`conv2d`], [`conv_transpose2d`]: direct CPU kernels for the small channel counts of
+//!   these models, fused with the bias, one custom op each with a hand-written backward
+//!   (candle's CPU convolutions are slow for these shapes). Other devices use candle's
 //!   native kernels; both compute the same function with the same gradients.
 //!
 //! Every CPU kernel here is single-threaded and sums in a fixed order, so results are
 //! bitwise reproducible.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
@@ -78,9 +82,21 @@ fn relu_generic(x: &Tensor) -> Result<Tensor> {
 // ---------------------------------------------------------------------------------------------
 // 2x2 max-pool, stride 2, gradient to the first maximum of each window (row-major order).
 
-struct MaxPool;
+struct MaxPool {
+    /// Apply ReLU before pooling (fused: one pass, one buffer).
+    relu: bool,
+    /// Filled by the forward pass: for each output, the plane index of the input that won
+    /// its window, or `NO_GRADIENT`. The backward pass only scatters.
+    winners: Mutex<Option<Arc<Vec<u32>>>>,
+}
+
+const NO_GRADIENT: u32 = u32::MAX;
 
 impl MaxPool {
+    fn new(relu: bool) -> Self {
+        Self { relu, winners: Mutex::new(None) }
+    }
+
     fn dims(l: &Layout) -> Result<(usize, usize, usize)> {
         let (b, c, h, w) = l.shape().dims4()?;
         if h % 2 != 0 || w % 2 != 0 {
@@ -89,17 +105,27 @@ impl MaxPool {
         Ok((b * c, h, w))
     }
 
-    /// Index (within the plane) of the first maximum of window (oy, ox).
-    #[inline]
-    fn argmax(p: &[f32], w: usize, oy: usize, ox: usize) -> usize {
-        let i0 = 2 * oy * w + 2 * ox;
-        let mut best = i0;
-        for i in [i0 + 1, i0 + w, i0 + w + 1] {
-            if p[i] > p[best] || p[i].is_nan() {
-                best = i;
+    /// Pools one plane: the first maximum of each 2x2 window in row-major order (PyTorch's
+    /// scan order, so the first of tied maxima wins; NaN wins as in PyTorch).
+    fn pool_plane(&self, p: &[f32], w: usize, out: &mut [f32], winners: &mut [u32]) {
+        let ow = w / 2;
+        for (oy, (rows, (o_row, w_row))) in p.chunks_exact(2 * w).zip(out.chunks_exact_mut(ow).zip(winners.chunks_exact_mut(ow))).enumerate() {
+            let (r0, r1) = rows.split_at(w);
+            for ox in 0..ow {
+                let i = 2 * ox;
+                let (mut best, mut at) = (r0[i], i);
+                for (v, j) in [(r0[i + 1], i + 1), (r1[i], w + i), (r1[i + 1], w + i + 1)] {
+                    if v > best || v.is_nan() {
+                        best = v;
+                        at = j;
+                    }
+                }
+                // ReLU after the max: max(relu(x)) == relu(max(x)); where it clips, no gradient.
+                let clipped = self.relu && !(best > 0.0);
+                o_row[ox] = if clipped { 0.0 } else { best };
+                w_row[ox] = if clipped { NO_GRADIENT } else { (2 * oy * w + at) as u32 };
             }
         }
-        best
     }
 }
 
@@ -111,54 +137,73 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "max_pool2x2")?;
         let (planes, h, w) = Self::dims(l)?;
-        let (oh, ow) = (h / 2, w / 2);
-        let mut out = Vec::with_capacity(planes * oh * ow);
-        for p in x.chunks_exact(h * w) {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    out.push(p[Self::argmax(p, w, oy, ox)]);
-                }
-            }
-        }
+        let o = (h / 2) * (w / 2);
+        let mut out = vec![0f32; planes * o];
+        let mut winners = vec![0u32; planes * o];
+        out.par_chunks_mut(o)
+            .zip(winners.par_chunks_mut(o))
+            .zip(x.par_chunks(h * w))
+            .for_each(|((out, win), p)| self.pool_plane(p, w, out, win));
+        *self.winners.lock().expect("winners lock") = Some(Arc::new(winners));
         let (b, c, _, _) = l.shape().dims4()?;
-        Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
+        Ok((CpuStorage::F32(out), Shape::from((b, c, h / 2, w / 2))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolBwd)?))
+        let winners = self.winners.lock().expect("winners lock").clone();
+        let Some(winners) = winners else { bail!("max_pool2x2: backward before forward") };
+        let (_, _, h, w) = arg.dims4()?;
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Unpool { winners, h, w })?))
     }
 }
 
-/// (input, grad of output) -> grad of input.
-struct MaxPoolBwd;
+/// Gradient of the pooled output -> gradient of the input, through the recorded winners.
+struct Unpool {
+    winners: Arc<Vec<u32>>,
+    h: usize,
+    w: usize,
+}
 
-impl CustomOp2 for MaxPoolBwd {
+impl CustomOp1 for Unpool {
     fn name(&self) -> &'static str {
         "max-pool-2x2-pt-bwd"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "max_pool2x2-bwd")?;
-        let g = contiguous_f32(s2, l2, "max_pool2x2-bwd")?;
-        let (_, h, w) = MaxPool::dims(l1)?;
-        let (oh, ow) = (h / 2, w / 2);
-        let mut out = vec![0f32; x.len()];
-        for ((p, gp), op) in x.chunks_exact(h * w).zip(g.chunks_exact(oh * ow)).zip(out.chunks_exact_mut(h * w)) {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    op[MaxPool::argmax(p, w, oy, ox)] += gp[oy * ow + ox];
-                }
-            }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = contiguous_f32(s, l, "max_pool2x2-bwd")?;
+        let (b, c, oh, ow) = l.shape().dims4()?;
+        if (oh * 2, ow * 2) != (self.h, self.w) || g.len() != self.winners.len() {
+            bail!("max_pool2x2-bwd: gradient {:?} does not match the forward pass", l.shape());
         }
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        let plane = self.h * self.w;
+        let mut out = vec![0f32; b * c * plane];
+        out.par_chunks_mut(plane)
+            .zip(g.par_chunks(oh * ow).zip(self.winners.par_chunks(oh * ow)))
+            .for_each(|(out, (g, win))| {
+                for (&gv, &at) in g.iter().zip(win) {
+                    if at != NO_GRADIENT {
+                        out[at as usize] = gv;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, self.h, self.w))))
     }
 }
 
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     if on_cpu_f32(x) {
-        x.contiguous()?.apply_op1(MaxPool)
+        x.contiguous()?.apply_op1(MaxPool::new(false))
     } else {
         max_pool2x2_generic(x)
+    }
+}
+
+/// `max_pool2x2(relu(x))` in one pass, with the same values and gradients.
+pub fn relu_max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    if on_cpu_f32(x) {
+        x.contiguous()?.apply_op1(MaxPool::new(true))
+    } else {
+        max_pool2x2_generic(&relu_generic(x)?)
     }
 }
 
@@ -177,148 +222,417 @@ fn max_pool2x2_generic(x: &Tensor) -> Result<Tensor> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// im2col / col2im: the two adjoint halves of a convolution.
+// Direct convolution kernels for small channel counts.
+//
+// A convolution relates an "image" [N, C, H, W] and a "grid" [N, O, GH, GW] through weights
+// [O, C, k, k]:  grid[n,o,gy,gx] = sum_{c,ky,kx} W[o,c,ky,kx] * image[n,c,gy*s+ky-p, gx*s+kx-p].
+// Conv2d maps image -> grid ("correlate"); its input gradient maps grid -> image ("scatter").
+// ConvTranspose2d is the same pair the other way round, with its weight [Cin, Cout, k, k]
+// read as [O, C, k, k]. Both share the weight gradient ("wgrad").
 
-/// An image of `channels x img_h x img_w` seen through a k x k window moved with `stride`
-/// over a zero-padded border of `pad`, giving a `grid_h x grid_w` grid of positions.
+/// Shapes of one convolution (see above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
-    pub channels: usize,
-    pub img_h: usize,
-    pub img_w: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub gh: usize,
+    pub gw: usize,
     pub k: usize,
     pub stride: usize,
     pub pad: usize,
-    pub grid_h: usize,
-    pub grid_w: usize,
+}
+
+/// Planes re-laid with a common row stride `l` and a zero margin `m`, so that every kernel
+/// tap is one contiguous multiply-add over a whole plane instead of one per row. The image is
+/// split into `stride x stride` phase planes (image row `iy = r * stride + py` lives in row
+/// `r + m` of phase `py`); tap (ky, kx) then reads phase (py, px) at a constant offset from
+/// the grid position. Grid rows carry `l - gw` junk columns, which are discarded on output
+/// and zero on input.
+struct Planes {
+    s: usize,
+    l: usize,
+    m: usize,
+    /// Rows of one padded phase plane.
+    rows: usize,
+    /// (phase index, offset) of each tap, in (ky, kx) order.
+    taps: Vec<(usize, usize)>,
+}
+
+impl Planes {
+    fn phase_len(&self) -> usize {
+        self.rows * self.l
+    }
+
+    /// All phases of one image plane.
+    fn image_len(&self) -> usize {
+        self.s * self.s * self.phase_len()
+    }
 }
 
 impl Geometry {
-    fn row(&self) -> usize {
-        self.channels * self.k * self.k
+    fn image_plane(&self) -> usize {
+        self.h * self.w
     }
 
-    fn cells(&self) -> usize {
-        self.grid_h * self.grid_w
+    fn grid_plane(&self) -> usize {
+        self.gh * self.gw
     }
 
-    /// Calls `f(col_index_in_row, image_index_in_plane_stack)` for every in-bounds tap of grid
-    /// cell (gy, gx); the image index is relative to the start of one sample.
-    #[inline]
-    fn taps(&self, gy: usize, gx: usize, mut f: impl FnMut(usize, usize)) {
-        let kk = self.k * self.k;
+    fn check(&self, what: &str, l: &Layout, dims: (usize, usize, usize)) -> Result<usize> {
+        let (n, a, b, c) = l.shape().dims4()?;
+        if (a, b, c) != dims {
+            bail!("{what}: shape {:?} does not match {self:?}", l.shape());
+        }
+        Ok(n)
+    }
+
+    fn planes(&self) -> Planes {
+        let (s, p) = (self.stride as isize, self.pad as isize);
+        let split = |k: usize| {
+            let t = k as isize - p;
+            (t.rem_euclid(s) as usize, t.div_euclid(s))
+        };
+        let m = (0..self.k).map(|k| split(k).1.unsigned_abs()).max().unwrap_or(0);
+        let (ph, pw) = (self.h.div_ceil(self.stride), self.w.div_ceil(self.stride));
+        let l = pw.max(self.gw) + 2 * m;
+        let rows = ph.max(self.gh) + 2 * m + 1;
+        let mut taps = Vec::with_capacity(self.k * self.k);
         for ky in 0..self.k {
-            let iy = (gy * self.stride + ky) as isize - self.pad as isize;
-            if iy < 0 || iy >= self.img_h as isize {
-                continue;
-            }
+            let (py, dy) = split(ky);
             for kx in 0..self.k {
-                let ix = (gx * self.stride + kx) as isize - self.pad as isize;
-                if ix < 0 || ix >= self.img_w as isize {
-                    continue;
-                }
-                let base = iy as usize * self.img_w + ix as usize;
-                for c in 0..self.channels {
-                    f(c * kk + ky * self.k + kx, c * self.img_h * self.img_w + base);
+                let (px, dx) = split(kx);
+                let offset = (dy + m as isize) as usize * l + (dx + m as isize) as usize;
+                taps.push(((py * self.stride + px) * rows * l, offset));
+            }
+        }
+        Planes { s: self.stride, l, m, rows, taps }
+    }
+
+    /// Start (in the phase planes) of the phase row holding image row `iy`, columns of
+    /// phase `px`.
+    #[inline]
+    fn phase_row(&self, pl: &Planes, iy: usize, px: usize) -> usize {
+        ((iy % pl.s) * pl.s + px) * pl.phase_len() + (iy / pl.s + pl.m) * pl.l + pl.m
+    }
+
+    /// One image plane [H, W] -> its padded phase planes.
+    fn to_phases(&self, pl: &Planes, image: &[f32], out: &mut [f32]) {
+        for (iy, row) in image.chunks_exact(self.w).enumerate() {
+            for px in 0..pl.s {
+                let start = self.phase_row(pl, iy, px);
+                for (d, &v) in out[start..].iter_mut().zip(row.iter().skip(px).step_by(pl.s)) {
+                    *d = v;
                 }
             }
         }
+    }
+
+    /// Padded phase planes -> one image plane [H, W].
+    fn from_phases(&self, pl: &Planes, phases: &[f32], image: &mut [f32]) {
+        for (iy, row) in image.chunks_exact_mut(self.w).enumerate() {
+            for px in 0..pl.s {
+                let start = self.phase_row(pl, iy, px);
+                for (d, &v) in row.iter_mut().skip(px).step_by(pl.s).zip(&phases[start..]) {
+                    *d = v;
+                }
+            }
+        }
+    }
+
+    /// Every [H, W] plane of `image` ([planes, H, W]) -> padded phases.
+    fn all_phases(&self, pl: &Planes, image: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; image.len() / self.image_plane() * pl.image_len()];
+        out.par_chunks_mut(pl.image_len()).zip(image.par_chunks(self.image_plane())).for_each(|(dst, src)| self.to_phases(pl, src, dst));
+        out
+    }
+
+    /// Every [GH, GW] plane of `grid` -> rows of stride `l`, junk columns zero.
+    fn all_grids(&self, pl: &Planes, grid: &[f32]) -> Vec<f32> {
+        let len = self.gh * pl.l;
+        let mut out = vec![0f32; grid.len() / self.grid_plane() * len];
+        for (src, dst) in grid.chunks_exact(self.grid_plane()).zip(out.chunks_exact_mut(len)) {
+            for (s_row, d_row) in src.chunks_exact(self.gw).zip(dst.chunks_exact_mut(pl.l)) {
+                d_row[..self.gw].copy_from_slice(s_row);
+            }
+        }
+        out
+    }
+
+    /// image [n, C, H, W], weight [O, C, k, k] -> grid [n, O, GH, GW].
+    fn correlate(&self, image: &[f32], weight: &[f32], n: usize) -> Vec<f32> {
+        self.correlate_impl(image, weight, n)
+    }
+
+    fn correlate_impl(&self, image: &[f32], weight: &[f32], n: usize) -> Vec<f32> {
+        let pl = self.planes();
+        let phases = self.all_phases(&pl, image);
+        let kk = self.k * self.k;
+        let len = self.gh * pl.l;
+        let mut grid = vec![0f32; n * self.o * self.grid_plane()];
+        grid.par_chunks_mut(self.grid_plane()).enumerate().for_each_init(|| vec![0f32; len], |acc, (i, out)| {
+            let (ni, oi) = (i / self.o, i % self.o);
+            acc.fill(0.0);
+            for ci in 0..self.c {
+                let src = &phases[(ni * self.c + ci) * pl.image_len()..][..pl.image_len()];
+                let w = &weight[(oi * self.c + ci) * kk..][..kk];
+                for (&wv, &(phase, off)) in w.iter().zip(&pl.taps) {
+                    axpy(acc, wv, &src[phase + off..][..len]);
+                }
+            }
+            for (o_row, a_row) in out.chunks_exact_mut(self.gw).zip(acc.chunks_exact(pl.l)) {
+                o_row.copy_from_slice(&a_row[..self.gw]);
+            }
+        });
+        grid
+    }
+
+    /// grid [n, O, GH, GW], weight [O, C, k, k] -> image [n, C, H, W] (adjoint of correlate).
+    fn scatter(&self, grid: &[f32], weight: &[f32], n: usize) -> Vec<f32> {
+        self.scatter_impl(grid, weight, n)
+    }
+
+    fn scatter_impl(&self, grid: &[f32], weight: &[f32], n: usize) -> Vec<f32> {
+        let pl = self.planes();
+        let grids = self.all_grids(&pl, grid);
+        let kk = self.k * self.k;
+        let len = self.gh * pl.l;
+        let mut image = vec![0f32; n * self.c * self.image_plane()];
+        image.par_chunks_mut(self.image_plane()).enumerate().for_each_init(|| vec![0f32; pl.image_len()], |acc, (i, out)| {
+            let (ni, ci) = (i / self.c, i % self.c);
+            acc.fill(0.0);
+            for oi in 0..self.o {
+                let g = &grids[(ni * self.o + oi) * len..][..len];
+                let w = &weight[(oi * self.c + ci) * kk..][..kk];
+                for (&wv, &(phase, off)) in w.iter().zip(&pl.taps) {
+                    axpy(&mut acc[phase + off..][..len], wv, g);
+                }
+            }
+            self.from_phases(&pl, acc, out);
+        });
+        image
+    }
+
+    /// image [n, C, H, W], grid [n, O, GH, GW] -> sum over n of grid x image per tap:
+    /// the weight gradient [O, C, k, k].
+    fn wgrad(&self, image: &[f32], grid: &[f32], n: usize) -> Vec<f32> {
+        self.wgrad_impl(image, grid, n)
+    }
+
+    fn wgrad_impl(&self, image: &[f32], grid: &[f32], n: usize) -> Vec<f32> {
+        let pl = self.planes();
+        let phases = self.all_phases(&pl, image);
+        let grids = self.all_grids(&pl, grid);
+        let len = self.gh * pl.l;
+        let kk = self.k * self.k;
+        let mut dw = vec![0f32; self.o * self.c * kk];
+        // One (o, c) pair per task; the sum over samples runs in a fixed order inside it.
+        dw.par_chunks_mut(kk).enumerate().for_each(|(i, out)| {
+            let (oi, ci) = (i / self.c, i % self.c);
+            for (d, &(phase, off)) in out.iter_mut().zip(&pl.taps) {
+                let mut acc = 0f32;
+                for ni in 0..n {
+                    let g = &grids[(ni * self.o + oi) * len..][..len];
+                    let src = &phases[(ni * self.c + ci) * pl.image_len() + phase + off..][..len];
+                    acc += dot(g, src);
+                }
+                *d = acc;
+            }
+        });
+        dw
     }
 }
 
-/// [B, C, H, W] -> [B * grid_h * grid_w, C * k * k].
-struct Im2Col(Geometry);
-/// [B * grid_h * grid_w, C * k * k] -> [B, C, H, W], summing overlapping taps.
-struct Col2Im(Geometry);
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let x = contiguous_f32(s, l, "im2col")?;
-        let (b, c, h, w) = l.shape().dims4()?;
-        if (c, h, w) != (g.channels, g.img_h, g.img_w) {
-            bail!("im2col: input {:?} does not match {g:?}", l.shape());
+/// Runs `f` compiled for AVX2 when the CPU has it (same arithmetic, wider registers: the
+/// results are bitwise the same as without).
+#[inline(always)]
+fn with_simd<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn avx2<T>(f: impl FnOnce() -> T) -> T {
+            f()
         }
-        let (row, plane) = (g.row(), c * h * w);
-        let mut out = vec![0f32; b * g.cells() * row];
-        for (n, img) in x.chunks_exact(plane).enumerate() {
-            for gy in 0..g.grid_h {
-                for gx in 0..g.grid_w {
-                    let r = &mut out[((n * g.grid_h + gy) * g.grid_w + gx) * row..][..row];
-                    g.taps(gy, gx, |col, i| r[col] = img[i]);
-                }
-            }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { avx2(f) };
         }
-        Ok((CpuStorage::F32(out), Shape::from((b * g.cells(), row))))
     }
+    f()
+}
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Col2Im(self.0))?))
+/// dst += w * src, element by element.
+#[inline(always)]
+fn axpy(dst: &mut [f32], w: f32, src: &[f32]) {
+    with_simd(|| {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += w * s;
+        }
+    })
+}
+
+/// Dot product with eight partial sums (vectorisable, and in a fixed order: deterministic).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    with_simd(|| dot_impl(a, b))
+}
+
+#[inline(always)]
+fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Adds `bias[ch]` to every element of channel `ch` of [N, Ch, ...] planes of size `plane`.
+fn add_bias(data: &mut [f32], bias: &[f32], plane: usize) {
+    for (i, p) in data.chunks_exact_mut(plane).enumerate() {
+        let b = bias[i % bias.len()];
+        p.iter_mut().for_each(|v| *v += b);
     }
 }
 
-impl CustomOp1 for Col2Im {
+/// [N, Ch, H, W] -> [Ch]: the sum of each channel (the bias gradient).
+struct ChannelSum;
+
+impl CustomOp1 for ChannelSum {
     fn name(&self) -> &'static str {
-        "col2im"
+        "channel-sum"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let cols = contiguous_f32(s, l, "col2im")?;
-        let (rows, row) = l.shape().dims2()?;
-        if row != g.row() || rows % g.cells() != 0 {
-            bail!("col2im: input {:?} does not match {g:?}", l.shape());
+        let x = contiguous_f32(s, l, "channel-sum")?;
+        let (_, ch, h, w) = l.shape().dims4()?;
+        let mut out = vec![0f32; ch];
+        for (i, p) in x.chunks_exact(h * w).enumerate() {
+            out[i % ch] += p.iter().sum::<f32>();
         }
-        let b = rows / g.cells();
-        let plane = g.channels * g.img_h * g.img_w;
-        let mut out = vec![0f32; b * plane];
-        for (n, img) in out.chunks_exact_mut(plane).enumerate() {
-            for gy in 0..g.grid_h {
-                for gx in 0..g.grid_w {
-                    let r = &cols[((n * g.grid_h + gy) * g.grid_w + gx) * row..][..row];
-                    g.taps(gy, gx, |col, i| img[i] += r[col]);
-                }
-            }
-        }
-        Ok((CpuStorage::F32(out), Shape::from((b, g.channels, g.img_h, g.img_w))))
+        Ok((CpuStorage::F32(out), Shape::from(ch)))
+    }
+}
+
+/// Which half of the pair a kernel op computes.
+#[derive(Clone, Copy)]
+enum Kernel {
+    /// (image, weight) -> grid
+    Correlate,
+    /// (grid, weight) -> image
+    Scatter,
+    /// (image, grid) -> weight
+    Wgrad,
+}
+
+/// One kernel without autograd (used inside the backward passes).
+struct KernelOp(Geometry, Kernel);
+
+impl CustomOp2 for KernelOp {
+    fn name(&self) -> &'static str {
+        "conv-kernel"
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Im2Col(self.0))?))
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let a = contiguous_f32(s1, l1, "conv-kernel")?;
+        let b = contiguous_f32(s2, l2, "conv-kernel")?;
+        let (out, shape) = match self.1 {
+            Kernel::Correlate => {
+                let n = g.check("correlate", l1, (g.c, g.h, g.w))?;
+                (g.correlate(a, b, n), Shape::from((n, g.o, g.gh, g.gw)))
+            }
+            Kernel::Scatter => {
+                let n = g.check("scatter", l1, (g.o, g.gh, g.gw))?;
+                (g.scatter(a, b, n), Shape::from((n, g.c, g.h, g.w)))
+            }
+            Kernel::Wgrad => {
+                let n = g.check("wgrad", l1, (g.c, g.h, g.w))?;
+                (g.wgrad(a, b, n), Shape::from((g.o, g.c, g.k, g.k)))
+            }
+        };
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+/// Conv2d (image -> grid, bias on the grid) or ConvTranspose2d (grid -> image, bias on the
+/// image), with autograd.
+struct ConvOp {
+    geometry: Geometry,
+    transposed: bool,
+}
+
+impl candle_core::CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        if self.transposed {
+            "conv-transpose2d-direct"
+        } else {
+            "conv2d-direct"
+        }
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let w = contiguous_f32(s2, l2, self.name())?;
+        let b = contiguous_f32(s3, l3, self.name())?;
+        let (mut out, shape, plane) = if self.transposed {
+            let n = g.check(self.name(), l1, (g.o, g.gh, g.gw))?;
+            (g.scatter(x, w, n), Shape::from((n, g.c, g.h, g.w)), g.image_plane())
+        } else {
+            let n = g.check(self.name(), l1, (g.c, g.h, g.w))?;
+            (g.correlate(x, w, n), Shape::from((n, g.o, g.gh, g.gw)), g.grid_plane())
+        };
+        add_bias(&mut out, b, plane);
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = self.geometry;
+        let grad = grad.contiguous()?;
+        let (gx, gw) = if self.transposed {
+            (grad.apply_op2_no_bwd(w, &KernelOp(g, Kernel::Correlate))?, grad.apply_op2_no_bwd(x, &KernelOp(g, Kernel::Wgrad))?)
+        } else {
+            (grad.apply_op2_no_bwd(w, &KernelOp(g, Kernel::Scatter))?, x.apply_op2_no_bwd(&grad, &KernelOp(g, Kernel::Wgrad))?)
+        };
+        let gb = grad.apply_op1_no_bwd(&ChannelSum)?;
+        Ok((Some(gx), Some(gw), Some(gb)))
     }
 }
 
 /// PyTorch's Conv2d: x [B, C, H, W], weight [O, C, k, k], bias [O] -> [B, O, OH, OW].
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
+    let (_, c, h, w) = x.dims4()?;
     let (o, _, k, _) = weight.dims4()?;
     if !on_cpu_f32(x) {
         return x.conv2d(weight, pad, stride, 1, 1)?.broadcast_add(&bias.reshape((1, o, 1, 1))?);
     }
     let (gh, gw) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
-    let geometry = Geometry { channels: c, img_h: h, img_w: w, k, stride, pad, grid_h: gh, grid_w: gw };
-    let cols = x.contiguous()?.apply_op1(Im2Col(geometry))?;
-    let out = cols.matmul(&weight.reshape((o, c * k * k))?.t()?)?.broadcast_add(bias)?;
-    out.reshape((b, gh, gw, o))?.permute((0, 3, 1, 2))?.contiguous()
+    let geometry = Geometry { c, h, w, o, gh, gw, k, stride, pad };
+    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, ConvOp { geometry, transposed: false })
 }
 
 /// PyTorch's ConvTranspose2d: x [B, Cin, H, W], weight [Cin, Cout, k, k], bias [Cout]
 /// -> [B, Cout, (H-1)*stride - 2*pad + k + output_padding, ...].
 pub fn conv_transpose2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize, pad: usize, output_padding: usize) -> Result<Tensor> {
-    let (b, cin, h, w) = x.dims4()?;
+    let (_, cin, gh, gw) = x.dims4()?;
     let (_, cout, k, _) = weight.dims4()?;
     if !on_cpu_f32(x) {
         return x.conv_transpose2d(weight, pad, output_padding, stride, 1)?.broadcast_add(&bias.reshape((1, cout, 1, 1))?);
     }
-    let (oh, ow) = ((h - 1) * stride + k + output_padding - 2 * pad, (w - 1) * stride + k + output_padding - 2 * pad);
-    let geometry = Geometry { channels: cout, img_h: oh, img_w: ow, k, stride, pad, grid_h: h, grid_w: w };
-    let rows = x.permute((0, 2, 3, 1))?.contiguous()?.reshape((b * h * w, cin))?;
-    let cols = rows.matmul(&weight.reshape((cin, cout * k * k))?)?;
-    cols.apply_op1(Col2Im(geometry))?.broadcast_add(&bias.reshape((1, cout, 1, 1))?)
+    let (h, w) = ((gh - 1) * stride + k + output_padding - 2 * pad, (gw - 1) * stride + k + output_padding - 2 * pad);
+    let geometry = Geometry { c: cout, h, w, o: cin, gh, gw, k, stride, pad };
+    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, ConvOp { geometry, transposed: true })
 }
 
 #[cfg(test)]
@@ -365,7 +679,7 @@ mod tests {
     }
 
     #[test]
-    fn lowered_convolutions_match_candle_forward() {
+    fn direct_convolutions_match_candle_forward() {
         let x = random(&[2, 3, 6, 6], 1);
         let w = random(&[4, 3, 3, 3], 2);
         let b = random(&[4], 3);
@@ -433,7 +747,9 @@ mod tests {
         let f = |a: &[Tensor]| project(&max_pool2x2(&relu(&a[0]).unwrap()).unwrap(), 17);
         let x = random(&[2, 2, 4, 6], 18);
         let x = (x.sign().unwrap() * 0.2 + x).unwrap();
-        check_gradient(&f, &[x]);
+        check_gradient(&f, &[x.clone()]);
+        let fused = |a: &[Tensor]| project(&relu_max_pool2x2(&a[0]).unwrap(), 17);
+        check_gradient(&fused, &[x]);
     }
 
     #[test]
@@ -447,6 +763,10 @@ mod tests {
         let x = Var::from_tensor(&t(&v, &[2, 3, 4, 4])).unwrap();
         let cpu = project(&max_pool2x2(&relu(x.as_tensor()).unwrap()).unwrap(), 20);
         let g_cpu = cpu.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+        let fused = project(&relu_max_pool2x2(x.as_tensor()).unwrap(), 20);
+        let g_fused = fused.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+        allclose(&cpu.reshape(1).unwrap(), &fused.reshape(1).unwrap(), 0.0);
+        allclose(&g_cpu, &g_fused, 0.0);
         let generic = |x: &Tensor| max_pool2x2_generic(&relu_generic(x).unwrap()).unwrap();
         let gen = project(&generic(x.as_tensor()), 20);
         let g_gen = gen.backward().unwrap().get(x.as_tensor()).unwrap().clone();
