@@ -113,11 +113,23 @@ impl MaxPool {
             let (r0, r1) = rows.split_at(w);
             for ox in 0..ow {
                 let i = 2 * ox;
-                let (mut best, mut at) = (r0[i], i);
-                for (v, j) in [(r0[i + 1], i + 1), (r1[i], w + i), (r1[i + 1], w + i + 1)] {
-                    if v > best || v.is_nan() {
-                        best = v;
-                        at = j;
+                let (a, b, c, d) = (r0[i], r0[i + 1], r1[i], r1[i + 1]);
+                let (mut best, mut at) = (a, i);
+                if b > best {
+                    (best, at) = (b, i + 1);
+                }
+                if c > best {
+                    (best, at) = (c, w + i);
+                }
+                if d > best {
+                    (best, at) = (d, w + i + 1);
+                }
+                if (a + b + c + d).is_nan() {
+                    // Rare: PyTorch lets the last NaN in scan order win.
+                    for (v, j) in [(a, i), (b, i + 1), (c, w + i), (d, w + i + 1)] {
+                        if v.is_nan() {
+                            (best, at) = (v, j);
+                        }
                     }
                 }
                 // ReLU after the max: max(relu(x)) == relu(max(x)); where it clips, no gradient.
@@ -497,6 +509,20 @@ fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// Sum with eight partial sums (vectorisable; fixed order).
+#[inline(always)]
+fn sum_impl(a: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = a.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for x in chunks {
+        for i in 0..8 {
+            lanes[i] += x[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// Adds `bias[ch]` to every element of channel `ch` of [N, Ch, ...] planes of size `plane`.
 fn add_bias(data: &mut [f32], bias: &[f32], plane: usize) {
     for (i, p) in data.chunks_exact_mut(plane).enumerate() {
@@ -518,7 +544,7 @@ impl CustomOp1 for ChannelSum {
         let (_, ch, h, w) = l.shape().dims4()?;
         let mut out = vec![0f32; ch];
         for (i, p) in x.chunks_exact(h * w).enumerate() {
-            out[i % ch] += p.iter().sum::<f32>();
+            out[i % ch] += with_simd(|| sum_impl(p));
         }
         Ok((CpuStorage::F32(out), Shape::from(ch)))
     }
