@@ -3,29 +3,15 @@
 
 mod common;
 
-use common::{blake3_file, mnist_dir, Project};
+use common::{blake3_file, Project};
 use latentscope::models::Arch;
 use latentscope::tensorfile::TensorFile;
 use safetensors::Dtype;
 
-/// A project on the real MNIST copy, with quick training settings.
-fn project(tag: &str, limit: usize) -> Project {
-    let p = Project::new(tag);
-    let cfg = p.path().join("pipeline.yaml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("local: data", &format!("local: {}", mnist_dir().display()))
-        .replace("limit: null", &format!("limit: {limit}"))
-        .replace("epochs: 20", "epochs: 1")
-        .replace("device: auto", "device: cpu");
-    std::fs::write(cfg, text).unwrap();
-    p
-}
-
 #[test]
 fn trains_and_encodes_both_models() {
-    let p = project("train", 2000);
-    let out = p.ok(&["pipeline", "run", "--json"]);
+    let p = Project::mnist("train", 2000);
+    let out = p.ok(&["pipeline", "run", "--json", "encode-simple", "encode-conv"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["ran"].as_array().unwrap().len(), 5, "{v}");
 
@@ -70,7 +56,7 @@ fn trains_and_encodes_both_models() {
     assert!(line("encode-simple").contains("fresh"), "{status}");
     assert!(line("train-conv").contains("params changed: models.conv.epochs 1 -> 2"), "{status}");
     assert!(line("encode-conv").contains("upstream stale: train-conv"), "{status}");
-    let out = p.ok(&["pipeline", "run", "--json", "--set", "models.conv.epochs=2"]);
+    let out = p.ok(&["pipeline", "run", "--json", "encode-simple", "encode-conv", "--set", "models.conv.epochs=2"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["ran"], serde_json::json!(["train-conv", "encode-conv"]));
 }
@@ -81,7 +67,7 @@ fn training_is_bitwise_reproducible_across_thread_counts() {
         .iter()
         .enumerate()
         .map(|(i, threads)| {
-            let p = project(&format!("determinism-{i}"), 512);
+            let p = Project::mnist(&format!("determinism-{i}"), 512);
             let out = p.cmd(&["pipeline", "run", "train-simple", "train-conv"]).env("RAYON_NUM_THREADS", threads).output().unwrap();
             assert!(out.status.success(), "{}", common::text(&out.stderr));
             Arch::ALL.iter().map(|a| blake3_file(&p.artifacts().join(format!("train-{}/model.safetensors", a.name())))).collect()

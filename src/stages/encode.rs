@@ -62,3 +62,17 @@ impl StageKind for Encode {
         Ok(StageReport { device: Some(models::device::name(&device)) })
     }
 }
+
+/// Reads `latent.safetensors`: the latent vectors (row-major), their count and dimension.
+pub fn read_latent(path: &std::path::Path) -> anyhow::Result<(Vec<f32>, usize, usize)> {
+    let file = tensorfile::TensorFile::open(path)?;
+    let (shape, bytes) = file.get("latent", Dtype::F32)?;
+    anyhow::ensure!(shape.len() == 2, "{}: latent has shape {shape:?}, expected [n, d]", path.display());
+    Ok((tensorfile::f32_values(bytes), shape[0], shape[1]))
+}
+
+/// Reads the true labels stored beside the latent vectors.
+pub fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let file = tensorfile::TensorFile::open(path)?;
+    Ok(file.get("labels", Dtype::U8)?.1.to_vec())
+}

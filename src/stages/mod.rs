@@ -4,6 +4,9 @@
 
 pub mod download;
 pub mod encode;
+pub mod kmeans;
+pub mod pca;
+pub mod score;
 pub mod train;
 
 use std::sync::Arc;
@@ -14,12 +17,17 @@ use crate::pipeline::StageSpec;
 
 /// Every stage of the pipeline for this config, in declaration order.
 ///
-/// Stage ids: `download`, `train-<model>`, `encode-<model>`; later issues add
-/// `pca-<model>`, `kmeans-<model>-<seed>`, `score` and `plot`.
+/// Stage ids: `download`, `train-<model>`, `encode-<model>`, `pca-<model>`,
+/// `kmeans-<model>-<seed>` (one per entry of `kmeans.seeds`) and `score`; `plot` is to come.
 pub fn plan(config: &LoadedConfig) -> Vec<StageSpec> {
     let mut stages = vec![download::spec(config)];
     stages.extend(Arch::ALL.map(|a| train::spec(config, a)));
     stages.extend(Arch::ALL.map(|a| encode::spec(config, a)));
+    stages.extend(Arch::ALL.map(|a| pca::spec(config, a)));
+    for arch in Arch::ALL {
+        stages.extend(config.config.kmeans.seeds.iter().map(|&seed| kmeans::spec(config, arch, seed)));
+    }
+    stages.push(score::spec(config));
     stages
 }
 

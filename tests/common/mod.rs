@@ -67,6 +67,21 @@ impl Project {
         Self { dir }
     }
 
+    /// A project on the real MNIST copy with quick training settings: the first `limit`
+    /// training images, one epoch, CPU.
+    pub fn mnist(tag: &str, limit: usize) -> Self {
+        let p = Self::new(tag);
+        let cfg = p.path().join("pipeline.yaml");
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("local: data", &format!("local: {}", mnist_dir().display()))
+            .replace("limit: null", &format!("limit: {limit}"))
+            .replace("epochs: 20", "epochs: 1")
+            .replace("device: auto", "device: cpu");
+        std::fs::write(cfg, text).unwrap();
+        p
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

@@ -1,0 +1,66 @@
+//! `kmeans-<model>-<seed>`: k-means on the full latent vectors with one seed
+//! (`assignments.safetensors`: `labels` u32 [10000], `centroids` f32 [k, d]; `kmeans.json`).
+
+use safetensors::Dtype;
+use serde_json::json;
+
+use crate::analysis::kmeans;
+use crate::config::{KmeansConfig, LoadedConfig};
+use crate::models::Arch;
+use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
+use crate::tensorfile::{self, le_bytes, le_bytes_u32, Array};
+
+pub const ASSIGNMENTS: &str = "assignments.safetensors";
+pub const SUMMARY: &str = "kmeans.json";
+
+pub fn id(arch: Arch, seed: u64) -> String {
+    format!("kmeans-{}-{seed}", arch.name())
+}
+
+pub struct Kmeans {
+    arch: Arch,
+    seed: u64,
+    cfg: KmeansConfig,
+}
+
+pub fn spec(config: &LoadedConfig, arch: Arch, seed: u64) -> StageSpec {
+    let kind = Kmeans { arch, seed, cfg: config.config.kmeans.clone() };
+    // Its own seed, not the list: adding a seed must not re-run the others.
+    super::stage(id(arch, seed), kind)
+        .params(config.params(&["kmeans.k", "kmeans.max_iter", "kmeans.tol"]))
+        .param("kmeans.seed", seed)
+        .param("arch", arch.name())
+        .input(&super::encode::id(arch), super::encode::LATENT)
+        .outputs(&[ASSIGNMENTS, SUMMARY])
+}
+
+impl StageKind for Kmeans {
+    fn kind(&self) -> &'static str {
+        "kmeans"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
+        let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(self.arch), super::encode::LATENT)?)?;
+        let c = kmeans::fit(&latent, d, self.cfg.k, self.seed, self.cfg.max_iter, self.cfg.tol)?;
+        let (lb, cb) = (le_bytes_u32(&c.labels), le_bytes(&c.centroids));
+        tensorfile::write(
+            &ctx.output(ASSIGNMENTS),
+            &[Array::raw("labels", Dtype::U32, vec![n], &lb), Array::raw("centroids", Dtype::F32, vec![self.cfg.k, d], &cb)],
+        )?;
+        let mut sizes = vec![0usize; self.cfg.k];
+        c.labels.iter().for_each(|&l| sizes[l as usize] += 1);
+        let summary = json!({
+            "k": self.cfg.k,
+            "seed": self.seed,
+            "inertia": c.inertia,
+            "inertia_per_point": c.inertia / n as f64,
+            "cluster_sizes": sizes,
+        });
+        std::fs::write(ctx.output(SUMMARY), serde_json::to_string_pretty(&summary)? + "\n")?;
+        Ok(StageReport { device: Some("cpu".into()) })
+    }
+}

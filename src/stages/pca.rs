@@ -1,0 +1,67 @@
+//! `pca-simple`, `pca-conv`: the latent vectors projected on their first `pca.components`
+//! principal components (`pca.safetensors`: `points` f32 [10000, components], `components`
+//! f32 [components, d], `mean` f32 [d]; `pca.json`: explained variance per component).
+
+use safetensors::Dtype;
+use serde_json::json;
+
+use crate::analysis::pca;
+use crate::config::LoadedConfig;
+use crate::models::Arch;
+use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
+use crate::tensorfile::{self, le_bytes, Array};
+
+pub const POINTS: &str = "pca.safetensors";
+pub const SUMMARY: &str = "pca.json";
+
+pub fn id(arch: Arch) -> String {
+    format!("pca-{}", arch.name())
+}
+
+pub struct Pca {
+    arch: Arch,
+    components: usize,
+}
+
+pub fn spec(config: &LoadedConfig, arch: Arch) -> StageSpec {
+    let kind = Pca { arch, components: config.config.pca.components };
+    super::stage(id(arch), kind)
+        .params(config.params(&["pca"]))
+        .param("arch", arch.name())
+        .input(&super::encode::id(arch), super::encode::LATENT)
+        .outputs(&[POINTS, SUMMARY])
+}
+
+impl StageKind for Pca {
+    fn kind(&self) -> &'static str {
+        "pca"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
+        let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(self.arch), super::encode::LATENT)?)?;
+        let fit = pca::fit(&latent, d, self.components)?;
+        let points = fit.transform(&latent);
+        let components: Vec<f32> = fit.components.iter().flatten().map(|&v| v as f32).collect();
+        let mean: Vec<f32> = fit.mean.iter().map(|&v| v as f32).collect();
+        let (pb, cb, mb) = (le_bytes(&points), le_bytes(&components), le_bytes(&mean));
+        tensorfile::write(
+            &ctx.output(POINTS),
+            &[
+                Array::raw("points", Dtype::F32, vec![n, self.components], &pb),
+                Array::raw("components", Dtype::F32, vec![self.components, d], &cb),
+                Array::raw("mean", Dtype::F32, vec![d], &mb),
+            ],
+        )?;
+        let summary = json!({
+            "components": self.components,
+            "explained_variance": fit.explained_variance,
+            "explained_variance_ratio": fit.explained_variance_ratio,
+        });
+        std::fs::write(ctx.output(SUMMARY), serde_json::to_string_pretty(&summary)? + "\n")?;
+        Ok(StageReport { device: Some("cpu".into()) })
+    }
+}

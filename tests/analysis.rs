@@ -1,0 +1,90 @@
+//! PCA, k-means and scoring through the real pipeline on a small config, and the edit loop
+//! users run most: change a k-means setting, only clustering and scoring re-run.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use common::Project;
+use latentscope::models::Arch;
+use latentscope::tensorfile::TensorFile;
+use safetensors::Dtype;
+
+fn status(p: &Project, extra: &[&str]) -> BTreeMap<String, (bool, String)> {
+    let mut args = vec!["pipeline", "status", "--json"];
+    args.extend_from_slice(extra);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&args)).unwrap();
+    rows.into_iter()
+        .map(|r| (r["stage"].as_str().unwrap().to_owned(), (r["fresh"].as_bool().unwrap(), r["reason"].as_str().unwrap().to_owned())))
+        .collect()
+}
+
+#[test]
+fn pca_kmeans_score_and_the_kmeans_edit_loop() {
+    let p = Project::mnist("analysis", 2000);
+    p.ok(&["pipeline", "run", "--set", "kmeans.seeds=[0,1,2]"]);
+    let sets = ["--set", "kmeans.seeds=[0,1,2]"];
+
+    for arch in Arch::ALL {
+        let pca = TensorFile::open(&p.artifacts().join(format!("pca-{}/pca.safetensors", arch.name()))).unwrap();
+        assert_eq!(pca.get("points", Dtype::F32).unwrap().0, [10000, 2]);
+        assert_eq!(pca.get("components", Dtype::F32).unwrap().0, [2, arch.latent_dim()]);
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(p.artifacts().join(format!("pca-{}/pca.json", arch.name()))).unwrap()).unwrap();
+        let ratios: Vec<f64> = summary["explained_variance_ratio"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(ratios[0] >= ratios[1] && ratios[1] > 0.0 && ratios.iter().sum::<f64>() <= 1.0 + 1e-9, "{ratios:?}");
+
+        let km = TensorFile::open(&p.artifacts().join(format!("kmeans-{}-1/assignments.safetensors", arch.name()))).unwrap();
+        assert_eq!(km.get("labels", Dtype::U32).unwrap().0, [10000]);
+        assert_eq!(km.get("centroids", Dtype::F32).unwrap().0, [10, arch.latent_dim()]);
+    }
+
+    let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(p.artifacts().join("score/metrics.json")).unwrap()).unwrap();
+    for arch in ["simple", "conv"] {
+        let m = &metrics[arch];
+        assert!(m["test_mse"].as_f64().unwrap() > 0.0);
+        for key in ["purity", "nmi", "ari", "acc"] {
+            let per_seed = m[key]["per_seed"].as_array().unwrap();
+            assert_eq!(per_seed.len(), 3, "{arch} {key}");
+            let best = m[key]["best"].as_f64().unwrap();
+            assert!(per_seed.iter().all(|v| v.as_f64().unwrap() <= best));
+            assert!(best > 0.0 && best <= 1.0, "{arch} {key} {best}");
+        }
+        // Even after one epoch on 2,000 images the clusters beat chance (about 0.11-0.13).
+        assert!(m["purity"]["best"].as_f64().unwrap() > 0.15, "{arch}: {}", m["purity"]);
+        let contingency: Vec<Vec<u64>> = serde_json::from_value(m["contingency"].clone()).unwrap();
+        assert_eq!(contingency.len(), 10);
+        assert_eq!(contingency.iter().flatten().sum::<u64>(), 10000);
+    }
+
+    // Edit a k-means setting: exactly the k-means stages and score are stale.
+    let mut edited = sets.to_vec();
+    edited.extend(["--set", "kmeans.max_iter=50"]);
+    let st = status(&p, &edited);
+    let stale: Vec<&String> = st.iter().filter(|(_, (fresh, _))| !fresh).map(|(id, _)| id).collect();
+    let mut expected: Vec<String> = ["simple", "conv"].iter().flat_map(|m| (0..3).map(move |s| format!("kmeans-{m}-{s}"))).collect();
+    expected.push("score".into());
+    expected.sort();
+    assert_eq!(stale, expected.iter().collect::<Vec<_>>());
+    assert_eq!(st["kmeans-conv-2"].1, "params changed: kmeans.max_iter 300 -> 50");
+    assert_eq!(st["score"].1, "upstream stale: kmeans-simple-0");
+
+    let started = Instant::now();
+    let mut args = vec!["pipeline", "run", "--json"];
+    args.extend_from_slice(&edited);
+    let out: serde_json::Value = serde_json::from_str(p.ok(&args).trim()).unwrap();
+    let took = started.elapsed();
+    let mut ran: Vec<String> = serde_json::from_value(out["ran"].clone()).unwrap();
+    ran.sort();
+    // Same assignments may come out for a looser max_iter; score re-runs only if they differ.
+    assert!(ran.iter().all(|id| expected.contains(id)), "{ran:?}");
+    assert!(ran.len() >= 6, "{ran:?}");
+    assert!(took.as_secs_f64() < 10.0, "clustering re-run took {took:?}");
+
+    // Adding a seed runs only that seed's k-means (per model) and score.
+    let out: serde_json::Value = serde_json::from_str(p.ok(&["pipeline", "run", "--json", "--set", "kmeans.seeds=[0,1,2,3]", "--set", "kmeans.max_iter=50"]).trim()).unwrap();
+    let mut ran: Vec<String> = serde_json::from_value(out["ran"].clone()).unwrap();
+    ran.sort();
+    assert_eq!(ran, ["kmeans-conv-3", "kmeans-simple-3", "score"]);
+}
