@@ -108,6 +108,15 @@ enum PipelineCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: DagFormat,
     },
+    /// The metrics table of the current run, beside the seed's numbers.
+    Metrics {
+        #[arg(long)]
+        json: bool,
+        /// Compare with an earlier run: its lock file (copy `artifacts/pipeline.lock` aside to
+        /// keep one) or a `score/metrics.json`.
+        #[arg(long, value_name = "LOCKFILE")]
+        diff: Option<PathBuf>,
+    },
     /// Remove store entries that the lock file does not reference.
     Gc {
         #[arg(long)]
@@ -216,6 +225,31 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         PipelineCommand::Dag { format } => {
             let graph = load(common)?;
             write!(out, "{}", graph.render(format))?;
+        }
+        PipelineCommand::Metrics { json, diff } => {
+            let lock = crate::pipeline::LockFile::load(&common.artifacts)?;
+            let current = crate::report::metrics_of_lock(&common.artifacts, &lock, &crate::pipeline::LockFile::path(&common.artifacts).display().to_string())?;
+            match diff {
+                None if json => writeln!(out, "{}", serde_json::to_string_pretty(&current)?)?,
+                None => write!(out, "{}", crate::report::metrics_table(&current))?,
+                Some(path) => {
+                    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                    let value: serde_json::Value = serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+                    let old = if value.get("stages").is_some() {
+                        let old_lock = crate::pipeline::LockFile::load_file(&path)?;
+                        crate::report::metrics_of_lock(&common.artifacts, &old_lock, &path.display().to_string())?
+                    } else {
+                        value
+                    };
+                    if json {
+                        let old_rows: serde_json::Map<String, serde_json::Value> = crate::report::flat_metrics(&old).into_iter().map(|(k, v)| (k, v.into())).collect();
+                        let new_rows: serde_json::Map<String, serde_json::Value> = crate::report::flat_metrics(&current).into_iter().map(|(k, v)| (k, v.into())).collect();
+                        writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({"old": old_rows, "new": new_rows}))?)?;
+                    } else {
+                        write!(out, "{}", crate::report::diff_table(&old, &current))?;
+                    }
+                }
+            }
         }
         PipelineCommand::Gc { no_wait, json } => {
             let report = pipeline::gc(&common.artifacts, !no_wait)

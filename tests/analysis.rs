@@ -58,13 +58,34 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
         assert_eq!(contingency.iter().flatten().sum::<u64>(), 10000);
     }
 
-    // Edit a k-means setting: exactly the k-means stages and score are stale.
+    // The figures are PNGs of the expected sizes; the report embeds them beside the metrics.
+    let plot = p.artifacts().join("plot");
+    for (file, (w, h)) in [
+        ("loss.png", (1000, 600)),
+        ("pca-simple.png", (900, 800)),
+        ("pca-conv.png", (900, 800)),
+        ("contingency-simple.png", (900, 820)),
+        ("contingency-conv.png", (900, 820)),
+    ] {
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(plot.join(file)).unwrap()));
+        let info = decoder.read_info().unwrap().info().clone();
+        assert_eq!((info.width, info.height), (w, h), "{file}");
+    }
+    let report = std::fs::read_to_string(plot.join("report.md")).unwrap();
+    for needle in ["| simple |", "| conv |", "0.6589", "0.7059", "![Training loss](loss.png)", "(contingency-conv.png)"] {
+        assert!(report.contains(needle), "report.md lacks {needle}:\n{report}");
+    }
+    let table = p.ok(&["pipeline", "metrics", "--set", "kmeans.seeds=[0,1,2]"]);
+    assert!(table.contains("| simple |") && table.contains("0.02136"), "{table}");
+    std::fs::copy(p.artifacts().join("pipeline.lock"), p.path().join("before.lock")).unwrap();
+
+    // Edit a k-means setting: exactly the k-means stages, score and plot are stale.
     let mut edited = sets.to_vec();
     edited.extend(["--set", "kmeans.max_iter=50"]);
     let st = status(&p, &edited);
     let stale: Vec<&String> = st.iter().filter(|(_, (fresh, _))| !fresh).map(|(id, _)| id).collect();
     let mut expected: Vec<String> = ["simple", "conv"].iter().flat_map(|m| (0..3).map(move |s| format!("kmeans-{m}-{s}"))).collect();
-    expected.push("score".into());
+    expected.extend(["score".into(), "plot".into()]);
     expected.sort();
     assert_eq!(stale, expected.iter().collect::<Vec<_>>());
     assert_eq!(st["kmeans-conv-2"].1, "params changed: kmeans.max_iter 300 -> 50");
@@ -81,10 +102,12 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     assert!(ran.iter().all(|id| expected.contains(id)), "{ran:?}");
     assert!(ran.len() >= 6, "{ran:?}");
     assert!(took.as_secs_f64() < 10.0, "clustering re-run took {took:?}");
+    let diff = p.ok(&["pipeline", "metrics", "--diff", "before.lock"]);
+    assert!(diff.lines().next().unwrap().contains("old") && diff.contains("simple.purity.best"), "{diff}");
 
     // Adding a seed runs only that seed's k-means (per model) and score.
     let out: serde_json::Value = serde_json::from_str(p.ok(&["pipeline", "run", "--json", "--set", "kmeans.seeds=[0,1,2,3]", "--set", "kmeans.max_iter=50"]).trim()).unwrap();
     let mut ran: Vec<String> = serde_json::from_value(out["ran"].clone()).unwrap();
     ran.sort();
-    assert_eq!(ran, ["kmeans-conv-3", "kmeans-simple-3", "score"]);
+    assert_eq!(ran, ["kmeans-conv-3", "kmeans-simple-3", "plot", "score"]);
 }

@@ -6,6 +6,7 @@ pub mod download;
 pub mod encode;
 pub mod kmeans;
 pub mod pca;
+pub mod plot;
 pub mod score;
 pub mod train;
 
@@ -18,7 +19,7 @@ use crate::pipeline::StageSpec;
 /// Every stage of the pipeline for this config, in declaration order.
 ///
 /// Stage ids: `download`, `train-<model>`, `encode-<model>`, `pca-<model>`,
-/// `kmeans-<model>-<seed>` (one per entry of `kmeans.seeds`) and `score`; `plot` is to come.
+/// `kmeans-<model>-<seed>` (one per entry of `kmeans.seeds`), `score` and `plot`.
 pub fn plan(config: &LoadedConfig) -> Vec<StageSpec> {
     let mut stages = vec![download::spec(config)];
     stages.extend(Arch::ALL.map(|a| train::spec(config, a)));
@@ -28,6 +29,7 @@ pub fn plan(config: &LoadedConfig) -> Vec<StageSpec> {
         stages.extend(config.config.kmeans.seeds.iter().map(|&seed| kmeans::spec(config, arch, seed)));
     }
     stages.push(score::spec(config));
+    stages.push(plot::spec(config));
     stages
 }
 

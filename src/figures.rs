@@ -1,0 +1,236 @@
+//! The figures of the report, drawn with plotters into an RGB buffer and written as PNG with
+//! the `png` crate. Text uses the bundled DejaVu Sans, so no system font is needed.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+
+/// The ten colours of matplotlib's tab10, one per digit.
+pub const DIGIT_COLOURS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_err() {
+            panic!("the bundled font assets/fonts/DejaVuSans.ttf does not parse");
+        }
+    });
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// Draws into a white `width x height` canvas and writes it to `path` as PNG.
+fn render(path: &Path, width: u32, height: u32, draw: impl FnOnce(&Area<'_>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    register_font();
+    let mut buf = vec![255u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        draw(&root)?;
+        root.present().map_err(plot_err)?;
+    }
+    let file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()?.write_image_data(&buf)?;
+    Ok(())
+}
+
+fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("drawing failed: {e}")
+}
+
+/// One model's training curve: per-step losses (faint) and a moving average.
+pub struct LossCurve<'a> {
+    pub name: &'a str,
+    pub step_loss: &'a [f32],
+    pub steps_per_epoch: usize,
+}
+
+/// Training loss per step (log scale) for each model, with a smoothed line.
+pub fn loss_curves(path: &Path, curves: &[LossCurve<'_>]) -> anyhow::Result<()> {
+    render(path, 1000, 600, |root| {
+        let epochs = curves.iter().map(|c| c.step_loss.len() as f64 / c.steps_per_epoch.max(1) as f64).fold(0.0, f64::max).max(1e-9);
+        let all = curves.iter().flat_map(|c| c.step_loss.iter().copied()).filter(|v| *v > 0.0);
+        let (lo, hi) = all.fold((f32::MAX, 0f32), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = if lo > hi { (1e-3, 1.0) } else { (lo as f64 * 0.9, hi as f64 * 1.1) };
+        let mut chart = ChartBuilder::on(root)
+            .caption("Training loss (MSE per step, log scale)", (FAMILY, 26))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..epochs, (lo..hi).log_scale())
+            .map_err(plot_err)?;
+        chart.configure_mesh().x_desc("epoch").y_desc("loss").label_style((FAMILY, 16)).draw().map_err(plot_err)?;
+        let x = |c: &LossCurve<'_>, step: usize| (step + 1) as f64 / c.steps_per_epoch.max(1) as f64;
+        // Every raw curve first, faint; then the smoothed lines on top of all of them.
+        for (i, c) in curves.iter().enumerate() {
+            let colour = DIGIT_COLOURS[i];
+            chart
+                .draw_series(LineSeries::new(c.step_loss.iter().enumerate().map(|(s, &l)| (x(c, s), l as f64)), colour.mix(0.18)))
+                .map_err(plot_err)?;
+        }
+        for (i, c) in curves.iter().enumerate() {
+            let colour = DIGIT_COLOURS[i];
+            let dark = RGBColor((colour.0 as f64 * 0.6) as u8, (colour.1 as f64 * 0.6) as u8, (colour.2 as f64 * 0.6) as u8);
+            let window = (c.steps_per_epoch / 4).clamp(1, 500);
+            let smooth = moving_average(c.step_loss, window);
+            chart
+                .draw_series(LineSeries::new(smooth.into_iter().enumerate().map(|(s, l)| (x(c, s), l)), dark.stroke_width(3)))
+                .map_err(plot_err)?
+                .label(format!("{}: per step (faint), moving average of {window} steps", c.name))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 25, y)], dark.stroke_width(3)));
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FAMILY, 16))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_err)?;
+        Ok(())
+    })
+}
+
+fn moving_average(values: &[f32], window: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(values.len());
+    let mut sum = 0f64;
+    for (i, &v) in values.iter().enumerate() {
+        sum += v as f64;
+        if i >= window {
+            sum -= values[i - window] as f64;
+        }
+        out.push(sum / (i + 1).min(window) as f64);
+    }
+    out
+}
+
+/// Rows of 28x28 grey images ([0, 1] floats), each row labelled on the left.
+pub fn image_rows(path: &Path, title: &str, rows: &[(&str, &[f32])], columns: usize) -> anyhow::Result<()> {
+    const SCALE: u32 = 4;
+    const CELL: u32 = 28 * SCALE + 8;
+    let (label_w, top) = (150u32, 50u32);
+    let width = label_w + CELL * columns as u32 + 10;
+    let height = top + CELL * rows.len() as u32 + 10;
+    render(path, width, height, |root| {
+        root.draw(&Text::new(title.to_owned(), (10, 12), (FAMILY, 24).into_font())).map_err(plot_err)?;
+        for (r, (label, pixels)) in rows.iter().enumerate() {
+            let y0 = (top + CELL * r as u32) as i32;
+            root.draw(&Text::new(label.to_string(), (10, y0 + (CELL / 2) as i32 - 10), (FAMILY, 20).into_font())).map_err(plot_err)?;
+            for (c, image) in pixels.chunks_exact(784).take(columns).enumerate() {
+                let x0 = (label_w + CELL * c as u32) as i32;
+                for (i, &v) in image.iter().enumerate() {
+                    let g = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                    let (px, py) = (x0 + (i % 28) as i32 * SCALE as i32, y0 + (i / 28) as i32 * SCALE as i32);
+                    root.draw(&Rectangle::new([(px, py), (px + SCALE as i32, py + SCALE as i32)], RGBColor(g, g, g).filled()))
+                        .map_err(plot_err)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// 2-d points coloured by their true label, with a legend of the ten digits.
+pub fn scatter(path: &Path, title: &str, points: &[f32], labels: &[u8], axis: (&str, &str)) -> anyhow::Result<()> {
+    render(path, 900, 800, |root| {
+        let bound = |k: usize| {
+            let vals = points.iter().skip(k).step_by(2).copied();
+            let (lo, hi) = vals.fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let pad = (hi - lo).max(1e-6) * 0.05;
+            (lo - pad) as f64..(hi + pad) as f64
+        };
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 24))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(bound(0), bound(1))
+            .map_err(plot_err)?;
+        chart.configure_mesh().x_desc(axis.0).y_desc(axis.1).label_style((FAMILY, 15)).draw().map_err(plot_err)?;
+        for digit in 0..10u8 {
+            let colour = DIGIT_COLOURS[digit as usize];
+            let pts = points.chunks_exact(2).zip(labels).filter(|(_, l)| **l == digit).map(|(p, _)| (p[0] as f64, p[1] as f64));
+            chart
+                .draw_series(pts.map(|p| Circle::new(p, 2, colour.mix(0.6).filled())))
+                .map_err(plot_err)?
+                .label(format!("{digit}"))
+                .legend(move |(x, y)| Circle::new((x + 8, y), 5, colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FAMILY, 16))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_err)?;
+        Ok(())
+    })
+}
+
+/// A counts matrix (rows: true label, columns: cluster) as a heat map with the counts written in.
+pub fn heatmap(path: &Path, title: &str, counts: &[Vec<u64>]) -> anyhow::Result<()> {
+    let (rows, cols) = (counts.len(), counts.first().map_or(0, Vec::len));
+    let max = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    render(path, 900, 820, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 24))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0..cols as i32 - 1).into_segmented(), (0..rows as i32 - 1).into_segmented())
+            .map_err(plot_err)?;
+        let centre_label = |v: &SegmentValue<i32>, f: &dyn Fn(i32) -> i32| match v {
+            SegmentValue::CenterOf(x) => format!("{}", f(*x)),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(cols)
+            .y_labels(rows)
+            .x_desc("cluster")
+            .y_desc("true label")
+            .x_label_formatter(&|v| centre_label(v, &|x| x))
+            .y_label_formatter(&|v| centre_label(v, &|y| rows as i32 - 1 - y))
+            .label_style((FAMILY, 16))
+            .draw()
+            .map_err(plot_err)?;
+        for (r, row) in counts.iter().enumerate() {
+            let y = (rows - 1 - r) as i32;
+            for (c, &n) in row.iter().enumerate() {
+                let c = c as i32;
+                let t = n as f64 / max;
+                let shade = RGBColor((255.0 - 225.0 * t) as u8, (255.0 - 150.0 * t) as u8, 255 - (75.0 * t) as u8);
+                let cell = [(SegmentValue::Exact(c), SegmentValue::Exact(y)), (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1))];
+                chart.draw_series(std::iter::once(Rectangle::new(cell, shade.filled()))).map_err(plot_err)?;
+                let colour = if t > 0.55 { WHITE } else { BLACK };
+                let style = TextStyle::from((FAMILY, 15).into_font()).color(&colour).pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Center,
+                ));
+                let mid = chart.backend_coord(&(SegmentValue::CenterOf(c), SegmentValue::CenterOf(y)));
+                root.draw(&Text::new(format!("{n}"), mid, style)).map_err(plot_err)?;
+            }
+        }
+        Ok(())
+    })
+}

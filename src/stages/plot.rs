@@ -1,0 +1,124 @@
+//! `plot`: the figures (loss curves, reconstructions, PCA scatters, contingency heat maps)
+//! and `report.md`, which sets the metrics beside the seed's numbers and embeds the figures.
+
+use safetensors::Dtype;
+use serde_json::Value;
+
+use crate::config::LoadedConfig;
+use crate::data::{Dataset, PIXELS};
+use crate::figures::{self, LossCurve};
+use crate::models::Arch;
+use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
+use crate::report;
+use crate::tensorfile::{f32_values, TensorFile};
+
+pub const ID: &str = "plot";
+pub const LOSS: &str = "loss.png";
+pub const RECONSTRUCTIONS: &str = "reconstructions.png";
+pub const REPORT: &str = "report.md";
+
+pub fn pca_figure(arch: Arch) -> String {
+    format!("pca-{}.png", arch.name())
+}
+
+pub fn contingency_figure(arch: Arch) -> String {
+    format!("contingency-{}.png", arch.name())
+}
+
+pub struct Plot {
+    samples: usize,
+    seeds: Vec<u64>,
+}
+
+pub fn spec(config: &LoadedConfig) -> StageSpec {
+    let kind = Plot { samples: config.config.plot.samples, seeds: config.config.kmeans.seeds.clone() };
+    let mut outputs = vec![LOSS.to_owned(), RECONSTRUCTIONS.to_owned(), REPORT.to_owned()];
+    for arch in Arch::ALL {
+        outputs.push(pca_figure(arch));
+        outputs.push(contingency_figure(arch));
+    }
+    let mut spec = super::stage(ID, kind)
+        .params(config.params(&["plot", "kmeans.seeds"]))
+        .input(super::download::ID, super::download::OUTPUT)
+        .input(super::score::ID, super::score::METRICS);
+    for arch in Arch::ALL {
+        spec = spec
+            .input(&super::train::id(arch), super::train::HISTORY)
+            .input(&super::encode::id(arch), super::encode::RECONSTRUCTIONS)
+            .input(&super::encode::id(arch), super::encode::LATENT)
+            .input(&super::pca::id(arch), super::pca::POINTS);
+    }
+    spec.outputs = outputs;
+    spec
+}
+
+fn read_json(path: &std::path::Path) -> anyhow::Result<Value> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+impl StageKind for Plot {
+    fn kind(&self) -> &'static str {
+        "plot"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
+        let metrics = read_json(ctx.input(super::score::ID, super::score::METRICS)?)?;
+
+        // Loss curves.
+        let histories: Vec<(Arch, Value)> =
+            Arch::ALL.iter().map(|&a| Ok((a, read_json(ctx.input(&super::train::id(a), super::train::HISTORY)?)?))).collect::<anyhow::Result<_>>()?;
+        let losses: Vec<(Arch, Vec<f32>, usize)> = histories
+            .iter()
+            .map(|(a, h)| {
+                let steps: Vec<f32> = h["step_loss"].as_array().map(|v| v.iter().filter_map(Value::as_f64).map(|x| x as f32).collect()).unwrap_or_default();
+                let n = h["train_images"].as_u64().unwrap_or(1) as usize;
+                let batch = h["settings"]["batch_size"].as_u64().unwrap_or(1).max(1) as usize;
+                (*a, steps, n.div_ceil(batch))
+            })
+            .collect();
+        let curves: Vec<LossCurve<'_>> = losses.iter().map(|(a, s, per)| LossCurve { name: a.name(), step_loss: s, steps_per_epoch: *per }).collect();
+        figures::loss_curves(&ctx.output(LOSS), &curves)?;
+
+        // Originals over both models' reconstructions.
+        let test = Dataset::read(ctx.input(super::download::ID, super::download::OUTPUT)?)?.test;
+        let n = self.samples.min(test.len());
+        let originals: Vec<f32> = test.images[..n * PIXELS].iter().map(|&p| p as f32 / 255.0).collect();
+        let mut recon = Vec::new();
+        for arch in Arch::ALL {
+            let file = TensorFile::open(ctx.input(&super::encode::id(arch), super::encode::RECONSTRUCTIONS)?)?;
+            recon.push(f32_values(file.get("images", Dtype::F32)?.1));
+        }
+        let rows = [("original", originals.as_slice()), ("simple", recon[0].as_slice()), ("conv", recon[1].as_slice())];
+        figures::image_rows(&ctx.output(RECONSTRUCTIONS), &format!("First {n} test images and their reconstructions"), &rows, n)?;
+
+        // PCA scatters and contingency heat maps.
+        for arch in Arch::ALL {
+            let labels = super::encode::read_labels(ctx.input(&super::encode::id(arch), super::encode::LATENT)?)?;
+            let file = TensorFile::open(ctx.input(&super::pca::id(arch), super::pca::POINTS)?)?;
+            let (shape, bytes) = file.get("points", Dtype::F32)?;
+            anyhow::ensure!(shape.len() == 2 && shape[1] >= 2, "PCA points of {} have shape {shape:?}; the scatter needs 2 components", arch.name());
+            let points: Vec<f32> = f32_values(bytes).chunks_exact(shape[1]).flat_map(|r| [r[0], r[1]]).collect();
+            figures::scatter(&ctx.output(&pca_figure(arch)), &format!("{}: test-set latents, first two principal components", arch.class_name()), &points, &labels, ("PC 1", "PC 2"))?;
+            let counts: Vec<Vec<u64>> = serde_json::from_value(metrics[arch.name()]["contingency"].clone())
+                .map_err(|e| anyhow::anyhow!("score/metrics.json: {}.contingency: {e}", arch.name()))?;
+            let seed = &metrics[arch.name()]["best_purity_seed"];
+            figures::heatmap(&ctx.output(&contingency_figure(arch)), &format!("{}: true label x k-means cluster (seed {seed}, best purity)", arch.class_name()), &counts)?;
+        }
+
+        let mut figs: Vec<(String, String)> = vec![(LOSS.into(), "Training loss".into()), (RECONSTRUCTIONS.into(), "Reconstructions".into())];
+        for arch in Arch::ALL {
+            figs.push((pca_figure(arch), format!("PCA of the {} latent space", arch.name())));
+        }
+        for arch in Arch::ALL {
+            figs.push((contingency_figure(arch), format!("Contingency of the best {} clustering", arch.name())));
+        }
+        let refs: Vec<(&str, &str)> = figs.iter().map(|(f, c)| (f.as_str(), c.as_str())).collect();
+        std::fs::write(ctx.output(REPORT), report::markdown(&metrics, &self.seeds, &refs))?;
+        Ok(StageReport { device: Some("cpu".into()) })
+    }
+}
