@@ -53,6 +53,18 @@ fn render(path: &Path, width: u32, height: u32, draw: impl FnOnce(&Area<'_>) -> 
     Ok(())
 }
 
+/// The series legend, in one style for every figure.
+fn legend<'a, X: Ranged, Y: Ranged>(chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>, position: SeriesLabelPosition) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FAMILY, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)
+}
+
 fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing failed: {e}")
 }
@@ -98,14 +110,7 @@ pub fn loss_curves(path: &Path, curves: &[LossCurve<'_>]) -> anyhow::Result<()> 
                 .label(format!("{}: per step (faint), moving average of {window} steps", c.name))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 25, y)], dark.stroke_width(3)));
         }
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
@@ -174,15 +179,7 @@ pub fn scatter(path: &Path, title: &str, points: &[f32], labels: &[u8], axis: (&
                 .label(format!("{digit}"))
                 .legend(move |(x, y)| Circle::new((x + 8, y), 5, colour.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FAMILY, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 

@@ -3,22 +3,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use common::Project;
 use latentscope::models::Arch;
 use latentscope::tensorfile::TensorFile;
 use safetensors::Dtype;
-
-fn status(p: &Project, extra: &[&str]) -> BTreeMap<String, (bool, String)> {
-    let mut args = vec!["pipeline", "status", "--json"];
-    args.extend_from_slice(extra);
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&args)).unwrap();
-    rows.into_iter()
-        .map(|r| (r["stage"].as_str().unwrap().to_owned(), (r["fresh"].as_bool().unwrap(), r["reason"].as_str().unwrap().to_owned())))
-        .collect()
-}
 
 #[test]
 fn pca_kmeans_score_and_the_kmeans_edit_loop() {
@@ -82,7 +72,7 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     // Edit a k-means setting: exactly the k-means stages, score and plot are stale.
     let mut edited = sets.to_vec();
     edited.extend(["--set", "kmeans.max_iter=50"]);
-    let st = status(&p, &edited);
+    let st = p.status(&edited);
     let stale: Vec<&String> = st.iter().filter(|(_, (fresh, _))| !fresh).map(|(id, _)| id).collect();
     let mut expected: Vec<String> = ["simple", "conv"].iter().flat_map(|m| (0..3).map(move |s| format!("kmeans-{m}-{s}"))).collect();
     expected.extend(["score".into(), "plot".into()]);

@@ -48,8 +48,8 @@ fn run_json_status_and_dag() {
 
     // Only the keys a stage reads matter: changing k-means settings leaves download fresh,
     // changing the dataset source does not.
-    assert_eq!(status(&p, &["--set", "kmeans.max_iter=50"])["download"], (true, String::new()));
-    let (fresh, reason) = &status(&p, &["--set", "dataset.hub.revision=main"])["download"];
+    assert_eq!(p.status(&["--set", "kmeans.max_iter=50"])["download"], (true, String::new()));
+    let (fresh, reason) = &p.status(&["--set", "dataset.hub.revision=main"])["download"];
     assert!(!fresh && reason.contains("params changed: dataset.hub.revision"), "{reason}");
 
     let dag = p.ok(&["pipeline", "dag"]);
@@ -89,22 +89,13 @@ fn sigkill_mid_stage_leaves_nothing_that_counts() {
     assert!(std::fs::read_dir(p.artifacts().join(".tmp")).unwrap().count() > 0, "scratch should hold the killed stage's files");
     assert_eq!(std::fs::read_dir(p.artifacts().join(".store")).unwrap().count(), 0);
     assert!(!p.artifacts().join("download").exists());
-    assert_eq!(status(&p, &[])["download"], (false, "never run".to_owned()));
+    assert_eq!(p.status(&[])["download"], (false, "never run".to_owned()));
 
     // The next run is not blocked by the dead process's lock, cleans up and completes.
     let out = p.run(&["pipeline", "run", "download", "--no-wait"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("1 ran, 0 cached"));
     assert_eq!(std::fs::read_dir(p.artifacts().join(".tmp")).unwrap().count(), 0);
-    assert_eq!(status(&p, &[])["download"], (true, String::new()));
+    assert_eq!(p.status(&[])["download"], (true, String::new()));
 }
 
-/// `status --json` as stage -> (fresh, reason).
-fn status(p: &Project, extra: &[&str]) -> std::collections::BTreeMap<String, (bool, String)> {
-    let mut args = vec!["pipeline", "status", "--json"];
-    args.extend_from_slice(extra);
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&args)).unwrap();
-    rows.into_iter()
-        .map(|r| (r["stage"].as_str().unwrap().to_owned(), (r["fresh"].as_bool().unwrap(), r["reason"].as_str().unwrap().to_owned())))
-        .collect()
-}

@@ -108,6 +108,16 @@ impl Project {
         text(&out.stdout)
     }
 
+    /// `pipeline status --json [extra...]` as stage -> (fresh, reason).
+    pub fn status(&self, extra: &[&str]) -> std::collections::BTreeMap<String, (bool, String)> {
+        let mut args = vec!["pipeline", "status", "--json"];
+        args.extend_from_slice(extra);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&self.ok(&args)).unwrap();
+        rows.into_iter()
+            .map(|r| (r["stage"].as_str().unwrap().to_owned(), (r["fresh"].as_bool().unwrap(), r["reason"].as_str().unwrap().to_owned())))
+            .collect()
+    }
+
     /// Runs and asserts failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
