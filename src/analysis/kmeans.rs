@@ -16,6 +16,9 @@ pub struct Clustering {
     pub centroids: Vec<f32>,
     /// Sum of squared distances to the nearest centroid.
     pub inertia: f64,
+    /// Whether one more Lloyd step would move the centroids by less than `tol` (linfa stops
+    /// either there or at `max_iter`, and does not say which; this tells them apart).
+    pub converged: bool,
 }
 
 pub fn fit(points: &[f32], dim: usize, k: usize, seed: u64, max_iter: usize, tol: f64) -> anyhow::Result<Clustering> {
@@ -33,11 +36,23 @@ pub fn fit(points: &[f32], dim: usize, k: usize, seed: u64, max_iter: usize, tol
     let labels: Vec<u32> = model.predict(&records).iter().map(|&c| c as u32).collect();
     let centroids: Vec<f32> = model.centroids().iter().map(|&v| v as f32).collect();
     let mut inertia = 0f64;
+    let mut sums = Array2::<f64>::zeros((k, dim));
+    let mut counts = vec![0usize; k];
     for (row, &c) in records.outer_iter().zip(&labels) {
         let centre = model.centroids().row(c as usize);
         inertia += row.iter().zip(centre.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+        let mut s = sums.row_mut(c as usize);
+        s += &row;
+        counts[c as usize] += 1;
     }
-    Ok(Clustering { labels, centroids, inertia })
+    // The shift of one more Lloyd step, measured as linfa measures it (L2 over all centroids).
+    let mut shift = 0f64;
+    for (j, old) in model.centroids().outer_iter().enumerate() {
+        if counts[j] > 0 {
+            shift += sums.row(j).iter().zip(old.iter()).map(|(s, o)| (s / counts[j] as f64 - o).powi(2)).sum::<f64>();
+        }
+    }
+    Ok(Clustering { labels, centroids, inertia, converged: shift.sqrt() < tol })
 }
 
 #[cfg(test)]
@@ -59,6 +74,10 @@ mod tests {
             assert_eq!(a.labels[i], a.labels[i % 3], "point {i}");
         }
         assert!(a.inertia < 1.0, "{}", a.inertia);
+        assert!(a.converged);
+        // One iteration from k-means++ seeds cannot settle these clusters' means exactly.
+        let one = fit(&pts, 2, 3, 7, 1, 1e-12).unwrap();
+        assert!(!one.converged);
         assert_eq!(a.centroids.len(), 6);
     }
 }

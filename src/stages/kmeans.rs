@@ -40,7 +40,7 @@ impl StageKind for Kmeans {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -58,6 +58,8 @@ impl StageKind for Kmeans {
             "seed": self.seed,
             "inertia": c.inertia,
             "inertia_per_point": c.inertia / n as f64,
+            "converged": c.converged,
+            "max_iter": self.cfg.max_iter,
             "cluster_sizes": sizes,
         });
         std::fs::write(ctx.output(SUMMARY), serde_json::to_string_pretty(&summary)? + "\n")?;
