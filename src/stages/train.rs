@@ -45,8 +45,9 @@ impl StageKind for Train {
         "train"
     }
 
+    /// 2: subnormals flushed to zero during training.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn cost(&self) -> Cost {
