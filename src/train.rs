@@ -80,6 +80,8 @@ pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<
     for epoch in 1..=s.epochs {
         shuffle.shuffle(&mut order);
         let bar = epoch_bar(s.arch, epoch, s.epochs, steps_per_epoch);
+        // Asked once per epoch: it is a terminal query, not something for the step loop.
+        let quiet = bar.is_hidden();
         let epoch_start = Instant::now();
         let mut last_log = Instant::now();
         let mut sum = 0f64;
@@ -94,7 +96,7 @@ pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<
             sum += l as f64;
             let done = ((step + 1) * s.batch_size).min(n);
             let rate = done as f64 / epoch_start.elapsed().as_secs_f64();
-            if bar.is_hidden() {
+            if quiet {
                 if last_log.elapsed().as_secs() >= 10 {
                     tracing::info!("train-{} epoch {epoch}/{}: step {}/{steps_per_epoch}, loss {:.5}, {rate:.0} samples/s", s.arch.name(), s.epochs, step + 1, sum / (step + 1) as f64);
                     last_log = Instant::now();

@@ -33,6 +33,12 @@ pub fn plan(config: &LoadedConfig) -> Vec<StageSpec> {
     stages
 }
 
+/// Reads a JSON artefact; errors name the file.
+pub(crate) fn read_json(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))
+}
+
 /// Shorthand for building a spec whose kind is `kind`.
 pub(crate) fn stage(id: impl Into<String>, kind: impl crate::pipeline::StageKind + 'static) -> StageSpec {
     StageSpec::new(id, Arc::new(kind))

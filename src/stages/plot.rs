@@ -10,6 +10,7 @@ use crate::figures::{self, LossCurve};
 use crate::models::Arch;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::report;
+use super::read_json;
 use crate::tensorfile::{f32_values, TensorFile};
 
 pub const ID: &str = "plot";
@@ -50,11 +51,6 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
     }
     spec.outputs = outputs;
     spec
-}
-
-fn read_json(path: &std::path::Path) -> anyhow::Result<Value> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 impl StageKind for Plot {

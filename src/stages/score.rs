@@ -68,7 +68,7 @@ impl StageKind for Score {
         let mut out = Map::new();
         for arch in Arch::ALL {
             let metrics_path = ctx.input(&super::train::id(arch), super::train::METRICS)?;
-            let trained: Value = serde_json::from_slice(&std::fs::read(metrics_path)?)?;
+            let trained = super::read_json(metrics_path)?;
             let labels = super::encode::read_labels(ctx.input(&super::encode::id(arch), super::encode::LATENT)?)?;
             let (mut purity, mut nmi, mut ari, mut acc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut best: Option<(f64, u64, Vec<Vec<u64>>)> = None;
