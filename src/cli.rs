@@ -117,6 +117,51 @@ enum PipelineCommand {
         #[arg(long, value_name = "LOCKFILE")]
         diff: Option<PathBuf>,
     },
+    /// Upload the current run (models, latents, clusterings, metrics, figures, a model card,
+    /// the effective config and the lock file) to a Hugging Face model repository, in one
+    /// commit. Needs a complete, fresh pipeline and a token with write access (HF_TOKEN or the
+    /// token file of `hf auth login`).
+    Publish {
+        /// The model repository, OWNER/NAME (created if it does not exist).
+        #[arg(long)]
+        repo: String,
+        /// Create the repository private.
+        #[arg(long)]
+        private: bool,
+        /// Branch to commit to.
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Commit message.
+        #[arg(long)]
+        message: Option<String>,
+        /// Print what would be uploaded, with sizes; make no request.
+        #[arg(long)]
+        dry_run: bool,
+        /// Hub URL. Default: HF_ENDPOINT, else https://huggingface.co.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a published run into the local store, verified against its lock file, so that
+    /// `run` finds every stage after `download` cached.
+    Pull {
+        /// The model repository, OWNER/NAME.
+        #[arg(long)]
+        repo: String,
+        /// Branch, tag or commit.
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Hub URL. Default: HF_ENDPOINT, else https://huggingface.co.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove store entries that the lock file does not reference.
     Gc {
         #[arg(long)]
@@ -251,6 +296,36 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        PipelineCommand::Publish { repo, private, revision, message, dry_run, endpoint, no_wait, json } => {
+            let config = LoadedConfig::load(&common.config, &common.overrides)?;
+            let graph = Graph::new(crate::stages::plan(&config))?;
+            let opts = crate::hub::PublishOptions {
+                repo,
+                private,
+                revision,
+                message,
+                dry_run,
+                endpoint,
+                artifacts: common.artifacts.clone(),
+                run_command: run_command(common),
+                wait: !no_wait,
+            };
+            let outcome = crate::hub::publish(&config, &graph, &opts).with_context(|| format!("publish to {}", opts.repo))?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&outcome)?)?;
+            } else {
+                writeln!(out, "{outcome}")?;
+            }
+        }
+        PipelineCommand::Pull { repo, revision, endpoint, no_wait, json } => {
+            let opts = crate::hub::PullOptions { repo, revision, endpoint, artifacts: common.artifacts.clone(), wait: !no_wait };
+            let report = crate::hub::pull(&opts).with_context(|| format!("pull from {}", opts.repo))?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                writeln!(out, "{report}")?;
+            }
+        }
         PipelineCommand::Gc { no_wait, json } => {
             let report = pipeline::gc(&common.artifacts, !no_wait)
                 .with_context(|| format!("gc of {}", common.artifacts.display()))?;
@@ -262,4 +337,23 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `run` command line that reproduces the current configuration (for the model card).
+fn run_command(common: &Common) -> String {
+    let quote = |s: &str| {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/=,:@+".contains(c)) {
+            s.to_owned()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    let mut cmd = String::from("cargo xtask pipeline run");
+    if common.config != std::path::Path::new("pipeline.yaml") {
+        cmd.push_str(&format!(" --config {}", quote(&common.config.display().to_string())));
+    }
+    for o in &common.overrides {
+        cmd.push_str(&format!(" --set {}", quote(o)));
+    }
+    cmd
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod figures;
+pub mod hub;
 pub mod models;
 pub mod pipeline;
 pub mod report;

@@ -26,6 +26,18 @@ pub fn contingency_figure(arch: Arch) -> String {
     format!("contingency-{}.png", arch.name())
 }
 
+/// Every figure this stage draws, with its caption, in report order.
+pub fn figure_captions() -> Vec<(String, String)> {
+    let mut figs: Vec<(String, String)> = vec![(LOSS.into(), "Training loss".into()), (RECONSTRUCTIONS.into(), "Reconstructions".into())];
+    for arch in Arch::ALL {
+        figs.push((pca_figure(arch), format!("PCA of the {} latent space", arch.name())));
+    }
+    for arch in Arch::ALL {
+        figs.push((contingency_figure(arch), format!("Contingency of the best {} clustering", arch.name())));
+    }
+    figs
+}
+
 pub struct Plot {
     samples: usize,
     seeds: Vec<u64>,
@@ -106,13 +118,7 @@ impl StageKind for Plot {
             figures::heatmap(&ctx.output(&contingency_figure(arch)), &format!("{}: true label x k-means cluster (seed {seed}, best purity)", arch.class_name()), &counts)?;
         }
 
-        let mut figs: Vec<(String, String)> = vec![(LOSS.into(), "Training loss".into()), (RECONSTRUCTIONS.into(), "Reconstructions".into())];
-        for arch in Arch::ALL {
-            figs.push((pca_figure(arch), format!("PCA of the {} latent space", arch.name())));
-        }
-        for arch in Arch::ALL {
-            figs.push((contingency_figure(arch), format!("Contingency of the best {} clustering", arch.name())));
-        }
+        let figs = figure_captions();
         let refs: Vec<(&str, &str)> = figs.iter().map(|(f, c)| (f.as_str(), c.as_str())).collect();
         std::fs::write(ctx.output(REPORT), report::markdown(&metrics, &self.seeds, &refs))?;
         Ok(StageReport { device: Some("cpu".into()) })

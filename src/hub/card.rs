@@ -1,0 +1,180 @@
+//! The model card (`README.md`) of a published run: YAML front matter the Hub reads
+//! (`library_name`, `tags`, `datasets`, `model-index` with the test MSE and clustering
+//! metrics), then what the experiment is, the metrics beside the seed's, the figures and how
+//! to reproduce the run. Built only from the run's artefacts, so the same run gives the same
+//! card.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use crate::models::Arch;
+use crate::report;
+
+/// Everything the card says that is not in the metrics.
+pub struct CardInput<'a> {
+    pub repo: &'a str,
+    /// `score/metrics.json`.
+    pub metrics: &'a Value,
+    /// The effective configuration.
+    pub config: &'a crate::config::Config,
+    /// The command that reproduces the run (`cargo xtask pipeline run ...`).
+    pub run_command: &'a str,
+    /// The revision this run is published at (branch).
+    pub revision: &'a str,
+    /// The latentscope source revision (git commit), when known.
+    pub source_revision: Option<&'a str>,
+    /// Figures (file name, caption), relative to `report/`.
+    pub figures: &'a [(String, String)],
+    /// Images in the dataset's training and test splits (`download`'s summary).
+    pub split_sizes: (u64, u64),
+}
+
+/// `1e-8` rather than `0.00000001`.
+fn number(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-3 {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
+/// `60000` -> `60,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn metric(kind: &str, name: String, value: Option<f64>) -> Option<Value> {
+    value.map(|v| json!({"type": kind, "name": name, "value": (v * 1e6).round() / 1e6}))
+}
+
+/// The `model-index` entries: one result per model.
+fn model_index(input: &CardInput) -> Value {
+    let seeds = input.config.kmeans.seeds.len();
+    let results: Vec<Value> = Arch::ALL
+        .iter()
+        .map(|&arch| {
+            let m = &input.metrics[arch.name()];
+            let mut metrics = vec![metric("mse", "Test MSE".into(), m["test_mse"].as_f64())];
+            for (key, label) in [("purity", "Purity"), ("nmi", "NMI"), ("ari", "ARI"), ("acc", "Clustering accuracy (Hungarian)")] {
+                metrics.push(metric(key, format!("{label}, best of {seeds} k-means seeds"), m[key]["best"].as_f64()));
+                metrics.push(metric(key, format!("{label}, mean of {seeds} k-means seeds"), m[key]["mean"].as_f64()));
+            }
+            json!({
+                "task": {"type": "image-feature-extraction", "name": format!("Latent-space clustering ({}, k-means k={})", arch.class_name(), input.config.kmeans.k)},
+                "dataset": {"type": "ylecun/mnist", "name": "MNIST", "split": "test"},
+                "metrics": metrics.into_iter().flatten().collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!([{"name": input.repo, "results": results}])
+}
+
+/// The card's text.
+pub fn render(input: &CardInput) -> String {
+    let front = json!({
+        "library_name": "latentscope",
+        "license": "apache-2.0",
+        "tags": ["autoencoder", "mnist", "k-means", "clustering", "unsupervised", "candle", "latentscope"],
+        "datasets": ["ylecun/mnist"],
+        "metrics": ["mse", "purity", "nmi", "ari", "accuracy"],
+        "model-index": model_index(input),
+    });
+    let yaml = serde_saphyr::to_string(&front).expect("front matter serialises");
+    let c = input.config;
+    let seeds = c.kmeans.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let mut out = format!("---\n{}---\n\n", yaml.trim_start_matches("---\n"));
+    let _ = writeln!(out, "# {}: does an autoencoder's latent space group MNIST digits by class?\n", input.repo);
+    out.push_str("Two autoencoders are trained on MNIST without labels: `SimpleAutoencoder` (fully connected, ");
+    out.push_str("784-128-64-36-18-9, a 9-d latent) and `ConvAE` (convolutional, a 10-d latent). Their encodings of the ");
+    let (n_train, n_test) = input.split_sizes;
+    let _ = writeln!(
+        out,
+        "{} test images are clustered with k-means (k = {}, k-means++, seeds {seeds}) and the clusters are scored against the true digit labels. \
+         The experiment reproduces a PyTorch notebook; this repository holds one complete run of the \
+         latentscope pipeline: the trained weights, the latent vectors, \
+         the PCA projections, every clustering, the metrics and the figures.\n",
+        thousands(n_test),
+        c.kmeans.k
+    );
+    out.push_str("## Metrics\n\n");
+    out.push_str("Test MSE is the mean squared reconstruction error on the test split. Clustering metrics are given as best (mean ± population std) over the k-means seeds; the seed's numbers are those of the original notebook.\n\n");
+    out.push_str(&report::metrics_table(input.metrics));
+    out.push('\n');
+    out.push_str("## Training\n\n| model | epochs | batch | learning rate | weight decay |\n| --- | --- | --- | --- | --- |\n");
+    for (arch, m) in [(Arch::Simple, &c.models.simple), (Arch::Conv, &c.models.conv)] {
+        let _ = writeln!(out, "| {} | {} | {} | {} | {} |", arch.class_name(), m.epochs, m.batch_size, number(m.lr), number(m.weight_decay));
+    }
+    let _ = writeln!(
+        out,
+        "\nAdam (PyTorch semantics), MSE loss, seed {}, {} training images.\n",
+        c.seed,
+        match c.train.limit {
+            Some(n) if (n as u64) < n_train => format!("the first {} of the {}", thousands(n as u64), thousands(n_train)),
+            _ => format!("all {}", thousands(n_train)),
+        }
+    );
+    out.push_str("## Figures\n\n");
+    for (file, caption) in input.figures {
+        let _ = writeln!(out, "### {caption}\n\n![{caption}](report/{file})\n");
+    }
+    out.push_str("## Files\n\n| path | what |\n| --- | --- |\n");
+    out.push_str("| `models/<model>/model.safetensors` | weights, PyTorch state-dict names (`config.json` names the architecture) |\n");
+    out.push_str("| `models/<model>/history.json`, `metrics.json` | per-epoch losses; test MSE |\n");
+    out.push_str("| `latents/<model>/latent.safetensors` | test-set latent vectors and labels; `reconstructions.safetensors`: sample reconstructions |\n");
+    out.push_str("| `pca/<model>/` | 2-d PCA projection of the latents |\n");
+    out.push_str("| `kmeans/<model>/seed-<n>/` | cluster assignments and centroids of each k-means seed |\n");
+    out.push_str("| `metrics.json` | every metric per model and seed, the contingency table of the best seed |\n");
+    out.push_str("| `report/` | `report.md` and the figures |\n");
+    out.push_str("| `pipeline.yaml`, `pipeline.lock` | the effective configuration; every stage's parameters, input and output hashes |\n");
+    out.push_str("| `latentscope.json` | size and sha256 of every file |\n\n");
+    out.push_str("## Reproduce\n\n");
+    match input.source_revision {
+        Some(rev) => {
+            let _ = writeln!(out, "With the latentscope source at revision `{rev}`:\n");
+        }
+        None => out.push_str("With the latentscope source (revision unknown: it was not published from a git checkout):\n\n"),
+    }
+    let _ = writeln!(out, "```sh\n{}\n```\n", input.run_command);
+    let _ = writeln!(
+        out,
+        "or reuse this run as a cache, so that only `download` runs (from the local MNIST copy) and every other stage is found done:\n\n```sh\ncargo xtask pipeline pull --repo {} --revision {}\n{}\n```",
+        input.repo, input.revision, input.run_command
+    );
+    out
+}
+
+/// `models/<model>/config.json`: what the weights are.
+pub fn model_config(arch: Arch) -> Value {
+    json!({
+        "library_name": "latentscope",
+        "architecture": arch.class_name(),
+        "model": arch.name(),
+        "latent_dim": arch.latent_dim(),
+        "input_shape": [1, 28, 28],
+        "weights": "model.safetensors",
+        "tensor_names": "PyTorch state-dict names of the seed notebook",
+        "parameters": arch.parameters().iter().map(|p| json!({"name": p.name, "shape": p.shape})).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(super::number(1e-8), "1e-8");
+        assert_eq!(super::number(0.001), "0.001");
+        assert_eq!(super::number(0.0), "0");
+        assert_eq!(super::thousands(60000), "60,000");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,101 @@
+//! Where each artefact lives in a published repository, and the manifest that lists them.
+//!
+//! ```text
+//! README.md                          model card
+//! latentscope.json                   this manifest: every other file with its size and sha256
+//! pipeline.yaml                      the effective configuration (overrides applied)
+//! pipeline.lock                      the lock file (mtimes zeroed): every stage's record
+//! metrics.json                       score
+//! models/<model>/                    train-<model>: model.safetensors, config.json, history.json, metrics.json
+//! latents/<model>/                   encode-<model>: latent.safetensors, reconstructions.safetensors
+//! pca/<model>/                       pca-<model>: pca.safetensors, pca.json
+//! kmeans/<model>/seed-<n>/           kmeans-<model>-<n>: assignments.safetensors, kmeans.json
+//! report/                            plot: report.md and the figures
+//! ```
+//! `download` is not published: its output is MNIST itself, which every checkout has.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const MANIFEST: &str = "latentscope.json";
+pub const CARD: &str = "README.md";
+pub const CONFIG: &str = "pipeline.yaml";
+pub const LOCK: &str = "pipeline.lock";
+
+/// Stages whose outputs are not published.
+pub const LOCAL_ONLY: &[&str] = &[crate::stages::download::ID];
+
+/// The folder (no trailing `/`, empty for the root) of a stage's files, or `None` for a
+/// stage that is not published or that this layout does not know.
+pub fn stage_folder(stage: &str) -> Option<String> {
+    if LOCAL_ONLY.contains(&stage) {
+        return None;
+    }
+    if stage == crate::stages::score::ID {
+        return Some(String::new());
+    }
+    if stage == crate::stages::plot::ID {
+        return Some("report".into());
+    }
+    let (kind, rest) = stage.split_once('-')?;
+    match kind {
+        "train" => Some(format!("models/{rest}")),
+        "encode" => Some(format!("latents/{rest}")),
+        "pca" => Some(format!("pca/{rest}")),
+        "kmeans" => {
+            let (model, seed) = rest.rsplit_once('-')?;
+            Some(format!("kmeans/{model}/seed-{seed}"))
+        }
+        _ => None,
+    }
+}
+
+/// The repository path of output `file` of `stage`.
+pub fn repo_path(stage: &str, file: &str) -> Option<String> {
+    stage_folder(stage).map(|folder| if folder.is_empty() { file.to_owned() } else { format!("{folder}/{file}") })
+}
+
+/// One file of a published repository, as listed in `latentscope.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub size: u64,
+    pub sha256: String,
+    /// The stage whose output this is (absent for the card, config, lock and config.json files).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stage: Option<String>,
+}
+
+/// `latentscope.json`: what latentscope published. Two publishes of the same run produce the
+/// same manifest, which is how a re-publish knows the remote is up to date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub tool: String,
+    pub files: BTreeMap<String, ManifestFile>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_of_the_default_plan_has_a_distinct_place() {
+        let config = crate::config::LoadedConfig::from_yaml(include_str!("../../pipeline.yaml"), std::path::Path::new("pipeline.yaml"), &[]).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for spec in crate::stages::plan(&config) {
+            let folder = stage_folder(&spec.id);
+            if LOCAL_ONLY.contains(&spec.id.as_str()) {
+                assert_eq!(folder, None);
+                continue;
+            }
+            assert!(folder.is_some(), "{} has no place in the layout", spec.id);
+            for file in &spec.outputs {
+                assert!(seen.insert(repo_path(&spec.id, file).unwrap()), "{}/{file} collides", spec.id);
+            }
+        }
+        assert_eq!(repo_path("kmeans-conv-7", "kmeans.json").unwrap(), "kmeans/conv/seed-7/kmeans.json");
+        assert_eq!(repo_path("score", "metrics.json").unwrap(), "metrics.json");
+        assert_eq!(stage_folder("unknown"), None);
+    }
+}

@@ -1,0 +1,49 @@
+//! Sharing a finished run through the Hugging Face Hub: `publish` uploads the artefacts, a
+//! model card and the lock file as one commit of a model repository; `pull` brings them back
+//! into the local store, verified against the published lock file, so that `run` finds every
+//! stage after `download` cached.
+//!
+//! The Hub is reached only through the `hf-hub` crate (repository, commit and download API).
+
+pub mod auth;
+pub mod card;
+pub mod client;
+pub mod layout;
+pub mod publish;
+pub mod pull;
+
+pub use publish::{publish, PublishOptions, PublishOutcome};
+pub use pull::{pull, PullOptions, PullReport};
+
+/// What can go wrong talking to the Hub. Messages never contain the token.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("no Hugging Face token: set HF_TOKEN or log in with `hf auth login` (token file {path}); publishing needs a token with write access")]
+    NoToken { path: String },
+    #[error("the Hub refused the token (HTTP {status}) for {repo}: it lacks write access to that repository{detail}")]
+    NoWriteAccess { repo: String, status: u16, detail: String },
+    #[error("the Hub refused access (HTTP {status}) to {repo}: the repository is private or gated; set HF_TOKEN to a token that can read it{detail}")]
+    NoReadAccess { repo: String, status: u16, detail: String },
+    #[error("cannot reach the Hub at {endpoint} while {action}: {detail}")]
+    Unreachable { endpoint: String, action: String, detail: String },
+    #[error("the Hub failed while {action}: {detail}")]
+    Request { action: String, detail: String },
+    #[error("{repo} at {revision} has no {file}: it was not published by latentscope")]
+    NotPublished { repo: String, revision: String, file: String },
+    #[error("{file}: {message}")]
+    BadPublished { file: String, message: String },
+    #[error("{file}: hash mismatch: blake3 {got}, the published lock file says {expected}; nothing from it entered the store")]
+    HashMismatch { file: String, expected: String, got: String },
+    #[error("refusing to publish: {} stale stage(s): {}. Run `cargo xtask pipeline run` first", stages.len(), stages.join(", "))]
+    Stale { stages: Vec<String> },
+    #[error("--repo {0:?} is not OWNER/NAME")]
+    BadRepoId(String),
+}
+
+/// Splits `OWNER/NAME`, rejecting anything else.
+pub fn split_repo(repo: &str) -> Result<(&str, &str), HubError> {
+    match repo.split_once('/') {
+        Some((o, n)) if !o.is_empty() && !n.is_empty() && !n.contains('/') && !repo.contains(char::is_whitespace) => Ok((o, n)),
+        _ => Err(HubError::BadRepoId(repo.to_owned())),
+    }
+}

@@ -1,0 +1,291 @@
+//! `pipeline publish`: one commit to a model repository with every artefact of a complete,
+//! fresh run, the model card, the effective config and the lock file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hf_hub::repository::CommitOperation;
+use hf_hub::{HFError, RepoTypeModel};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::client::{Access, Hub};
+use super::layout::{self, Manifest, ManifestFile};
+use super::{auth, card, HubError};
+use crate::config::LoadedConfig;
+use crate::data::idx::hex;
+use crate::models::Arch;
+use crate::pipeline::{self, Graph, LockFile, RunLock, Store};
+
+pub struct PublishOptions {
+    pub repo: String,
+    pub private: bool,
+    /// Branch to commit to.
+    pub revision: String,
+    pub message: Option<String>,
+    pub dry_run: bool,
+    /// `--endpoint`; `None`: `HF_ENDPOINT`, else the public Hub.
+    pub endpoint: Option<String>,
+    pub artifacts: PathBuf,
+    /// The `run` command that reproduces this run (for the model card).
+    pub run_command: String,
+    pub wait: bool,
+}
+
+/// Where a published file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file of a store entry.
+    Store(PathBuf),
+    /// Generated for the repository (card, config, lock, manifest).
+    Generated(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    #[serde(skip)]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PublishOutcome {
+    /// `--dry-run`: what would be uploaded; nothing was sent.
+    DryRun { repo: String, revision: String, files: Vec<PlannedFile> },
+    /// The remote already holds exactly this run: no commit was made.
+    UpToDate { repo: String, revision: String, files: usize },
+    Committed { repo: String, revision: String, commit: Option<String>, url: Option<String>, files: usize, bytes: u64, deleted: usize, created_repo: bool },
+}
+
+impl std::fmt::Display for PublishOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishOutcome::DryRun { repo, revision, files } => {
+                let width = files.iter().map(|p| p.path.len()).max().unwrap_or(0);
+                writeln!(f, "would upload to {repo} at {revision} (dry run, no request made):")?;
+                for p in files {
+                    writeln!(f, "  {:width$}  {:>10}", p.path, human_bytes(p.size))?;
+                }
+                write!(f, "{} files, {}", files.len(), human_bytes(files.iter().map(|p| p.size).sum()))
+            }
+            PublishOutcome::UpToDate { repo, revision, files } => {
+                write!(f, "{repo} at {revision} is up to date ({files} files): nothing to commit")
+            }
+            PublishOutcome::Committed { repo, revision, commit, url, files, bytes, deleted, created_repo } => {
+                if *created_repo {
+                    writeln!(f, "created model repository {repo}")?;
+                }
+                write!(f, "published {files} files ({}) to {repo} at {revision} in one commit", human_bytes(*bytes))?;
+                if *deleted > 0 {
+                    write!(f, ", removing {deleted} files of the previous run")?;
+                }
+                if let Some(c) = commit {
+                    write!(f, "\ncommit {c}")?;
+                }
+                if let Some(u) = url {
+                    write!(f, "\n{u}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn planned(path: String, source: Source) -> anyhow::Result<PlannedFile> {
+    let (size, sha256) = match &source {
+        Source::Store(p) => {
+            let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+            (bytes.len() as u64, hex(&Sha256::digest(&bytes)))
+        }
+        Source::Generated(b) => (b.len() as u64, hex(&Sha256::digest(b))),
+    };
+    Ok(PlannedFile { path, size, sha256, source })
+}
+
+/// The lock file as published: only this graph's stages, modification times zeroed (they
+/// are local facts; `pull` records its own).
+fn published_lock(lock: &LockFile, graph: &Graph) -> LockFile {
+    let mut out = LockFile { version: lock.version, stages: BTreeMap::new() };
+    for spec in graph.ordered() {
+        if let Some(rec) = lock.stages.get(&spec.id) {
+            let mut rec = rec.clone();
+            for file in rec.outputs.values_mut() {
+                file.mtime_ns = 0;
+            }
+            out.stages.insert(spec.id.clone(), rec);
+        }
+    }
+    out
+}
+
+/// The git commit of the source tree holding `dir`, with `-dirty` when it has changes.
+fn source_revision(dir: &Path) -> Option<String> {
+    let git = |args: &[&str]| std::process::Command::new("git").arg("-C").arg(dir).args(args).output().ok().filter(|o| o.status.success());
+    let head = String::from_utf8(git(&["rev-parse", "HEAD"])?.stdout).ok()?.trim().to_owned();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
+    Some(if dirty { format!("{head}-dirty") } else { head })
+}
+
+/// Every file of the publication, the manifest last. Fails if a stage is stale.
+pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyhow::Result<Vec<PlannedFile>> {
+    let rows = pipeline::status(graph, &opts.artifacts, false)?;
+    let stale: Vec<String> = rows.iter().filter(|r| !r.fresh).map(|r| format!("{} ({})", r.stage, r.reason)).collect();
+    if !stale.is_empty() {
+        return Err(HubError::Stale { stages: stale }.into());
+    }
+    let lock = LockFile::load(&opts.artifacts)?;
+    let store = Store::open_read_only(&opts.artifacts);
+    let mut files = Vec::new();
+    for spec in graph.ordered() {
+        let Some(folder) = layout::stage_folder(&spec.id) else { continue };
+        let rec = lock.stages.get(&spec.id).ok_or_else(|| anyhow::anyhow!("{}: stage {} has no record", LockFile::path(&opts.artifacts).display(), spec.id))?;
+        for name in rec.outputs.keys() {
+            let path = layout::repo_path(&spec.id, name).expect("the folder exists");
+            files.push(planned(path, Source::Store(store.entry_dir(&rec.fingerprint).join(name)))?);
+        }
+        if spec.id.starts_with("train-") {
+            let arch: Arch = serde_json::from_value(spec.params.get("arch").cloned().unwrap_or_default())
+                .map_err(|_| anyhow::anyhow!("stage {} declares no known arch", spec.id))?;
+            let text = serde_json::to_string_pretty(&card::model_config(arch))? + "\n";
+            files.push(planned(format!("{folder}/config.json"), Source::Generated(text.into_bytes()))?);
+        }
+    }
+    let metrics_rec = &lock.stages[crate::stages::score::ID];
+    let metrics = crate::stages::read_json(&store.entry_dir(&metrics_rec.fingerprint).join(crate::stages::score::METRICS))?;
+    let yaml = serde_saphyr::to_string(config.tree()).map_err(|e| anyhow::anyhow!("cannot write the effective config as YAML: {e}"))?;
+    let header = "# The effective configuration of this run (overrides applied), written by latentscope publish.\n";
+    files.push(planned(layout::CONFIG.into(), Source::Generated(format!("{header}{yaml}").into_bytes()))?);
+    let lock_text = serde_json::to_string_pretty(&published_lock(&lock, graph))? + "\n";
+    files.push(planned(layout::LOCK.into(), Source::Generated(lock_text.into_bytes()))?);
+    let download = &lock.stages[crate::stages::download::ID];
+    let summary = crate::stages::read_json(&store.entry_dir(&download.fingerprint).join(crate::stages::download::SUMMARY))?;
+    let split_sizes = (summary["train"]["count"].as_u64().unwrap_or(0), summary["test"]["count"].as_u64().unwrap_or(0));
+    let source_rev = source_revision(&config.base_dir());
+    let figures = crate::stages::plot::figure_captions();
+    let text = card::render(&card::CardInput {
+        repo: &opts.repo,
+        metrics: &metrics,
+        config: &config.config,
+        run_command: &opts.run_command,
+        revision: &opts.revision,
+        source_revision: source_rev.as_deref(),
+        figures: &figures,
+        split_sizes,
+    });
+    files.push(planned(layout::CARD.into(), Source::Generated(text.into_bytes()))?);
+    let manifest = manifest_of(&files, &lock);
+    files.push(planned(layout::MANIFEST.into(), Source::Generated((serde_json::to_string_pretty(&manifest)? + "\n").into_bytes()))?);
+    Ok(files)
+}
+
+fn manifest_of(files: &[PlannedFile], lock: &LockFile) -> Manifest {
+    let stage_of = |path: &str| {
+        lock.stages.iter().find_map(|(id, rec)| rec.outputs.keys().find(|f| layout::repo_path(id, f).as_deref() == Some(path)).map(|_| id.clone()))
+    };
+    Manifest {
+        format: 1,
+        tool: format!("latentscope {}", crate::VERSION),
+        files: files.iter().map(|f| (f.path.clone(), ManifestFile { size: f.size, sha256: f.sha256.clone(), stage: stage_of(&f.path) })).collect(),
+    }
+}
+
+/// Publishes the current run of `graph` (see the module docs).
+pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyhow::Result<PublishOutcome> {
+    let (owner, name) = super::split_repo(&opts.repo)?;
+    // Hold the run lock so no run or gc changes the store while we read it.
+    let _guard = if opts.dry_run {
+        None
+    } else {
+        Some(RunLock::acquire(&opts.artifacts, opts.wait, |holder| {
+            tracing::warn!("waiting for another latentscope run{holder} that holds {}", opts.artifacts.display());
+        })?)
+    };
+    let files = plan(config, graph, opts)?;
+    if opts.dry_run {
+        return Ok(PublishOutcome::DryRun { repo: opts.repo.clone(), revision: opts.revision.clone(), files });
+    }
+    let token = auth::require_token()?;
+    let endpoint = super::client::endpoint(opts.endpoint.as_deref());
+    let hub = Hub::new(&endpoint, &opts.repo, Some(token), Access::Write)?;
+    let repo = hub.client.model(owner, name);
+
+    let exists = repo.exists().send().map_err(|e| hub.error(&format!("looking up {}", opts.repo), e))?;
+    if !exists {
+        tracing::info!("creating model repository {}", opts.repo);
+        hub.client
+            .create_repository()
+            .repo_id(&opts.repo)
+            .repo_type(RepoTypeModel)
+            .private(opts.private)
+            .exist_ok(true)
+            .send()
+            .map_err(|e| hub.error(&format!("creating {}", opts.repo), e))?;
+    } else if opts.private {
+        tracing::warn!("{} exists already; --private applies only to a repository this command creates", opts.repo);
+    }
+    if opts.revision != "main" && !repo.revision_exists().revision(&opts.revision).send().map_err(|e| hub.error("looking up the branch", e))? {
+        tracing::info!("creating branch {} of {}", opts.revision, opts.repo);
+        repo.create_branch().branch(&opts.revision).send().map_err(|e| hub.error(&format!("creating branch {}", opts.revision), e))?;
+    }
+
+    let manifest_file = files.last().expect("the manifest is planned");
+    let ours: Manifest = match &manifest_file.source {
+        Source::Generated(b) => serde_json::from_slice(b)?,
+        Source::Store(_) => unreachable!("the manifest is generated"),
+    };
+    let remote = match repo.download_file_to_bytes().filename(layout::MANIFEST).revision(&opts.revision).send() {
+        Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes).ok(),
+        Err(HFError::EntryNotFound { .. } | HFError::RevisionNotFound { .. } | HFError::RepoNotFound { .. }) => None,
+        Err(e) => return Err(hub.error(&format!("reading {} of {}", layout::MANIFEST, opts.repo), e).into()),
+    };
+    if remote.as_ref() == Some(&ours) {
+        return Ok(PublishOutcome::UpToDate { repo: opts.repo.clone(), revision: opts.revision.clone(), files: files.len() });
+    }
+
+    let mut operations: Vec<CommitOperation> = files
+        .iter()
+        .map(|f| match &f.source {
+            Source::Store(p) => CommitOperation::add_file(f.path.clone(), p.clone()),
+            Source::Generated(b) => CommitOperation::add_bytes(f.path.clone(), b.clone()),
+        })
+        .collect();
+    // Files of an earlier publication that this run no longer has (fewer k-means seeds, say).
+    let stale: Vec<String> = remote.iter().flat_map(|m| m.files.keys()).filter(|p| !ours.files.contains_key(*p) && p.as_str() != layout::MANIFEST).cloned().collect();
+    operations.extend(stale.iter().map(CommitOperation::delete));
+    let bytes = files.iter().map(|f| f.size).sum();
+    let message = opts.message.clone().unwrap_or_else(|| default_message(&ours));
+    tracing::info!("committing {} files ({}) to {} at {}", files.len(), human_bytes(bytes), opts.repo, opts.revision);
+    let info = repo
+        .create_commit()
+        .operations(operations)
+        .commit_message(message)
+        .revision(opts.revision.clone())
+        .send()
+        .map_err(|e| hub.error(&format!("committing to {} at {} (the remote is unchanged)", opts.repo, opts.revision), e))?;
+    Ok(PublishOutcome::Committed {
+        repo: opts.repo.clone(),
+        revision: opts.revision.clone(),
+        commit: info.commit_oid,
+        url: info.commit_url,
+        files: files.len(),
+        bytes,
+        deleted: stale.len(),
+        created_repo: !exists,
+    })
+}
+
+fn default_message(manifest: &Manifest) -> String {
+    let lock = manifest.files.get(layout::LOCK).map(|f| &f.sha256[..12]).unwrap_or("?");
+    format!("latentscope {}: publish run (lock sha256 {lock})", crate::VERSION)
+}

@@ -1,0 +1,139 @@
+//! `pipeline pull`: a published run into the local store. Every file is checked against the
+//! published lock file (size and blake3) before its stage's entry is committed, so nothing
+//! unverified enters the store; the local lock then names the pulled entries, and a `run`
+//! finds every stage after `download` cached once `download` has re-run from local data.
+
+use std::path::PathBuf;
+
+use hf_hub::HFError;
+use serde::Serialize;
+
+use super::client::{Access, Hub};
+use super::layout::{self, Manifest};
+use super::{auth, HubError};
+use crate::pipeline::store::Health;
+use crate::pipeline::{LockFile, RunLock, Store};
+
+pub struct PullOptions {
+    pub repo: String,
+    /// Branch, tag or commit.
+    pub revision: String,
+    pub endpoint: Option<String>,
+    pub artifacts: PathBuf,
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PullReport {
+    pub repo: String,
+    pub revision: String,
+    /// The commit the files were read from.
+    pub commit: String,
+    /// Stages whose entries were downloaded.
+    pub pulled: Vec<String>,
+    /// Stages whose entries were in the local store already.
+    pub present: Vec<String>,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+impl std::fmt::Display for PullReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pulled {} stages ({} files, {}) from {} at {} (commit {}); {} were in the store already.\n\
+             Next: `cargo xtask pipeline run` re-runs download from local data and finds the rest cached.",
+            self.pulled.len(),
+            self.files,
+            super::publish::human_bytes(self.bytes),
+            self.repo,
+            self.revision,
+            self.commit,
+            self.present.len()
+        )
+    }
+}
+
+pub fn pull(opts: &PullOptions) -> anyhow::Result<PullReport> {
+    let (owner, name) = super::split_repo(&opts.repo)?;
+    let endpoint = super::client::endpoint(opts.endpoint.as_deref());
+    let hub = Hub::new(&endpoint, &opts.repo, auth::find_token(), Access::Read)?;
+    let repo = hub.client.model(owner, name);
+
+    // Read every file from one commit, even if the branch moves meanwhile.
+    let info = repo.info().revision(opts.revision.clone()).send().map_err(|e| hub.error(&format!("looking up {} at {}", opts.repo, opts.revision), e))?;
+    let commit = info.sha.clone().unwrap_or_else(|| opts.revision.clone());
+    let fetch = |path: &str| -> Result<Vec<u8>, HubError> {
+        match repo.download_file_to_bytes().filename(path).revision(commit.clone()).send() {
+            Ok(b) => Ok(b.to_vec()),
+            Err(HFError::EntryNotFound { .. }) => Err(HubError::NotPublished { repo: opts.repo.clone(), revision: opts.revision.clone(), file: path.into() }),
+            Err(e) => Err(hub.error(&format!("downloading {path}"), e)),
+        }
+    };
+    let manifest_bytes = fetch(layout::MANIFEST)?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| HubError::BadPublished { file: layout::MANIFEST.into(), message: e.to_string() })?;
+    let lock_bytes = fetch(layout::LOCK)?;
+    if let Some(listed) = manifest.files.get(layout::LOCK) {
+        let sha = crate::data::idx::hex(&<sha2::Sha256 as sha2::Digest>::digest(&lock_bytes));
+        if sha != listed.sha256 {
+            return Err(HubError::BadPublished { file: layout::LOCK.into(), message: format!("sha256 {sha}, {} lists {}", layout::MANIFEST, listed.sha256) }.into());
+        }
+    }
+    let published: LockFile = serde_json::from_slice(&lock_bytes).map_err(|e| HubError::BadPublished { file: layout::LOCK.into(), message: e.to_string() })?;
+
+    let _guard = RunLock::acquire(&opts.artifacts, opts.wait, |holder| {
+        tracing::warn!("waiting for another latentscope run{holder} that holds {}", opts.artifacts.display());
+    })?;
+    let store = Store::open(&opts.artifacts)?;
+    let mut lock = LockFile::load(&opts.artifacts)?;
+    lock.version = 1;
+    let stages: Vec<_> = published.stages.iter().filter(|(id, _)| layout::stage_folder(id).is_some()).collect();
+    let total: u64 = stages.iter().flat_map(|(_, r)| r.outputs.values()).map(|f| f.size).sum();
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template("pull {bar:30} {bytes}/{total_bytes} {msg}").expect("valid template"),
+    );
+    let mut report = PullReport { repo: opts.repo.clone(), revision: opts.revision.clone(), commit: commit.clone(), pulled: vec![], present: vec![], files: 0, bytes: 0 };
+    for (id, rec) in stages {
+        let local = store.manifest(&rec.fingerprint)?;
+        let same = local.as_ref().is_some_and(|l| {
+            l.outputs.len() == rec.outputs.len() && l.outputs.iter().all(|(f, r)| rec.outputs.get(f).is_some_and(|p| p.blake3 == r.blake3)) && store.check(l, true) == Health::Ok
+        });
+        if same {
+            lock.stages.insert(id.clone(), local.expect("checked"));
+            report.present.push(id.clone());
+            bar.inc(rec.outputs.values().map(|f| f.size).sum());
+            continue;
+        }
+        bar.set_message(id.clone());
+        let scratch = store.scratch(id)?;
+        let result = (|| -> anyhow::Result<()> {
+            for (file, want) in &rec.outputs {
+                let path = layout::repo_path(id, file).expect("published stage");
+                let bytes = fetch(&path)?;
+                let got = blake3::hash(&bytes).to_hex().to_string();
+                if bytes.len() as u64 != want.size || got != want.blake3 {
+                    return Err(HubError::HashMismatch { file: path, expected: want.blake3.clone(), got }.into());
+                }
+                std::fs::write(scratch.join(file), &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", scratch.join(file).display()))?;
+                report.files += 1;
+                report.bytes += want.size;
+                bar.inc(want.size);
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&scratch);
+            bar.abandon();
+            return Err(e);
+        }
+        let declared: Vec<String> = rec.outputs.keys().cloned().collect();
+        let committed = store.commit(id, &scratch, &declared, rec.clone(), true)?;
+        store.set_view(id, &committed.fingerprint)?;
+        lock.stages.insert(id.clone(), committed);
+        lock.save(&opts.artifacts)?;
+        report.pulled.push(id.clone());
+    }
+    lock.save(&opts.artifacts)?;
+    bar.finish_and_clear();
+    Ok(report)
+}
