@@ -70,6 +70,25 @@ struct Common {
     overrides: Vec<String>,
 }
 
+/// What `publish` and `pull` share.
+#[derive(Debug, Args)]
+struct HubArgs {
+    /// The model repository, OWNER/NAME (`publish` creates it if it does not exist).
+    #[arg(long)]
+    repo: String,
+    /// Branch (`publish`), or branch, tag or commit (`pull`).
+    #[arg(long, default_value = "main")]
+    revision: String,
+    /// Hub URL. Default: HF_ENDPOINT, else https://huggingface.co.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Fail at once if another run holds the artefacts folder.
+    #[arg(long)]
+    no_wait: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum PipelineCommand {
     /// Bring stages up to date (all, or the given ones and their ancestors).
@@ -122,45 +141,26 @@ enum PipelineCommand {
     /// commit. Needs a complete, fresh pipeline and a token with write access (HF_TOKEN or the
     /// token file of `hf auth login`).
     Publish {
-        /// The model repository, OWNER/NAME (created if it does not exist).
-        #[arg(long)]
-        repo: String,
-        /// Create the repository private.
+        #[command(flatten)]
+        hub: HubArgs,
+        /// Create the repository private (when this command creates it).
         #[arg(long)]
         private: bool,
-        /// Branch to commit to.
-        #[arg(long, default_value = "main")]
-        revision: String,
         /// Commit message.
         #[arg(long)]
         message: Option<String>,
         /// Print what would be uploaded, with sizes; make no request.
         #[arg(long)]
         dry_run: bool,
-        /// Hub URL. Default: HF_ENDPOINT, else https://huggingface.co.
-        #[arg(long)]
-        endpoint: Option<String>,
-        #[arg(long)]
-        no_wait: bool,
-        #[arg(long)]
-        json: bool,
+        /// Also write the generated model card to this file (to preview it with --dry-run).
+        #[arg(long, value_name = "FILE")]
+        card_out: Option<PathBuf>,
     },
     /// Download a published run into the local store, verified against its lock file, so that
     /// `run` finds every stage after `download` cached.
     Pull {
-        /// The model repository, OWNER/NAME.
-        #[arg(long)]
-        repo: String,
-        /// Branch, tag or commit.
-        #[arg(long, default_value = "main")]
-        revision: String,
-        /// Hub URL. Default: HF_ENDPOINT, else https://huggingface.co.
-        #[arg(long)]
-        endpoint: Option<String>,
-        #[arg(long)]
-        no_wait: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        hub: HubArgs,
     },
     /// Remove store entries that the lock file does not reference.
     Gc {
@@ -296,7 +296,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        PipelineCommand::Publish { repo, private, revision, message, dry_run, endpoint, no_wait, json } => {
+        PipelineCommand::Publish { hub: HubArgs { repo, revision, endpoint, no_wait, json }, private, message, dry_run, card_out } => {
             let config = LoadedConfig::load(&common.config, &common.overrides)?;
             let graph = Graph::new(crate::stages::plan(&config))?;
             let opts = crate::hub::PublishOptions {
@@ -309,6 +309,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 artifacts: common.artifacts.clone(),
                 run_command: run_command(common),
                 wait: !no_wait,
+                card_out,
             };
             let outcome = crate::hub::publish(&config, &graph, &opts).with_context(|| format!("publish to {}", opts.repo))?;
             if json {
@@ -317,7 +318,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 writeln!(out, "{outcome}")?;
             }
         }
-        PipelineCommand::Pull { repo, revision, endpoint, no_wait, json } => {
+        PipelineCommand::Pull { hub: HubArgs { repo, revision, endpoint, no_wait, json } } => {
             let opts = crate::hub::PullOptions { repo, revision, endpoint, artifacts: common.artifacts.clone(), wait: !no_wait };
             let report = crate::hub::pull(&opts).with_context(|| format!("pull from {}", opts.repo))?;
             if json {

@@ -36,6 +36,7 @@ fn ok(out: Output, what: &str) -> (String, String) {
 fn fails(out: Output, what: &str) -> String {
     assert!(!out.status.success(), "{what} should fail:\nstdout: {}", text(&out.stdout));
     assert!(!text(&out.stdout).contains(TOKEN) && !text(&out.stderr).contains(TOKEN), "{what} printed the token");
+    eprintln!("{what}: {}", text(&out.stderr).lines().filter(|l| l.starts_with("error")).collect::<Vec<_>>().join(" / "));
     text(&out.stderr)
 }
 
@@ -74,7 +75,7 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     p.ok(&["pipeline", "run"]);
 
     // --dry-run lists the files with sizes and sends nothing; it needs no token.
-    let (dry, _) = ok(hub_cmd(&p, &hub.url, None, &["pipeline", "publish", "--repo", REPO, "--dry-run", "--json"]), "dry run");
+    let (dry, _) = ok(hub_cmd(&p, &hub.url, None, &["pipeline", "publish", "--repo", REPO, "--dry-run", "--json", "--card-out", "card-preview.md"]), "dry run");
     let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
     assert_eq!(dry["outcome"], "dry_run");
     let planned: BTreeSet<String> = dry["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_owned()).collect();
@@ -138,6 +139,7 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     // The model card: front matter the Hub reads, the metrics beside the seed's, figures,
     // and the command that reproduces the run.
     let card = String::from_utf8(tree["README.md"].clone()).unwrap();
+    assert_eq!(std::fs::read_to_string(p.path().join("card-preview.md")).unwrap(), card, "the dry run's card preview is what was published");
     assert!(card.starts_with("---\n"), "{card}");
     let front = card.split("\n---\n").next().unwrap();
     for needle in ["library_name: latentscope", "ylecun/mnist", "model-index:", "type: mse", "type: purity", "type: nmi"] {
@@ -212,12 +214,13 @@ fn publish_failures_are_clear_and_leave_the_remote_unchanged() {
     assert!(err.contains("lacks write access") && err.contains(REPO) && err.contains("401"), "{err}");
     assert!(hub.commits().is_empty());
 
-    // A 500 on the commit is retried; one commit lands.
+    // A 429 on the pre-upload and a 500 on the commit are retried; one commit lands.
     let hub = HubMock::new();
+    hub.fail("POST", "/preupload/", 429, 1);
     hub.fail("POST", "/commit/", 500, 1);
-    ok(hub_cmd(&p, &hub.url, Some(TOKEN), &publish), "publish through a 500");
-    let commit_posts = hub.requests().iter().filter(|r| r.method == "POST" && r.path.contains("/commit/")).count();
-    assert_eq!((commit_posts, hub.commits().len()), (2, 1));
+    ok(hub_cmd(&p, &hub.url, Some(TOKEN), &publish), "publish through a 429 and a 500");
+    let posts = |fragment: &str| hub.requests().iter().filter(|r| r.method == "POST" && r.path.contains(fragment)).count();
+    assert_eq!((posts("/preupload/"), posts("/commit/"), hub.commits().len()), (2, 2, 1));
 
     // A commit that keeps failing leaves the remote as it was, and says what failed.
     let before = hub.tree(REPO, "main").unwrap();
@@ -238,5 +241,5 @@ fn publish_failures_are_clear_and_leave_the_remote_unchanged() {
     // Pull of a repository that latentscope did not publish.
     let hub = HubMock::new();
     let err = fails(hub_cmd(&p, &hub.url, None, &["pipeline", "pull", "--repo", "bob/nothing"]), "pull of a missing repo");
-    assert!(err.contains("bob/nothing"), "{err}");
+    assert!(err.contains("bob/nothing at main was not found"), "{err}");
 }

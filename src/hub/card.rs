@@ -64,9 +64,9 @@ fn model_index(input: &CardInput) -> Value {
         .map(|&arch| {
             let m = &input.metrics[arch.name()];
             let mut metrics = vec![metric("mse", "Test MSE".into(), m["test_mse"].as_f64())];
-            for (key, label) in [("purity", "Purity"), ("nmi", "NMI"), ("ari", "ARI"), ("acc", "Clustering accuracy (Hungarian)")] {
-                metrics.push(metric(key, format!("{label}, best of {seeds} k-means seeds"), m[key]["best"].as_f64()));
-                metrics.push(metric(key, format!("{label}, mean of {seeds} k-means seeds"), m[key]["mean"].as_f64()));
+            for (key, kind, label) in [("purity", "purity", "Purity"), ("nmi", "nmi", "NMI"), ("ari", "ari", "ARI"), ("acc", "accuracy", "Clustering accuracy (Hungarian)")] {
+                metrics.push(metric(kind, format!("{label}, best of {seeds} k-means seeds"), m[key]["best"].as_f64()));
+                metrics.push(metric(kind, format!("{label}, mean of {seeds} k-means seeds"), m[key]["mean"].as_f64()));
             }
             json!({
                 "task": {"type": "image-feature-extraction", "name": format!("Latent-space clustering ({}, k-means k={})", arch.class_name(), input.config.kmeans.k)},

@@ -28,6 +28,8 @@ pub enum HubError {
     Unreachable { endpoint: String, action: String, detail: String },
     #[error("the Hub failed while {action}: {detail}")]
     Request { action: String, detail: String },
+    #[error("{repo} at {revision} was not found on the Hub (if it is private, set HF_TOKEN to a token that can read it)")]
+    NotFound { repo: String, revision: String },
     #[error("{repo} at {revision} has no {file}: it was not published by latentscope")]
     NotPublished { repo: String, revision: String, file: String },
     #[error("{file}: {message}")]

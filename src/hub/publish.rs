@@ -30,6 +30,8 @@ pub struct PublishOptions {
     /// The `run` command that reproduces this run (for the model card).
     pub run_command: String,
     pub wait: bool,
+    /// Also write the model card here.
+    pub card_out: Option<PathBuf>,
 }
 
 /// Where a published file's bytes come from.
@@ -212,6 +214,11 @@ pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> a
         })?)
     };
     let files = plan(config, graph, opts)?;
+    if let Some(out) = &opts.card_out {
+        if let Some(Source::Generated(card)) = files.iter().find(|f| f.path == layout::CARD).map(|f| &f.source) {
+            std::fs::write(out, card).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+        }
+    }
     if opts.dry_run {
         return Ok(PublishOutcome::DryRun { repo: opts.repo.clone(), revision: opts.revision.clone(), files });
     }

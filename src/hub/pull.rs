@@ -61,7 +61,10 @@ pub fn pull(opts: &PullOptions) -> anyhow::Result<PullReport> {
     let repo = hub.client.model(owner, name);
 
     // Read every file from one commit, even if the branch moves meanwhile.
-    let info = repo.info().revision(opts.revision.clone()).send().map_err(|e| hub.error(&format!("looking up {} at {}", opts.repo, opts.revision), e))?;
+    let info = repo.info().revision(opts.revision.clone()).send().map_err(|e| match e {
+        HFError::RepoNotFound { .. } | HFError::RevisionNotFound { .. } => HubError::NotFound { repo: opts.repo.clone(), revision: opts.revision.clone() },
+        e => hub.error(&format!("looking up {} at {}", opts.repo, opts.revision), e),
+    })?;
     let commit = info.sha.clone().unwrap_or_else(|| opts.revision.clone());
     let fetch = |path: &str| -> Result<Vec<u8>, HubError> {
         match repo.download_file_to_bytes().filename(path).revision(commit.clone()).send() {
