@@ -238,6 +238,17 @@ fn publish_failures_are_clear_and_leave_the_remote_unchanged() {
     let err = fails(hub_cmd(&p, &url, Some(TOKEN), &publish), "publish to a closed port");
     assert!(err.contains("cannot reach the Hub at") && err.contains(&url), "{err}");
 
+    // A file changed behind the store's back (same size, same mtime): publish re-hashes and refuses.
+    let victim = p.artifacts().join("kmeans-simple-0/kmeans.json");
+    let mtime = std::fs::metadata(&victim).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let i = bytes.iter().position(|b| b.is_ascii_digit()).unwrap();
+    bytes[i] = if bytes[i] == b'1' { b'2' } else { b'1' };
+    std::fs::write(&victim, &bytes).unwrap();
+    std::fs::File::options().write(true).open(&victim).unwrap().set_modified(mtime).unwrap();
+    let err = fails(hub_cmd(&p, &url, Some(TOKEN), &publish), "publish of a corrupted artefact");
+    assert!(err.contains("kmeans-simple-0/kmeans.json does not match the lock file"), "{err}");
+
     // Pull of a repository that latentscope did not publish.
     let hub = HubMock::new();
     let err = fails(hub_cmd(&p, &hub.url, None, &["pipeline", "pull", "--repo", "bob/nothing"]), "pull of a missing repo");

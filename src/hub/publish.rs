@@ -152,9 +152,15 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
     for spec in graph.ordered() {
         let Some(folder) = layout::stage_folder(&spec.id) else { continue };
         let rec = lock.stages.get(&spec.id).ok_or_else(|| anyhow::anyhow!("{}: stage {} has no record", LockFile::path(&opts.artifacts).display(), spec.id))?;
-        for name in rec.outputs.keys() {
+        for (name, record) in &rec.outputs {
             let path = layout::repo_path(&spec.id, name).expect("the folder exists");
-            files.push(planned(path, Source::Store(store.entry_dir(&rec.fingerprint).join(name)))?);
+            let file = planned(path, Source::Store(store.entry_dir(&rec.fingerprint).join(name)))?;
+            // What is published is what the lock file says, byte for byte.
+            if let Source::Store(local) = &file.source {
+                let got = crate::pipeline::fingerprint::hash_file(local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
+                anyhow::ensure!(got == record.blake3, "{}/{name} does not match the lock file (blake3 {got}, recorded {}); run `cargo xtask pipeline run --verify`", spec.id, record.blake3);
+            }
+            files.push(file);
         }
         if spec.id.starts_with("train-") {
             let arch: Arch = serde_json::from_value(spec.params.get("arch").cloned().unwrap_or_default())
