@@ -129,12 +129,15 @@ impl Adam {
                     var.as_tensor().inplace_op2(&grad.contiguous()?, &kernel)?;
                 }
                 Moments::Device { m, v } => {
-                    let g = if c.weight_decay != 0.0 { (grad + var.as_tensor().affine(c.weight_decay, 0.0)?)? } else { grad.clone() };
+                    // Detached inputs: the moments must not record the ops that made them, or
+                    // each step's graph (activations included) stays alive through them.
+                    let (p, grad) = (var.as_tensor().detach(), grad.detach());
+                    let g = if c.weight_decay != 0.0 { (grad + p.affine(c.weight_decay, 0.0)?)? } else { grad };
                     *m = (&*m + ((&g - &*m)? * (1.0 - c.beta1))?)?;
                     *v = ((&*v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
                     let denom = ((v.sqrt()? / bc2.sqrt())? + c.eps)?;
                     let update = ((&*m / denom)? * (c.lr / bc1))?;
-                    var.set(&var.as_tensor().sub(&update)?)?;
+                    var.set(&p.sub(&update)?)?;
                 }
             }
         }
@@ -177,6 +180,10 @@ mod tests {
             for _ in 0..3 {
                 let loss = var.as_tensor().sqr().unwrap().mul(&weights).unwrap().sum_all().unwrap();
                 opt.step(&loss.backward().unwrap()).unwrap();
+            }
+            if let Moments::Device { m, v } = &opt.params[0].1 {
+                // A moment that tracked its ops would keep every step's graph alive (GPU OOM).
+                assert!(!m.track_op() && !v.track_op(), "the moments record their history");
             }
             let got = var.as_tensor().to_vec1::<f32>().unwrap();
             for i in 0..3 {
