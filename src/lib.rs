@@ -11,6 +11,7 @@ pub mod figures;
 pub mod hub;
 pub mod models;
 pub mod pipeline;
+pub mod progress;
 pub mod report;
 pub mod stages;
 pub mod tensorfile;

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::data::{Split, PIXELS};
@@ -171,12 +171,7 @@ impl Drop for FlushDenormals {
 }
 
 fn epoch_bar(arch: Arch, epoch: usize, epochs: usize, steps: usize) -> ProgressBar {
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = crate::progress::bar(steps as u64, "{prefix} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}");
     bar.set_prefix(format!("train-{} epoch {epoch}/{epochs}", arch.name()));
     bar
 }

@@ -214,13 +214,15 @@ fn publish_failures_are_clear_and_leave_the_remote_unchanged() {
     assert!(err.contains("lacks write access") && err.contains(REPO) && err.contains("401"), "{err}");
     assert!(hub.commits().is_empty());
 
-    // A 429 on the pre-upload and a 500 on the commit are retried; one commit lands.
+    // A 429 on the pre-upload, a connection reset and a 500 on the commit are retried; one
+    // commit lands.
     let hub = HubMock::new();
     hub.fail("POST", "/preupload/", 429, 1);
+    hub.fail("POST", "/commit/", 0, 1);
     hub.fail("POST", "/commit/", 500, 1);
-    ok(hub_cmd(&p, &hub.url, Some(TOKEN), &publish), "publish through a 429 and a 500");
+    ok(hub_cmd(&p, &hub.url, Some(TOKEN), &publish), "publish through a 429, a reset and a 500");
     let posts = |fragment: &str| hub.requests().iter().filter(|r| r.method == "POST" && r.path.contains(fragment)).count();
-    assert_eq!((posts("/preupload/"), posts("/commit/"), hub.commits().len()), (2, 2, 1));
+    assert_eq!((posts("/preupload/"), posts("/commit/"), hub.commits().len()), (2, 3, 1));
 
     // A commit that keeps failing leaves the remote as it was, and says what failed.
     let before = hub.tree(REPO, "main").unwrap();

@@ -92,9 +92,7 @@ pub fn pull(opts: &PullOptions) -> anyhow::Result<PullReport> {
     lock.version = 1;
     let stages: Vec<_> = published.stages.iter().filter(|(id, _)| layout::stage_folder(id).is_some()).collect();
     let total: u64 = stages.iter().flat_map(|(_, r)| r.outputs.values()).map(|f| f.size).sum();
-    let bar = indicatif::ProgressBar::new(total).with_style(
-        indicatif::ProgressStyle::with_template("pull {bar:30} {bytes}/{total_bytes} {msg}").expect("valid template"),
-    );
+    let bar = crate::progress::bar(total, "pull [{bar:30}] {bytes}/{total_bytes}  {msg}");
     let mut report = PullReport { repo: opts.repo.clone(), revision: opts.revision.clone(), commit: commit.clone(), pulled: vec![], present: vec![], files: 0, bytes: 0 };
     for (id, rec) in stages {
         let local = store.manifest(&rec.fingerprint)?;

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::graph::Graph;
@@ -300,11 +300,5 @@ fn dry_run(graph: &Graph, artifacts: &Path, selected: &BTreeSet<String>, forced:
 }
 
 fn progress_bar(len: u64) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} stages  {wide_msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
+    crate::progress::bar(len, "{elapsed_precise} [{bar:30}] {pos}/{len} stages  {wide_msg}")
 }

@@ -109,7 +109,7 @@ impl HubMock {
     }
 
     /// The next `times` requests whose method is `method` and whose path contains `fragment`
-    /// are answered with `status`.
+    /// are answered with `status`; status 0 closes the connection without an answer (a reset).
     pub fn fail(&self, method: &str, fragment: &str, status: u16, times: usize) {
         let mut s = self.state.lock().unwrap();
         for _ in 0..times {
@@ -232,6 +232,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>, url: &str) {
             s.requests.push(req.clone());
             handle(&mut s, &req, url)
         };
+        if response.status == 0 {
+            return; // dropped: the client sees the connection close mid-request
+        }
         let mut out = format!("HTTP/1.1 {} {}\r\nContent-Length: {}\r\n", response.status, reason(response.status), response.body.len());
         for (k, v) in &response.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
@@ -267,6 +270,9 @@ fn handle(s: &mut State, req: &Request, url: &str) -> Response {
     let path = req.path.split('?').next().unwrap_or("").to_owned();
     if let Some(i) = s.failures.iter().position(|(m, frag, _)| *m == req.method && path.contains(frag.as_str())) {
         let (_, _, status) = s.failures.remove(i).unwrap();
+        if status == 0 {
+            return Response { status: 0, headers: vec![], body: vec![] };
+        }
         return error(status, "Injected", "injected failure");
     }
     let authorized = match &s.required_token {
