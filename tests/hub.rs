@@ -190,6 +190,21 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     assert_eq!(summary["cached"].as_array().unwrap().len(), stages_before.len() - 1, "{summary}");
     assert!(p.status(&["--verify"]).values().all(|(fresh, _)| *fresh));
 
+    // Pulling again downloads nothing: every entry is in the store already.
+    let downloads = || hub.requests().iter().filter(|r| r.method == "GET" && r.path.contains("/resolve/")).count();
+    let gets_before = downloads();
+    let (stdout, _) = ok(hub_cmd(&p, &hub.url, Some(TOKEN), &["pipeline", "pull", "--repo", REPO, "--json"]), "second pull");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((report["pulled"].as_array().unwrap().len(), report["present"].as_array().unwrap().len()), (0, stages_before.len() - 1), "{report}");
+    assert_eq!(downloads(), gets_before + 2, "only latentscope.json and pipeline.lock are read");
+
+    // Another branch: created from main, committed to, main untouched.
+    let (stdout, _) = ok(hub_cmd(&p, &hub.url, Some(TOKEN), &["pipeline", "publish", "--repo", REPO, "--revision", "exp-1", "--message", "try it"]), "publish to a branch");
+    assert!(stdout.contains("at exp-1"), "{stdout}");
+    assert_eq!(hub.commits().len(), 2);
+    assert_eq!((hub.commits()[1].branch.as_str(), hub.commits()[1].summary.as_str()), ("exp-1", "try it"));
+    assert_eq!(hub.tree(REPO, "main").unwrap(), tree);
+
     // A published file that does not match the published lock: the pull fails naming it, and
     // that stage's entry does not enter the store.
     hub.tamper(REPO, "main", "models/conv/model.safetensors", b"not the weights");
