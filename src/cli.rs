@@ -320,7 +320,9 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         PipelineCommand::Pull { hub: HubArgs { repo, revision, endpoint, no_wait, json } } => {
             let opts = crate::hub::PullOptions { repo, revision, endpoint, artifacts: common.artifacts.clone(), wait: !no_wait };
-            let report = crate::hub::pull(&opts).with_context(|| format!("pull from {}", opts.repo))?;
+            // Without a local config there is nothing to compare with; pulling still works.
+            let graph = if common.config.exists() { Some(load(common)?) } else { None };
+            let report = crate::hub::pull(&opts, graph.as_ref()).with_context(|| format!("pull from {}", opts.repo))?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
             } else {

@@ -198,6 +198,12 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     assert_eq!((report["pulled"].as_array().unwrap().len(), report["present"].as_array().unwrap().len()), (0, stages_before.len() - 1), "{report}");
     assert_eq!(downloads(), gets_before + 2, "only latentscope.json and pipeline.lock are read");
 
+    // Pulled under other settings: the pull says which stages will still run, and why.
+    let (stdout, _) = ok(hub_cmd(&p, &hub.url, Some(TOKEN), &["pipeline", "pull", "--repo", REPO, "--set", "kmeans.seeds=[0,1,2]", "--set", "models.conv.epochs=3"]), "pull under other settings");
+    assert!(stdout.contains("kmeans-simple-2: not in the published run"), "{stdout}");
+    assert!(stdout.contains("train-conv: models.conv.epochs 3 here, 2 published"), "{stdout}");
+    assert!(!stdout.contains("train-simple:"), "{stdout}");
+
     // Another branch: created from main, committed to, main untouched.
     let (stdout, _) = ok(hub_cmd(&p, &hub.url, Some(TOKEN), &["pipeline", "publish", "--repo", REPO, "--revision", "exp-1", "--message", "try it"]), "publish to a branch");
     assert!(stdout.contains("at exp-1"), "{stdout}");

@@ -12,7 +12,7 @@ use super::client::{Access, Hub};
 use super::layout::{self, Manifest};
 use super::{auth, HubError};
 use crate::pipeline::store::Health;
-use crate::pipeline::{LockFile, RunLock, Store};
+use crate::pipeline::{Graph, LockFile, RunLock, Store};
 
 pub struct PullOptions {
     pub repo: String,
@@ -35,6 +35,37 @@ pub struct PullReport {
     pub present: Vec<String>,
     pub files: usize,
     pub bytes: u64,
+    /// Stages of the local config that the pulled run will not satisfy, and why (the
+    /// published run used other settings or code, or did not have the stage).
+    pub differs: Vec<String>,
+}
+
+/// Where the local plan and the published run disagree: such stages will run.
+pub fn differences(graph: &Graph, published: &LockFile) -> Vec<String> {
+    let mut out = Vec::new();
+    for spec in graph.ordered() {
+        if layout::stage_folder(&spec.id).is_none() {
+            continue;
+        }
+        let Some(rec) = published.stages.get(&spec.id) else {
+            out.push(format!("{}: not in the published run", spec.id));
+            continue;
+        };
+        if rec.kind != spec.kind.kind() || rec.version != spec.kind.version() {
+            out.push(format!("{}: published by {} v{}, this code is v{}", spec.id, rec.kind, rec.version, spec.kind.version()));
+            continue;
+        }
+        let changed: Vec<String> = spec
+            .params
+            .iter()
+            .filter(|(k, v)| rec.params.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k} {} here, {} published", v, rec.params.get(k).map_or("unset".to_owned(), |p| p.to_string())))
+            .collect();
+        if !changed.is_empty() {
+            out.push(format!("{}: {}", spec.id, changed.join(", ")));
+        }
+    }
+    out
 }
 
 impl std::fmt::Display for PullReport {
@@ -50,11 +81,21 @@ impl std::fmt::Display for PullReport {
             self.revision,
             self.commit,
             self.present.len()
-        )
+        )?;
+        if !self.differs.is_empty() {
+            write!(
+                f,
+                "\nbut the local config differs from the published run, so these stages (and what depends on them) will run; use the published pipeline.yaml or the same --set options to reuse them:\n  {}",
+                self.differs.join("\n  ")
+            )?;
+        }
+        Ok(())
     }
 }
 
-pub fn pull(opts: &PullOptions) -> anyhow::Result<PullReport> {
+/// Pulls `opts.repo` into the store; `graph` (the local plan) is compared with the published
+/// run to say which stages will still run.
+pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullReport> {
     let (owner, name) = super::split_repo(&opts.repo)?;
     let endpoint = super::client::endpoint(opts.endpoint.as_deref());
     let hub = Hub::new(&endpoint, &opts.repo, auth::find_token(), Access::Read)?;
@@ -93,7 +134,7 @@ pub fn pull(opts: &PullOptions) -> anyhow::Result<PullReport> {
     let stages: Vec<_> = published.stages.iter().filter(|(id, _)| layout::stage_folder(id).is_some()).collect();
     let total: u64 = stages.iter().flat_map(|(_, r)| r.outputs.values()).map(|f| f.size).sum();
     let bar = crate::progress::bar(total, "pull [{bar:30}] {bytes}/{total_bytes}  {msg}");
-    let mut report = PullReport { repo: opts.repo.clone(), revision: opts.revision.clone(), commit: commit.clone(), pulled: vec![], present: vec![], files: 0, bytes: 0 };
+    let mut report = PullReport { repo: opts.repo.clone(), revision: opts.revision.clone(), commit: commit.clone(), pulled: vec![], present: vec![], files: 0, bytes: 0, differs: graph.map(|g| differences(g, &published)).unwrap_or_default() };
     for (id, rec) in stages {
         let local = store.manifest(&rec.fingerprint)?;
         let same = local.as_ref().is_some_and(|l| {
