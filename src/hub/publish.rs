@@ -104,15 +104,18 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-fn planned(path: String, source: Source) -> anyhow::Result<PlannedFile> {
-    let (size, sha256) = match &source {
-        Source::Store(p) => {
-            let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
-            (bytes.len() as u64, hex(&Sha256::digest(&bytes)))
-        }
-        Source::Generated(b) => (b.len() as u64, hex(&Sha256::digest(b))),
-    };
-    Ok(PlannedFile { path, size, sha256, source })
+fn generated(path: String, bytes: Vec<u8>) -> PlannedFile {
+    PlannedFile { path, size: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)), source: Source::Generated(bytes) }
+}
+
+/// A store file, checked against its lock record: what is published is what the lock file
+/// says, byte for byte (a file changed behind the store's back keeps its mtime, so the
+/// freshness check alone would not see it).
+fn planned_store(path: String, local: PathBuf, stage: &str, name: &str, want: &crate::pipeline::store::FileRecord) -> anyhow::Result<PlannedFile> {
+    let bytes = std::fs::read(&local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
+    let got = blake3::hash(&bytes).to_hex().to_string();
+    anyhow::ensure!(got == want.blake3, "{stage}/{name} does not match the lock file (blake3 {got}, recorded {}); run `cargo xtask pipeline run --verify`", want.blake3);
+    Ok(PlannedFile { path, size: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)), source: Source::Store(local) })
 }
 
 /// The lock file as published: only this graph's stages, modification times zeroed (they
@@ -154,28 +157,22 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
         let rec = lock.stages.get(&spec.id).ok_or_else(|| anyhow::anyhow!("{}: stage {} has no record", LockFile::path(&opts.artifacts).display(), spec.id))?;
         for (name, record) in &rec.outputs {
             let path = layout::repo_path(&spec.id, name).expect("the folder exists");
-            let file = planned(path, Source::Store(store.entry_dir(&rec.fingerprint).join(name)))?;
-            // What is published is what the lock file says, byte for byte.
-            if let Source::Store(local) = &file.source {
-                let got = crate::pipeline::fingerprint::hash_file(local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
-                anyhow::ensure!(got == record.blake3, "{}/{name} does not match the lock file (blake3 {got}, recorded {}); run `cargo xtask pipeline run --verify`", spec.id, record.blake3);
-            }
-            files.push(file);
+            files.push(planned_store(path, store.entry_dir(&rec.fingerprint).join(name), &spec.id, name, record)?);
         }
         if spec.id.starts_with("train-") {
             let arch: Arch = serde_json::from_value(spec.params.get("arch").cloned().unwrap_or_default())
                 .map_err(|_| anyhow::anyhow!("stage {} declares no known arch", spec.id))?;
             let text = serde_json::to_string_pretty(&card::model_config(arch))? + "\n";
-            files.push(planned(format!("{folder}/config.json"), Source::Generated(text.into_bytes()))?);
+            files.push(generated(format!("{folder}/config.json"), text.into_bytes()));
         }
     }
     let metrics_rec = &lock.stages[crate::stages::score::ID];
     let metrics = crate::stages::read_json(&store.entry_dir(&metrics_rec.fingerprint).join(crate::stages::score::METRICS))?;
     let yaml = serde_saphyr::to_string(config.tree()).map_err(|e| anyhow::anyhow!("cannot write the effective config as YAML: {e}"))?;
     let header = "# The effective configuration of this run (overrides applied), written by latentscope publish.\n";
-    files.push(planned(layout::CONFIG.into(), Source::Generated(format!("{header}{yaml}").into_bytes()))?);
+    files.push(generated(layout::CONFIG.into(), format!("{header}{yaml}").into_bytes()));
     let lock_text = serde_json::to_string_pretty(&published_lock(&lock, graph))? + "\n";
-    files.push(planned(layout::LOCK.into(), Source::Generated(lock_text.into_bytes()))?);
+    files.push(generated(layout::LOCK.into(), lock_text.into_bytes()));
     let download = &lock.stages[crate::stages::download::ID];
     let summary = crate::stages::read_json(&store.entry_dir(&download.fingerprint).join(crate::stages::download::SUMMARY))?;
     let split_sizes = (summary["train"]["count"].as_u64().unwrap_or(0), summary["test"]["count"].as_u64().unwrap_or(0));
@@ -191,9 +188,9 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
         figures: &figures,
         split_sizes,
     });
-    files.push(planned(layout::CARD.into(), Source::Generated(text.into_bytes()))?);
+    files.push(generated(layout::CARD.into(), text.into_bytes()));
     let manifest = manifest_of(&files, &lock);
-    files.push(planned(layout::MANIFEST.into(), Source::Generated((serde_json::to_string_pretty(&manifest)? + "\n").into_bytes()))?);
+    files.push(generated(layout::MANIFEST.into(), (serde_json::to_string_pretty(&manifest)? + "\n").into_bytes()));
     Ok(files)
 }
 
