@@ -132,7 +132,8 @@ enum PipelineCommand {
         #[arg(long)]
         json: bool,
         /// Compare with an earlier run: its lock file (copy `artifacts/pipeline.lock` aside to
-        /// keep one) or a `score/metrics.json`.
+        /// keep one), a `score/metrics.json`, or a published run: `hub:OWNER/NAME[@REV]`
+        /// (HF_ENDPOINT and HF_TOKEN apply).
         #[arg(long, value_name = "LOCKFILE")]
         diff: Option<PathBuf>,
     },
@@ -278,8 +279,14 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 None if json => writeln!(out, "{}", serde_json::to_string_pretty(&current)?)?,
                 None => write!(out, "{}", crate::report::metrics_table(&current))?,
                 Some(path) => {
-                    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                    let value: serde_json::Value = serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+                    let published = path.to_str().and_then(|p| p.strip_prefix("hub:"));
+                    let value: serde_json::Value = match published {
+                        Some(spec) => crate::hub::published_metrics(spec, None).with_context(|| format!("--diff {}", path.display()))?,
+                        None => {
+                            let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                            serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))?
+                        }
+                    };
                     let old = if value.get("stages").is_some() {
                         let old_lock = crate::pipeline::LockFile::load_file(&path)?;
                         crate::report::metrics_of_lock(&common.artifacts, &old_lock, &path.display().to_string())?

@@ -204,6 +204,13 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     assert!(stdout.contains("train-conv: models.conv.epochs 3 here, 2 published"), "{stdout}");
     assert!(!stdout.contains("train-simple:"), "{stdout}");
 
+    // The local run against the published one, like `dvc metrics diff`.
+    let diff = p.cmd(&["pipeline", "metrics", "--diff", &format!("hub:{REPO}@main"), "--json"]).env("HF_ENDPOINT", &hub.url).env("HF_TOKEN", TOKEN).output().unwrap();
+    let (diff, _) = ok(diff, "metrics --diff hub:");
+    let diff: serde_json::Value = serde_json::from_str(&diff).unwrap();
+    assert_eq!(diff["old"], diff["new"], "the pulled run is the published one");
+    assert!(diff["old"].as_object().unwrap().len() > 8, "{diff}");
+
     // Another branch: created from main, committed to, main untouched.
     let (stdout, _) = ok(hub_cmd(&p, &hub.url, Some(TOKEN), &["pipeline", "publish", "--repo", REPO, "--revision", "exp-1", "--message", "try it"]), "publish to a branch");
     assert!(stdout.contains("at exp-1"), "{stdout}");

@@ -13,7 +13,7 @@ pub mod publish;
 pub mod pull;
 
 pub use publish::{publish, PublishOptions, PublishOutcome};
-pub use pull::{pull, PullOptions, PullReport};
+pub use pull::{published_metrics, pull, PullOptions, PullReport};
 
 /// What can go wrong talking to the Hub. Messages never contain the token.
 #[derive(Debug, thiserror::Error)]

@@ -179,3 +179,18 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
     bar.finish_and_clear();
     Ok(report)
 }
+
+/// `metrics.json` of a published run, for `pipeline metrics --diff hub:OWNER/NAME[@REV]`.
+pub fn published_metrics(spec: &str, endpoint: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let (repo, revision) = spec.split_once('@').unwrap_or((spec, "main"));
+    let (owner, name) = super::split_repo(repo)?;
+    let hub = Hub::new(&super::client::endpoint(endpoint), repo, auth::find_token(), Access::Read)?;
+    let file = crate::stages::score::METRICS;
+    let bytes = match hub.client.model(owner, name).download_file_to_bytes().filename(file).revision(revision.to_owned()).send() {
+        Ok(b) => b,
+        Err(HFError::EntryNotFound { .. }) => return Err(HubError::NotPublished { repo: repo.into(), revision: revision.into(), file: file.into() }.into()),
+        Err(HFError::RepoNotFound { .. } | HFError::RevisionNotFound { .. }) => return Err(HubError::NotFound { repo: repo.into(), revision: revision.into() }.into()),
+        Err(e) => return Err(hub.error(&format!("downloading {file}"), e).into()),
+    };
+    Ok(serde_json::from_slice(&bytes).map_err(|e| HubError::BadPublished { file: format!("{repo}@{revision}/{file}"), message: e.to_string() })?)
+}
