@@ -244,9 +244,11 @@ pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> a
     } else if opts.private {
         tracing::warn!("{} exists already; --private applies only to a repository this command creates", opts.repo);
     }
+    let mut created_branch = false;
     if opts.revision != "main" && !repo.revision_exists().revision(&opts.revision).send().map_err(|e| hub.error("looking up the branch", e))? {
         tracing::info!("creating branch {} of {}", opts.revision, opts.repo);
         repo.create_branch().branch(&opts.revision).send().map_err(|e| hub.error(&format!("creating branch {}", opts.revision), e))?;
+        created_branch = true;
     }
 
     let manifest_file = files.last().expect("the manifest is planned");
@@ -282,7 +284,14 @@ pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> a
         .commit_message(message)
         .revision(opts.revision.clone())
         .send()
-        .map_err(|e| hub.error(&format!("committing to {} at {} (the remote is unchanged)", opts.repo, opts.revision), e))?;
+        .map_err(|e| {
+            let state = match (!exists, created_branch) {
+                (true, _) => "the repository was created but holds none of this run",
+                (false, true) => "the branch was created from main but holds none of this run",
+                (false, false) => "the remote is unchanged",
+            };
+            hub.error(&format!("committing to {} at {} ({state})", opts.repo, opts.revision), e)
+        })?;
     Ok(PublishOutcome::Committed {
         repo: opts.repo.clone(),
         revision: opts.revision.clone(),

@@ -93,6 +93,25 @@ impl std::fmt::Display for PullReport {
     }
 }
 
+/// A published lock file names folders and files of the local store: accept only plain names
+/// (no path separators, no `..`, no leading dot) and hex fingerprints.
+fn check_names(lock: &LockFile) -> Result<(), HubError> {
+    let plain = |s: &str| !s.is_empty() && !s.starts_with('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let bad = |message: String| HubError::BadPublished { file: layout::LOCK.into(), message };
+    for (id, rec) in &lock.stages {
+        if !plain(id) {
+            return Err(bad(format!("stage id {id:?} is not a plain name")));
+        }
+        if rec.fingerprint.len() != 64 || !rec.fingerprint.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad(format!("stage {id}: fingerprint {:?} is not a blake3 hex digest", rec.fingerprint)));
+        }
+        if let Some(file) = rec.outputs.keys().find(|f| !plain(f)) {
+            return Err(bad(format!("stage {id}: output {file:?} is not a plain file name")));
+        }
+    }
+    Ok(())
+}
+
 /// Pulls `opts.repo` into the store; `graph` (the local plan) is compared with the published
 /// run to say which stages will still run.
 pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullReport> {
@@ -124,6 +143,7 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
         }
     }
     let published: LockFile = serde_json::from_slice(&lock_bytes).map_err(|e| HubError::BadPublished { file: layout::LOCK.into(), message: e.to_string() })?;
+    check_names(&published)?;
 
     let _guard = RunLock::acquire(&opts.artifacts, opts.wait, |holder| {
         tracing::warn!("waiting for another latentscope run{holder} that holds {}", opts.artifacts.display());
@@ -141,6 +161,7 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
             l.outputs.len() == rec.outputs.len() && l.outputs.iter().all(|(f, r)| rec.outputs.get(f).is_some_and(|p| p.blake3 == r.blake3)) && store.check(l, true) == Health::Ok
         });
         if same {
+            store.set_view(id, &rec.fingerprint)?;
             lock.stages.insert(id.clone(), local.expect("checked"));
             report.present.push(id.clone());
             bar.inc(rec.outputs.values().map(|f| f.size).sum());
@@ -193,4 +214,42 @@ pub fn published_metrics(spec: &str, endpoint: Option<&str>) -> anyhow::Result<s
         Err(e) => return Err(hub.error(&format!("downloading {file}"), e).into()),
     };
     Ok(serde_json::from_slice(&bytes).map_err(|e| HubError::BadPublished { file: format!("{repo}@{revision}/{file}"), message: e.to_string() })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::store::{FileRecord, RunRecord};
+
+    fn lock(id: &str, fingerprint: &str, file: &str) -> LockFile {
+        let rec = RunRecord {
+            kind: "train".into(),
+            version: 1,
+            fingerprint: fingerprint.into(),
+            params: Default::default(),
+            inputs: Default::default(),
+            outputs: [(file.to_owned(), FileRecord { size: 1, blake3: "0".repeat(64), mtime_ns: 0 })].into(),
+            wall_time_s: 0.0,
+            device: None,
+            tool_version: "t".into(),
+            finished_at: 0,
+        };
+        LockFile { version: 1, stages: [(id.to_owned(), rec)].into() }
+    }
+
+    #[test]
+    fn a_published_lock_cannot_name_paths_outside_the_store() {
+        let fp = "a".repeat(64);
+        assert!(check_names(&lock("train-simple", &fp, "model.safetensors")).is_ok());
+        for (id, f, file) in [
+            ("train-../../x", fp.as_str(), "model.safetensors"),
+            ("train-simple", "../../../tmp/x", "model.safetensors"),
+            ("train-simple", fp.as_str(), "../model.safetensors"),
+            ("train-simple", fp.as_str(), ".manifest.json"),
+            ("train/simple", fp.as_str(), "m"),
+        ] {
+            let e = check_names(&lock(id, f, file)).unwrap_err().to_string();
+            assert!(e.starts_with("pipeline.lock: "), "{e}");
+        }
+    }
 }
