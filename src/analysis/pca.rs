@@ -19,7 +19,7 @@ pub struct Pca {
 
 /// Fits `components` principal components to `points` (row-major [n, dim]).
 pub fn fit(points: &[f32], dim: usize, components: usize) -> anyhow::Result<Pca> {
-    anyhow::ensure!(dim > 0 && points.len() % dim == 0, "points are not a multiple of the dimension {dim}");
+    anyhow::ensure!(dim > 0 && points.len().is_multiple_of(dim), "points are not a multiple of the dimension {dim}");
     let n = points.len() / dim;
     anyhow::ensure!(n >= 2, "PCA needs at least two points");
     anyhow::ensure!((1..=dim).contains(&components), "pca.components {components} must be between 1 and the dimension {dim}");

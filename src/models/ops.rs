@@ -773,7 +773,7 @@ mod tests {
         let f = |a: &[Tensor]| project(&max_pool2x2(&relu(&a[0]).unwrap()).unwrap(), 17);
         let x = random(&[2, 2, 4, 6], 18);
         let x = (x.sign().unwrap() * 0.2 + x).unwrap();
-        check_gradient(&f, &[x.clone()]);
+        check_gradient(&f, std::slice::from_ref(&x));
         let fused = |a: &[Tensor]| project(&relu_max_pool2x2(&a[0]).unwrap(), 17);
         check_gradient(&fused, &[x]);
     }

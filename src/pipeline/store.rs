@@ -369,7 +369,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(root.join("s/a.bin"), b"HELLO").unwrap();
         assert_eq!(store.check(&rec, false), Health::Corrupt("a.bin".into()));
-        assert_eq!(store.remove("fp1").unwrap() > 0, true);
+        assert!(store.remove("fp1").unwrap() > 0);
         assert_eq!(store.check(&rec, false), Health::Missing);
         fs::remove_dir_all(root).unwrap();
     }
