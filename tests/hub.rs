@@ -173,8 +173,12 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     }
     assert!(!tree.values().any(|b| b.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes())));
 
-    // The same run again: no commit.
-    let (stdout, _) = ok(hub_cmd(&p, &hub.url, Some(TOKEN), &publish), "re-publish");
+    // The same run again: no commit. With every log level on, the token still never shows.
+    let mut again = p.cmd(&publish);
+    again.env("HF_ENDPOINT", &hub.url).env("HF_HOME", p.path().join("hf-home")).env("HF_TOKEN", TOKEN).env("RUST_LOG", "trace");
+    let (stdout, stderr) = ok(again.output().unwrap(), "re-publish");
+    assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN), "the token leaked into the trace log");
+    assert!(stderr.contains("TRACE") || stderr.contains("DEBUG"), "RUST_LOG=trace took no effect");
     assert!(stdout.contains("up to date"), "{stdout}");
     assert_eq!(hub.commits().len(), 1);
 
