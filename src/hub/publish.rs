@@ -48,6 +48,9 @@ pub struct PlannedFile {
     pub path: String,
     pub size: u64,
     pub sha256: String,
+    /// The stage whose output this is; `None` for generated files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
     #[serde(skip)]
     pub source: Source,
 }
@@ -105,7 +108,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 fn generated(path: String, bytes: Vec<u8>) -> PlannedFile {
-    PlannedFile { path, size: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)), source: Source::Generated(bytes) }
+    PlannedFile { path, size: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)), stage: None, source: Source::Generated(bytes) }
 }
 
 /// A store file, checked against its lock record: what is published is what the lock file
@@ -115,7 +118,7 @@ fn planned_store(path: String, local: PathBuf, stage: &str, name: &str, want: &c
     let bytes = std::fs::read(&local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
     let got = blake3::hash(&bytes).to_hex().to_string();
     anyhow::ensure!(got == want.blake3, "{stage}/{name} does not match the lock file (blake3 {got}, recorded {}); run `cargo xtask pipeline run --verify`", want.blake3);
-    Ok(PlannedFile { path, size: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)), source: Source::Store(local) })
+    Ok(PlannedFile { path, size: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)), stage: Some(stage.to_owned()), source: Source::Store(local) })
 }
 
 /// The lock file as published: only this graph's stages, modification times zeroed (they
@@ -142,8 +145,14 @@ fn source_revision(dir: &Path) -> Option<String> {
     Some(if dirty { format!("{head}-dirty") } else { head })
 }
 
-/// Every file of the publication, the manifest last. Fails if a stage is stale.
-pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyhow::Result<Vec<PlannedFile>> {
+/// What a publication holds: every file (the manifest last) and the manifest itself.
+pub struct Plan {
+    pub files: Vec<PlannedFile>,
+    pub manifest: Manifest,
+}
+
+/// Plans the publication of the current run. Fails if a stage is stale.
+pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyhow::Result<Plan> {
     let rows = pipeline::status(graph, &opts.artifacts, false)?;
     let stale: Vec<String> = rows.iter().filter(|r| !r.fresh).map(|r| format!("{} ({})", r.stage, r.reason)).collect();
     if !stale.is_empty() {
@@ -159,7 +168,7 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
             let path = layout::repo_path(&spec.id, name).expect("the folder exists");
             files.push(planned_store(path, store.entry_dir(&rec.fingerprint).join(name), &spec.id, name, record)?);
         }
-        if spec.id.starts_with("train-") {
+        if spec.kind.kind() == "train" {
             let arch: Arch = serde_json::from_value(spec.params.get("arch").cloned().unwrap_or_default())
                 .map_err(|_| anyhow::anyhow!("stage {} declares no known arch", spec.id))?;
             let text = serde_json::to_string_pretty(&card::model_config(arch))? + "\n";
@@ -189,20 +198,13 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
         split_sizes,
     });
     files.push(generated(layout::CARD.into(), text.into_bytes()));
-    let manifest = manifest_of(&files, &lock);
-    files.push(generated(layout::MANIFEST.into(), (serde_json::to_string_pretty(&manifest)? + "\n").into_bytes()));
-    Ok(files)
-}
-
-fn manifest_of(files: &[PlannedFile], lock: &LockFile) -> Manifest {
-    let stage_of = |path: &str| {
-        lock.stages.iter().find_map(|(id, rec)| rec.outputs.keys().find(|f| layout::repo_path(id, f).as_deref() == Some(path)).map(|_| id.clone()))
-    };
-    Manifest {
+    let manifest = Manifest {
         format: 1,
         tool: format!("latentscope {}", crate::VERSION),
-        files: files.iter().map(|f| (f.path.clone(), ManifestFile { size: f.size, sha256: f.sha256.clone(), stage: stage_of(&f.path) })).collect(),
-    }
+        files: files.iter().map(|f| (f.path.clone(), ManifestFile { size: f.size, sha256: f.sha256.clone(), stage: f.stage.clone() })).collect(),
+    };
+    files.push(generated(layout::MANIFEST.into(), (serde_json::to_string_pretty(&manifest)? + "\n").into_bytes()));
+    Ok(Plan { files, manifest })
 }
 
 /// Publishes the current run of `graph` (see the module docs).
@@ -216,7 +218,7 @@ pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> a
             tracing::warn!("waiting for another latentscope run{holder} that holds {}", opts.artifacts.display());
         })?)
     };
-    let files = plan(config, graph, opts)?;
+    let Plan { files, manifest: ours } = plan(config, graph, opts)?;
     if let Some(out) = &opts.card_out {
         if let Some(Source::Generated(card)) = files.iter().find(|f| f.path == layout::CARD).map(|f| &f.source) {
             std::fs::write(out, card).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
@@ -251,11 +253,6 @@ pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> a
         created_branch = true;
     }
 
-    let manifest_file = files.last().expect("the manifest is planned");
-    let ours: Manifest = match &manifest_file.source {
-        Source::Generated(b) => serde_json::from_slice(b)?,
-        Source::Store(_) => unreachable!("the manifest is generated"),
-    };
     let remote = match repo.download_file_to_bytes().filename(layout::MANIFEST).revision(&opts.revision).send() {
         Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes).ok(),
         Err(HFError::EntryNotFound { .. } | HFError::RevisionNotFound { .. } | HFError::RepoNotFound { .. }) => None,

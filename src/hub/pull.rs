@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use hf_hub::HFError;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::client::{Access, Hub};
 use super::layout::{self, Manifest};
@@ -137,7 +138,7 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| HubError::BadPublished { file: layout::MANIFEST.into(), message: e.to_string() })?;
     let lock_bytes = fetch(layout::LOCK)?;
     if let Some(listed) = manifest.files.get(layout::LOCK) {
-        let sha = crate::data::idx::hex(&<sha2::Sha256 as sha2::Digest>::digest(&lock_bytes));
+        let sha = crate::data::idx::hex(&Sha256::digest(&lock_bytes));
         if sha != listed.sha256 {
             return Err(HubError::BadPublished { file: layout::LOCK.into(), message: format!("sha256 {sha}, {} lists {}", layout::MANIFEST, listed.sha256) }.into());
         }
