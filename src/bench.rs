@@ -114,7 +114,11 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "device {}, {} threads, matmul 1024^3: {:.1} GFLOP/s", self.device, self.threads, self.matmul_gflops);
-        let _ = writeln!(s, "{:<7} {:>5} {:>6} {:>9} {:>10} {:>9} {:>8}", "model", "batch", "steps", "ms/step", "samples/s", "epoch s", "of peak");
+        let _ = writeln!(
+            s,
+            "{:<7} {:>5} {:>6} {:>9} {:>10} {:>9} {:>8}",
+            "model", "batch", "steps", "ms/step", "samples/s", "epoch s", "of peak"
+        );
         for r in &self.results {
             let _ = writeln!(
                 s,

@@ -219,7 +219,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Pipeline(args) => args,
         Command::Bench(BenchCommand::Train { steps, device, model, batch, json }) => {
             let only = model
-                .map(|m| serde_json::from_value::<crate::models::Arch>(serde_json::Value::String(m.clone())).map_err(|_| anyhow::anyhow!("--model {m}: expected simple or conv")))
+                .map(|m| {
+                    serde_json::from_value::<crate::models::Arch>(serde_json::Value::String(m.clone()))
+                        .map_err(|_| anyhow::anyhow!("--model {m}: expected simple or conv"))
+                })
                 .transpose()?;
             anyhow::ensure!(!batch.is_empty() && batch.iter().all(|b| *b > 0), "--batch needs positive sizes");
             let choice: crate::config::DeviceChoice = serde_json::from_value(serde_json::Value::String(device.clone()))
@@ -274,7 +277,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         PipelineCommand::Metrics { json, diff } => {
             let lock = crate::pipeline::LockFile::load(&common.artifacts)?;
-            let current = crate::report::metrics_of_lock(&common.artifacts, &lock, &crate::pipeline::LockFile::path(&common.artifacts).display().to_string())?;
+            let current = crate::report::metrics_of_lock(
+                &common.artifacts,
+                &lock,
+                &crate::pipeline::LockFile::path(&common.artifacts).display().to_string(),
+            )?;
             match diff {
                 None if json => writeln!(out, "{}", serde_json::to_string_pretty(&current)?)?,
                 None => write!(out, "{}", crate::report::metrics_table(&current))?,
@@ -294,8 +301,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                         value
                     };
                     if json {
-                        let old_rows: serde_json::Map<String, serde_json::Value> = crate::report::flat_metrics(&old).into_iter().map(|(k, v)| (k, v.into())).collect();
-                        let new_rows: serde_json::Map<String, serde_json::Value> = crate::report::flat_metrics(&current).into_iter().map(|(k, v)| (k, v.into())).collect();
+                        let old_rows: serde_json::Map<String, serde_json::Value> =
+                            crate::report::flat_metrics(&old).into_iter().map(|(k, v)| (k, v.into())).collect();
+                        let new_rows: serde_json::Map<String, serde_json::Value> =
+                            crate::report::flat_metrics(&current).into_iter().map(|(k, v)| (k, v.into())).collect();
                         writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({"old": old_rows, "new": new_rows}))?)?;
                     } else {
                         write!(out, "{}", crate::report::diff_table(&old, &current))?;
@@ -337,8 +346,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
         }
         PipelineCommand::Gc { no_wait, json } => {
-            let report = pipeline::gc(&common.artifacts, !no_wait)
-                .with_context(|| format!("gc of {}", common.artifacts.display()))?;
+            let report = pipeline::gc(&common.artifacts, !no_wait).with_context(|| format!("gc of {}", common.artifacts.display()))?;
             if json {
                 writeln!(out, "{}", serde_json::to_string(&report)?)?;
             } else {

@@ -130,23 +130,18 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// Reads `path`, applies `overrides` (`dotted.key=yaml-value`) in order and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_yaml(&text, path, overrides)
     }
 
     /// Parses YAML text as if read from `path`.
     pub fn from_yaml(text: &str, path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let mut config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let mut config: Config =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
         let mut tree = serde_json::to_value(&config).expect("config serialises");
         for assignment in overrides {
             let fail = |message: String| ConfigError::Override { assignment: assignment.clone(), message };
-            let (key, raw) = assignment
-                .split_once('=')
-                .ok_or_else(|| fail("expected dotted.key=value".into()))?;
+            let (key, raw) = assignment.split_once('=').ok_or_else(|| fail("expected dotted.key=value".into()))?;
             let key = key.trim();
             let value: Value = if raw.trim().is_empty() {
                 Value::Null
@@ -199,9 +194,8 @@ impl LoadedConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.config;
-        let bad = |key: &str, message: &str| {
-            Err(ConfigError::Invalid { path: self.path.clone(), key: key.into(), message: message.into() })
-        };
+        let bad =
+            |key: &str, message: &str| Err(ConfigError::Invalid { path: self.path.clone(), key: key.into(), message: message.into() });
         for (name, m) in [("simple", &c.models.simple), ("conv", &c.models.conv)] {
             if m.epochs == 0 {
                 return bad(&format!("models.{name}.epochs"), "must be at least 1");
@@ -334,9 +328,6 @@ mod tests {
         let c = load(SAMPLE, &[]).unwrap();
         let p = c.params(&["models.simple", "seed"]);
         let keys: Vec<_> = p.keys().cloned().collect();
-        assert_eq!(
-            keys,
-            ["models.simple.batch_size", "models.simple.epochs", "models.simple.lr", "models.simple.weight_decay", "seed"]
-        );
+        assert_eq!(keys, ["models.simple.batch_size", "models.simple.epochs", "models.simple.lr", "models.simple.weight_decay", "seed"]);
     }
 }

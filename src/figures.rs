@@ -54,7 +54,10 @@ fn render(path: &Path, width: u32, height: u32, draw: impl FnOnce(&Area<'_>) -> 
 }
 
 /// The series legend, in one style for every figure.
-fn legend<'a, X: Ranged, Y: Ranged>(chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>, position: SeriesLabelPosition) -> anyhow::Result<()> {
+fn legend<'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
     chart
         .configure_series_labels()
         .position(position)

@@ -59,7 +59,12 @@ pub fn markdown(metrics: &Value, seeds: &[u64], figures: &[(&str, &str)]) -> Str
     out.push_str("Does an autoencoder's latent space, learned without labels, group MNIST digits by class? ");
     out.push_str("Two autoencoders (SimpleAutoencoder, 9-d latent; ConvAE, 10-d latent) were trained on the 60,000 ");
     out.push_str("training images; their encodings of the 10,000 test images were clustered with k-means (k = 10, k-means++) ");
-    let _ = write!(out, "for each of {} seeds ({}) and scored against the true labels.\n\n", seeds.len(), seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
+    let _ = write!(
+        out,
+        "for each of {} seeds ({}) and scored against the true labels.\n\n",
+        seeds.len(),
+        seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+    );
     out.push_str("## Metrics\n\n");
     out.push_str(&metrics_table(metrics));
     out.push_str("\nPurity as the seed defines it (each cluster counts its most common label); NMI with arithmetic ");
@@ -77,8 +82,9 @@ pub fn metrics_of_lock(artifacts: &std::path::Path, lock: &crate::pipeline::Lock
     let id = crate::stages::score::ID;
     let record = lock.stages.get(id).ok_or_else(|| anyhow::anyhow!("{what} has no {id} stage: run the pipeline first"))?;
     let path = crate::pipeline::Store::open_read_only(artifacts).entry_dir(&record.fingerprint).join(crate::stages::score::METRICS);
-    let bytes = std::fs::read(&path)
-        .map_err(|e| anyhow::anyhow!("{what}: the {id} outputs it names are not in the store ({}: {e}); was it removed by gc?", path.display()))?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!("{what}: the {id} outputs it names are not in the store ({}: {e}); was it removed by gc?", path.display())
+    })?;
     let want = record.outputs.get(crate::stages::score::METRICS).map(|f| f.blake3.as_str());
     anyhow::ensure!(want == Some(blake3::hash(&bytes).to_hex().as_str()), "{}: content differs from {what}", path.display());
     Ok(serde_json::from_slice(&bytes)?)

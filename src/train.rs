@@ -98,7 +98,13 @@ pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<
             let rate = done as f64 / epoch_start.elapsed().as_secs_f64();
             if quiet {
                 if last_log.elapsed().as_secs() >= 10 {
-                    tracing::info!("train-{} epoch {epoch}/{}: step {}/{steps_per_epoch}, loss {:.5}, {rate:.0} samples/s", s.arch.name(), s.epochs, step + 1, sum / (step + 1) as f64);
+                    tracing::info!(
+                        "train-{} epoch {epoch}/{}: step {}/{steps_per_epoch}, loss {:.5}, {rate:.0} samples/s",
+                        s.arch.name(),
+                        s.epochs,
+                        step + 1,
+                        sum / (step + 1) as f64
+                    );
                     last_log = Instant::now();
                 }
             } else {

@@ -96,7 +96,9 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     assert!(diff.lines().next().unwrap().contains("old") && diff.contains("simple.purity.best"), "{diff}");
 
     // Adding a seed runs only that seed's k-means (per model) and score.
-    let out: serde_json::Value = serde_json::from_str(p.ok(&["pipeline", "run", "--json", "--set", "kmeans.seeds=[0,1,2,3]", "--set", "kmeans.max_iter=50"]).trim()).unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(p.ok(&["pipeline", "run", "--json", "--set", "kmeans.seeds=[0,1,2,3]", "--set", "kmeans.max_iter=50"]).trim())
+            .unwrap();
     let mut ran: Vec<String> = serde_json::from_value(out["ran"].clone()).unwrap();
     ran.sort();
     assert_eq!(ran, ["kmeans-conv-3", "kmeans-simple-3", "plot", "score"]);

@@ -98,4 +98,3 @@ fn sigkill_mid_stage_leaves_nothing_that_counts() {
     assert_eq!(std::fs::read_dir(p.artifacts().join(".tmp")).unwrap().count(), 0);
     assert_eq!(p.status(&[])["download"], (true, String::new()));
 }
-

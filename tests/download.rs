@@ -18,8 +18,7 @@ fn real_mnist_label_counts() {
     let text = std::fs::read_to_string(&cfg).unwrap().replace("local: data", &format!("local: {}", mnist_dir().display()));
     std::fs::write(&cfg, text).unwrap();
     p.ok(&["pipeline", "run", "download"]);
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.artifacts().join("download/dataset.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(p.artifacts().join("download/dataset.json")).unwrap()).unwrap();
     assert_eq!(summary["train"]["labels"], serde_json::json!([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]));
     assert_eq!(summary["test"]["labels"], serde_json::json!([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]));
     assert!(summary["checksums"].as_array().unwrap().iter().all(|c| c["canonical_mnist"] == true));
@@ -78,12 +77,7 @@ fn hub_and_idx_sources_give_the_same_tensors() {
 
     // A second download (forced) finds the parquet files in the hf-hub cache.
     let before = mock.requests().iter().filter(|r| r.method == "GET").count();
-    let out = p
-        .cmd(&["pipeline", "run", "--force", "download"])
-        .env("HF_ENDPOINT", &mock.url)
-        .env("HF_HOME", &hf_home)
-        .output()
-        .unwrap();
+    let out = p.cmd(&["pipeline", "run", "--force", "download"]).env("HF_ENDPOINT", &mock.url).env("HF_HOME", &hf_home).output().unwrap();
     assert!(out.status.success());
     assert_eq!(mock.requests().iter().filter(|r| r.method == "GET").count(), before, "cache first");
 }
@@ -92,12 +86,8 @@ fn hub_and_idx_sources_give_the_same_tensors() {
 fn hub_checksum_mismatch_fails_and_caches_nothing() {
     let data = fake_dataset(10, 5);
     let (p, mock, _files) = hub_project("dl-badsha", &data, true);
-    let out = p
-        .cmd(&["pipeline", "run", "download"])
-        .env("HF_ENDPOINT", &mock.url)
-        .env("HF_HOME", p.path().join("hf-home"))
-        .output()
-        .unwrap();
+    let out =
+        p.cmd(&["pipeline", "run", "download"]).env("HF_ENDPOINT", &mock.url).env("HF_HOME", p.path().join("hf-home")).output().unwrap();
     assert!(!out.status.success());
     let e = common::text(&out.stderr);
     assert!(e.contains("checksum mismatch") && e.contains("train-00000-of-00001.parquet"), "{e}");

@@ -67,7 +67,13 @@ impl Harness {
             .iter()
             .map(|(id, ups)| {
                 let value = values.iter().find(|(s, _)| s == id).map(|(_, v)| *v).unwrap_or("v").to_owned();
-                let kind = Fake { runs: self.runs.clone(), log: self.log.clone(), delay: Duration::from_millis(delay_ms), cost, value: value.clone() };
+                let kind = Fake {
+                    runs: self.runs.clone(),
+                    log: self.log.clone(),
+                    delay: Duration::from_millis(delay_ms),
+                    cost,
+                    value: value.clone(),
+                };
                 let mut spec = StageSpec::new(*id, Arc::new(kind)).param("value", value).param("stage", *id).outputs(&["out"]);
                 for u in *ups {
                     spec = spec.input(u, "out").param(&format!("in.{u}"), true);

@@ -55,7 +55,10 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 fn project(tag: &str) -> Project {
     let p = Project::new(tag);
     let cfg = p.path().join("pipeline.yaml");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "seeds: [0, 1]").replace("epochs: 20", "epochs: 2");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "seeds: [0, 1]")
+        .replace("epochs: 20", "epochs: 2");
     std::fs::write(cfg, text).unwrap();
     p
 }
@@ -75,7 +78,10 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     p.ok(&["pipeline", "run"]);
 
     // --dry-run lists the files with sizes and sends nothing; it needs no token.
-    let (dry, _) = ok(hub_cmd(&p, &hub.url, None, &["pipeline", "publish", "--repo", REPO, "--dry-run", "--json", "--card-out", "card-preview.md"]), "dry run");
+    let (dry, _) = ok(
+        hub_cmd(&p, &hub.url, None, &["pipeline", "publish", "--repo", REPO, "--dry-run", "--json", "--card-out", "card-preview.md"]),
+        "dry run",
+    );
     let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
     assert_eq!(dry["outcome"], "dry_run");
     let planned: BTreeSet<String> = dry["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_owned()).collect();
@@ -139,13 +145,22 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     // The model card: front matter the Hub reads, the metrics beside the seed's, figures,
     // and the command that reproduces the run.
     let card = String::from_utf8(tree["README.md"].clone()).unwrap();
-    assert_eq!(std::fs::read_to_string(p.path().join("card-preview.md")).unwrap(), card, "the dry run's card preview is what was published");
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("card-preview.md")).unwrap(),
+        card,
+        "the dry run's card preview is what was published"
+    );
     assert!(card.starts_with("---\n"), "{card}");
     let front = card.split("\n---\n").next().unwrap();
     for needle in ["library_name: latentscope", "ylecun/mnist", "model-index:", "type: mse", "type: purity", "type: nmi"] {
         assert!(front.contains(needle), "front matter lacks {needle}:\n{front}");
     }
-    for needle in ["seed's purity", "![Training loss](report/loss.png)", "cargo xtask pipeline run", &format!("cargo xtask pipeline pull --repo {REPO} --revision main")] {
+    for needle in [
+        "seed's purity",
+        "![Training loss](report/loss.png)",
+        "cargo xtask pipeline run",
+        &format!("cargo xtask pipeline pull --repo {REPO} --revision main"),
+    ] {
         assert!(card.contains(needle), "card lacks {needle}:\n{card}");
     }
     let config: serde_json::Value = serde_json::from_slice(&tree["models/conv/config.json"]).unwrap();
@@ -156,8 +171,11 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     // it falls back to sending the content inline in the commit. Pinned here so that a
     // change of that behaviour shows up.
     let offered: BTreeSet<(String, u64)> = hub.lfs_offered().into_iter().collect();
-    let binary: BTreeSet<(String, u64)> =
-        committed.iter().filter(|p| p.ends_with(".safetensors") || p.ends_with(".png")).map(|p| (sha256(&tree[p]), tree[p].len() as u64)).collect();
+    let binary: BTreeSet<(String, u64)> = committed
+        .iter()
+        .filter(|p| p.ends_with(".safetensors") || p.ends_with(".png"))
+        .map(|p| (sha256(&tree[p]), tree[p].len() as u64))
+        .collect();
     assert_eq!(offered, binary);
     assert!(commits[0].operations.iter().all(|(key, _)| key == "file"), "{:?}", commits[0].operations);
     assert!(!hub.requests().iter().any(|r| r.method == "PUT"));
@@ -199,24 +217,44 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     let gets_before = downloads();
     let (stdout, _) = ok(hub_cmd(&p, &hub.url, Some(TOKEN), &["pipeline", "pull", "--repo", REPO, "--json"]), "second pull");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!((report["pulled"].as_array().unwrap().len(), report["present"].as_array().unwrap().len()), (0, stages_before.len() - 1), "{report}");
+    assert_eq!(
+        (report["pulled"].as_array().unwrap().len(), report["present"].as_array().unwrap().len()),
+        (0, stages_before.len() - 1),
+        "{report}"
+    );
     assert_eq!(downloads(), gets_before + 2, "only latentscope.json and pipeline.lock are read");
 
     // Pulled under other settings: the pull says which stages will still run, and why.
-    let (stdout, _) = ok(hub_cmd(&p, &hub.url, Some(TOKEN), &["pipeline", "pull", "--repo", REPO, "--set", "kmeans.seeds=[0,1,2]", "--set", "models.conv.epochs=3"]), "pull under other settings");
+    let (stdout, _) = ok(
+        hub_cmd(
+            &p,
+            &hub.url,
+            Some(TOKEN),
+            &["pipeline", "pull", "--repo", REPO, "--set", "kmeans.seeds=[0,1,2]", "--set", "models.conv.epochs=3"],
+        ),
+        "pull under other settings",
+    );
     assert!(stdout.contains("kmeans-simple-2: not in the published run"), "{stdout}");
     assert!(stdout.contains("train-conv: models.conv.epochs 3 here, 2 published"), "{stdout}");
     assert!(!stdout.contains("train-simple:"), "{stdout}");
 
     // The local run against the published one, like `dvc metrics diff`.
-    let diff = p.cmd(&["pipeline", "metrics", "--diff", &format!("hub:{REPO}@main"), "--json"]).env("HF_ENDPOINT", &hub.url).env("HF_TOKEN", TOKEN).output().unwrap();
+    let diff = p
+        .cmd(&["pipeline", "metrics", "--diff", &format!("hub:{REPO}@main"), "--json"])
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .unwrap();
     let (diff, _) = ok(diff, "metrics --diff hub:");
     let diff: serde_json::Value = serde_json::from_str(&diff).unwrap();
     assert_eq!(diff["old"], diff["new"], "the pulled run is the published one");
     assert!(diff["old"].as_object().unwrap().len() > 8, "{diff}");
 
     // Another branch: created from main, committed to, main untouched.
-    let (stdout, _) = ok(hub_cmd(&p, &hub.url, Some(TOKEN), &["pipeline", "publish", "--repo", REPO, "--revision", "exp-1", "--message", "try it"]), "publish to a branch");
+    let (stdout, _) = ok(
+        hub_cmd(&p, &hub.url, Some(TOKEN), &["pipeline", "publish", "--repo", REPO, "--revision", "exp-1", "--message", "try it"]),
+        "publish to a branch",
+    );
     assert!(stdout.contains("at exp-1"), "{stdout}");
     assert_eq!(hub.commits().len(), 2);
     assert_eq!((hub.commits()[1].branch.as_str(), hub.commits()[1].summary.as_str()), ("exp-1", "try it"));
@@ -229,7 +267,8 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     let err = fails(hub_cmd(&q, &hub.url, Some(TOKEN), &["pipeline", "pull", "--repo", REPO]), "pull of a tampered file");
     assert!(err.contains("models/conv/model.safetensors") && err.contains("hash mismatch"), "{err}");
     assert!(!q.artifacts().join("train-conv").exists());
-    let lock: serde_json::Value = serde_json::from_slice(&std::fs::read(q.artifacts().join("pipeline.lock")).unwrap_or(b"{\"stages\":{}}".to_vec())).unwrap();
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(q.artifacts().join("pipeline.lock")).unwrap_or(b"{\"stages\":{}}".to_vec())).unwrap();
     assert!(lock["stages"].get("train-conv").is_none(), "{lock}");
 }
 
@@ -258,7 +297,11 @@ fn publish_failures_are_clear_and_leave_the_remote_unchanged() {
 
     // A commit that keeps failing leaves the remote as it was, and says what failed.
     let before = hub.tree(REPO, "main").unwrap();
-    std::fs::write(p.path().join("pipeline.yaml"), std::fs::read_to_string(p.path().join("pipeline.yaml")).unwrap().replace("samples: 9", "samples: 5")).unwrap();
+    std::fs::write(
+        p.path().join("pipeline.yaml"),
+        std::fs::read_to_string(p.path().join("pipeline.yaml")).unwrap().replace("samples: 9", "samples: 5"),
+    )
+    .unwrap();
     p.ok(&["pipeline", "run"]);
     hub.fail("POST", "/commit/", 503, 20);
     let err = fails(hub_cmd(&p, &hub.url, Some(TOKEN), &publish), "publish through persistent 503s");

@@ -35,10 +35,14 @@ pub fn purity(m: &[Vec<u64>]) -> f64 {
 }
 
 fn entropy(counts: &[u64], n: f64) -> f64 {
-    counts.iter().filter(|&&c| c > 0).map(|&c| {
-        let p = c as f64 / n;
-        -p * p.ln()
-    }).sum()
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.ln()
+        })
+        .sum()
 }
 
 /// Mutual information over the arithmetic mean of the two entropies (1 when both are 0).
@@ -86,9 +90,8 @@ pub fn accuracy(m: &[Vec<u64>]) -> f64 {
     let (labels, clusters) = (m.len(), m.first().map_or(0, Vec::len));
     let size = labels.max(clusters);
     // Square matrix of clusters x labels, padded with zeros; maximise matched counts.
-    let rows: Vec<Vec<i64>> = (0..size)
-        .map(|c| (0..size).map(|l| if c < clusters && l < labels { m[l][c] as i64 } else { 0 }).collect())
-        .collect();
+    let rows: Vec<Vec<i64>> =
+        (0..size).map(|c| (0..size).map(|l| if c < clusters && l < labels { m[l][c] as i64 } else { 0 }).collect()).collect();
     let weights = Matrix::from_rows(rows).expect("square matrix");
     let (matched, _) = kuhn_munkres(&weights);
     matched as f64 / n as f64

@@ -24,10 +24,7 @@ pub struct Fetched {
 
 /// Downloads (or finds in the hf-hub cache) both splits and decodes them.
 pub fn fetch(cfg: &HubDataset) -> anyhow::Result<(Dataset, Vec<Fetched>)> {
-    let (owner, name) = cfg
-        .repo
-        .split_once('/')
-        .ok_or_else(|| anyhow::anyhow!("dataset.hub.repo {:?} is not OWNER/NAME", cfg.repo))?;
+    let (owner, name) = cfg.repo.split_once('/').ok_or_else(|| anyhow::anyhow!("dataset.hub.repo {:?} is not OWNER/NAME", cfg.repo))?;
     let client = hf_hub::HFClientSync::new().map_err(|e| anyhow::anyhow!("cannot set up the Hub client: {e}"))?;
     let repo = client.dataset(owner, name);
     let mut fetched = Vec::new();

@@ -99,10 +99,7 @@ fn check_len(path: &Path, bytes: &[u8], shape: &[usize]) -> Result<(), DataError
     let expected = 4 * (shape.len() + 1) + shape.iter().product::<usize>();
     if bytes.len() != expected {
         let what = if bytes.len() < expected { "truncated" } else { "has trailing bytes" };
-        return Err(DataError::new(
-            path.display(),
-            format!("{what}: {} bytes, the header {shape:?} implies {expected}", bytes.len()),
-        ));
+        return Err(DataError::new(path.display(), format!("{what}: {} bytes, the header {shape:?} implies {expected}", bytes.len())));
     }
     Ok(())
 }
@@ -158,7 +155,10 @@ mod tests {
     use super::*;
 
     fn tiny() -> Dataset {
-        let split = |n: usize| Split { images: (0..n * PIXELS).map(|i| (i % 251) as u8).collect(), labels: (0..n).map(|i| (i % 10) as u8).collect() };
+        let split = |n: usize| Split {
+            images: (0..n * PIXELS).map(|i| (i % 251) as u8).collect(),
+            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        };
         Dataset { train: split(12), test: split(5) }
     }
 

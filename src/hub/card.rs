@@ -111,7 +111,8 @@ pub fn render(input: &CardInput) -> String {
     out.push('\n');
     out.push_str("## Training\n\n| model | epochs | batch | learning rate | weight decay |\n| --- | --- | --- | --- | --- |\n");
     for (arch, m) in [(Arch::Simple, &c.models.simple), (Arch::Conv, &c.models.conv)] {
-        let _ = writeln!(out, "| {} | {} | {} | {} | {} |", arch.class_name(), m.epochs, m.batch_size, number(m.lr), number(m.weight_decay));
+        let _ =
+            writeln!(out, "| {} | {} | {} | {} | {} |", arch.class_name(), m.epochs, m.batch_size, number(m.lr), number(m.weight_decay));
     }
     let _ = writeln!(
         out,

@@ -47,7 +47,8 @@ impl Hub {
         if let Some(t) = &token {
             builder = builder.token(t.secret());
         }
-        let client = builder.build_sync().map_err(|e| HubError::Request { action: "setting up the client".into(), detail: e.to_string() })?;
+        let client =
+            builder.build_sync().map_err(|e| HubError::Request { action: "setting up the client".into(), detail: e.to_string() })?;
         Ok(Self { client, endpoint: endpoint.to_owned(), repo: repo.to_owned(), token, access })
     }
 

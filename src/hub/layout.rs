@@ -81,7 +81,9 @@ mod tests {
 
     #[test]
     fn every_stage_of_the_default_plan_has_a_distinct_place() {
-        let config = crate::config::LoadedConfig::from_yaml(include_str!("../../pipeline.yaml"), std::path::Path::new("pipeline.yaml"), &[]).unwrap();
+        let config =
+            crate::config::LoadedConfig::from_yaml(include_str!("../../pipeline.yaml"), std::path::Path::new("pipeline.yaml"), &[])
+                .unwrap();
         let mut seen = std::collections::BTreeSet::new();
         for spec in crate::stages::plan(&config) {
             let folder = stage_folder(&spec.id);

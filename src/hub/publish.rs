@@ -62,7 +62,16 @@ pub enum PublishOutcome {
     DryRun { repo: String, revision: String, files: Vec<PlannedFile> },
     /// The remote already holds exactly this run: no commit was made.
     UpToDate { repo: String, revision: String, files: usize },
-    Committed { repo: String, revision: String, commit: Option<String>, url: Option<String>, files: usize, bytes: u64, deleted: usize, created_repo: bool },
+    Committed {
+        repo: String,
+        revision: String,
+        commit: Option<String>,
+        url: Option<String>,
+        files: usize,
+        bytes: u64,
+        deleted: usize,
+        created_repo: bool,
+    },
 }
 
 impl std::fmt::Display for PublishOutcome {
@@ -114,11 +123,27 @@ fn generated(path: String, bytes: Vec<u8>) -> PlannedFile {
 /// A store file, checked against its lock record: what is published is what the lock file
 /// says, byte for byte (a file changed behind the store's back keeps its mtime, so the
 /// freshness check alone would not see it).
-fn planned_store(path: String, local: PathBuf, stage: &str, name: &str, want: &crate::pipeline::store::FileRecord) -> anyhow::Result<PlannedFile> {
+fn planned_store(
+    path: String,
+    local: PathBuf,
+    stage: &str,
+    name: &str,
+    want: &crate::pipeline::store::FileRecord,
+) -> anyhow::Result<PlannedFile> {
     let bytes = std::fs::read(&local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
     let got = blake3::hash(&bytes).to_hex().to_string();
-    anyhow::ensure!(got == want.blake3, "{stage}/{name} does not match the lock file (blake3 {got}, recorded {}); run `cargo xtask pipeline run --verify`", want.blake3);
-    Ok(PlannedFile { path, size: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)), stage: Some(stage.to_owned()), source: Source::Store(local) })
+    anyhow::ensure!(
+        got == want.blake3,
+        "{stage}/{name} does not match the lock file (blake3 {got}, recorded {}); run `cargo xtask pipeline run --verify`",
+        want.blake3
+    );
+    Ok(PlannedFile {
+        path,
+        size: bytes.len() as u64,
+        sha256: hex(&Sha256::digest(&bytes)),
+        stage: Some(stage.to_owned()),
+        source: Source::Store(local),
+    })
 }
 
 /// The lock file as published: only this graph's stages, modification times zeroed (they
@@ -163,7 +188,10 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
     let mut files = Vec::new();
     for spec in graph.ordered() {
         let Some(folder) = layout::stage_folder(&spec.id) else { continue };
-        let rec = lock.stages.get(&spec.id).ok_or_else(|| anyhow::anyhow!("{}: stage {} has no record", LockFile::path(&opts.artifacts).display(), spec.id))?;
+        let rec = lock
+            .stages
+            .get(&spec.id)
+            .ok_or_else(|| anyhow::anyhow!("{}: stage {} has no record", LockFile::path(&opts.artifacts).display(), spec.id))?;
         for (name, record) in &rec.outputs {
             let path = layout::repo_path(&spec.id, name).expect("the folder exists");
             files.push(planned_store(path, store.entry_dir(&rec.fingerprint).join(name), &spec.id, name, record)?);
@@ -201,7 +229,10 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
     let manifest = Manifest {
         format: 1,
         tool: format!("latentscope {}", crate::VERSION),
-        files: files.iter().map(|f| (f.path.clone(), ManifestFile { size: f.size, sha256: f.sha256.clone(), stage: f.stage.clone() })).collect(),
+        files: files
+            .iter()
+            .map(|f| (f.path.clone(), ManifestFile { size: f.size, sha256: f.sha256.clone(), stage: f.stage.clone() }))
+            .collect(),
     };
     files.push(generated(layout::MANIFEST.into(), (serde_json::to_string_pretty(&manifest)? + "\n").into_bytes()));
     Ok(Plan { files, manifest })
@@ -247,7 +278,9 @@ pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> a
         tracing::warn!("{} exists already; --private applies only to a repository this command creates", opts.repo);
     }
     let mut created_branch = false;
-    if opts.revision != "main" && !repo.revision_exists().revision(&opts.revision).send().map_err(|e| hub.error("looking up the branch", e))? {
+    if opts.revision != "main"
+        && !repo.revision_exists().revision(&opts.revision).send().map_err(|e| hub.error("looking up the branch", e))?
+    {
         tracing::info!("creating branch {} of {}", opts.revision, opts.repo);
         repo.create_branch().branch(&opts.revision).send().map_err(|e| hub.error(&format!("creating branch {}", opts.revision), e))?;
         created_branch = true;
@@ -270,25 +303,24 @@ pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> a
         })
         .collect();
     // Files of an earlier publication that this run no longer has (fewer k-means seeds, say).
-    let stale: Vec<String> = remote.iter().flat_map(|m| m.files.keys()).filter(|p| !ours.files.contains_key(*p) && p.as_str() != layout::MANIFEST).cloned().collect();
+    let stale: Vec<String> = remote
+        .iter()
+        .flat_map(|m| m.files.keys())
+        .filter(|p| !ours.files.contains_key(*p) && p.as_str() != layout::MANIFEST)
+        .cloned()
+        .collect();
     operations.extend(stale.iter().map(CommitOperation::delete));
     let bytes = files.iter().map(|f| f.size).sum();
     let message = opts.message.clone().unwrap_or_else(|| default_message(&ours));
     tracing::info!("committing {} files ({}) to {} at {}", files.len(), human_bytes(bytes), opts.repo, opts.revision);
-    let info = repo
-        .create_commit()
-        .operations(operations)
-        .commit_message(message)
-        .revision(opts.revision.clone())
-        .send()
-        .map_err(|e| {
-            let state = match (!exists, created_branch) {
-                (true, _) => "the repository was created but holds none of this run",
-                (false, true) => "the branch was created from main but holds none of this run",
-                (false, false) => "the remote is unchanged",
-            };
-            hub.error(&format!("committing to {} at {} ({state})", opts.repo, opts.revision), e)
-        })?;
+    let info = repo.create_commit().operations(operations).commit_message(message).revision(opts.revision.clone()).send().map_err(|e| {
+        let state = match (!exists, created_branch) {
+            (true, _) => "the repository was created but holds none of this run",
+            (false, true) => "the branch was created from main but holds none of this run",
+            (false, false) => "the remote is unchanged",
+        };
+        hub.error(&format!("committing to {} at {} ({state})", opts.repo, opts.revision), e)
+    })?;
     Ok(PublishOutcome::Committed {
         repo: opts.repo.clone(),
         revision: opts.revision.clone(),

@@ -123,27 +123,37 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
 
     // Read every file from one commit, even if the branch moves meanwhile.
     let info = repo.info().revision(opts.revision.clone()).send().map_err(|e| match e {
-        HFError::RepoNotFound { .. } | HFError::RevisionNotFound { .. } => HubError::NotFound { repo: opts.repo.clone(), revision: opts.revision.clone() },
+        HFError::RepoNotFound { .. } | HFError::RevisionNotFound { .. } => {
+            HubError::NotFound { repo: opts.repo.clone(), revision: opts.revision.clone() }
+        }
         e => hub.error(&format!("looking up {} at {}", opts.repo, opts.revision), e),
     })?;
     let commit = info.sha.clone().unwrap_or_else(|| opts.revision.clone());
     let fetch = |path: &str| -> Result<Vec<u8>, HubError> {
         match repo.download_file_to_bytes().filename(path).revision(commit.clone()).send() {
             Ok(b) => Ok(b.to_vec()),
-            Err(HFError::EntryNotFound { .. }) => Err(HubError::NotPublished { repo: opts.repo.clone(), revision: opts.revision.clone(), file: path.into() }),
+            Err(HFError::EntryNotFound { .. }) => {
+                Err(HubError::NotPublished { repo: opts.repo.clone(), revision: opts.revision.clone(), file: path.into() })
+            }
             Err(e) => Err(hub.error(&format!("downloading {path}"), e)),
         }
     };
     let manifest_bytes = fetch(layout::MANIFEST)?;
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| HubError::BadPublished { file: layout::MANIFEST.into(), message: e.to_string() })?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| HubError::BadPublished { file: layout::MANIFEST.into(), message: e.to_string() })?;
     let lock_bytes = fetch(layout::LOCK)?;
     if let Some(listed) = manifest.files.get(layout::LOCK) {
         let sha = crate::data::idx::hex(&Sha256::digest(&lock_bytes));
         if sha != listed.sha256 {
-            return Err(HubError::BadPublished { file: layout::LOCK.into(), message: format!("sha256 {sha}, {} lists {}", layout::MANIFEST, listed.sha256) }.into());
+            return Err(HubError::BadPublished {
+                file: layout::LOCK.into(),
+                message: format!("sha256 {sha}, {} lists {}", layout::MANIFEST, listed.sha256),
+            }
+            .into());
         }
     }
-    let published: LockFile = serde_json::from_slice(&lock_bytes).map_err(|e| HubError::BadPublished { file: layout::LOCK.into(), message: e.to_string() })?;
+    let published: LockFile =
+        serde_json::from_slice(&lock_bytes).map_err(|e| HubError::BadPublished { file: layout::LOCK.into(), message: e.to_string() })?;
     check_names(&published)?;
 
     let _guard = RunLock::acquire(&opts.artifacts, opts.wait, |holder| {
@@ -155,11 +165,22 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
     let stages: Vec<_> = published.stages.iter().filter(|(id, _)| layout::stage_folder(id).is_some()).collect();
     let total: u64 = stages.iter().flat_map(|(_, r)| r.outputs.values()).map(|f| f.size).sum();
     let bar = crate::progress::bar(total, "pull [{bar:30}] {bytes}/{total_bytes}  {msg}");
-    let mut report = PullReport { repo: opts.repo.clone(), revision: opts.revision.clone(), commit: commit.clone(), pulled: vec![], present: vec![], files: 0, bytes: 0, differs: graph.map(|g| differences(g, &published)).unwrap_or_default() };
+    let mut report = PullReport {
+        repo: opts.repo.clone(),
+        revision: opts.revision.clone(),
+        commit: commit.clone(),
+        pulled: vec![],
+        present: vec![],
+        files: 0,
+        bytes: 0,
+        differs: graph.map(|g| differences(g, &published)).unwrap_or_default(),
+    };
     for (id, rec) in stages {
         let local = store.manifest(&rec.fingerprint)?;
         let same = local.as_ref().is_some_and(|l| {
-            l.outputs.len() == rec.outputs.len() && l.outputs.iter().all(|(f, r)| rec.outputs.get(f).is_some_and(|p| p.blake3 == r.blake3)) && store.check(l, true) == Health::Ok
+            l.outputs.len() == rec.outputs.len()
+                && l.outputs.iter().all(|(f, r)| rec.outputs.get(f).is_some_and(|p| p.blake3 == r.blake3))
+                && store.check(l, true) == Health::Ok
         });
         if same {
             store.set_view(id, &rec.fingerprint)?;
@@ -178,7 +199,8 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
                 if bytes.len() as u64 != want.size || got != want.blake3 {
                     return Err(HubError::HashMismatch { file: path, expected: want.blake3.clone(), got }.into());
                 }
-                std::fs::write(scratch.join(file), &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", scratch.join(file).display()))?;
+                std::fs::write(scratch.join(file), &bytes)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", scratch.join(file).display()))?;
                 report.files += 1;
                 report.bytes += want.size;
                 bar.inc(want.size);
@@ -210,11 +232,16 @@ pub fn published_metrics(spec: &str, endpoint: Option<&str>) -> anyhow::Result<s
     let file = crate::stages::score::METRICS;
     let bytes = match hub.client.model(owner, name).download_file_to_bytes().filename(file).revision(revision.to_owned()).send() {
         Ok(b) => b,
-        Err(HFError::EntryNotFound { .. }) => return Err(HubError::NotPublished { repo: repo.into(), revision: revision.into(), file: file.into() }.into()),
-        Err(HFError::RepoNotFound { .. } | HFError::RevisionNotFound { .. }) => return Err(HubError::NotFound { repo: repo.into(), revision: revision.into() }.into()),
+        Err(HFError::EntryNotFound { .. }) => {
+            return Err(HubError::NotPublished { repo: repo.into(), revision: revision.into(), file: file.into() }.into())
+        }
+        Err(HFError::RepoNotFound { .. } | HFError::RevisionNotFound { .. }) => {
+            return Err(HubError::NotFound { repo: repo.into(), revision: revision.into() }.into())
+        }
         Err(e) => return Err(hub.error(&format!("downloading {file}"), e).into()),
     };
-    Ok(serde_json::from_slice(&bytes).map_err(|e| HubError::BadPublished { file: format!("{repo}@{revision}/{file}"), message: e.to_string() })?)
+    Ok(serde_json::from_slice(&bytes)
+        .map_err(|e| HubError::BadPublished { file: format!("{repo}@{revision}/{file}"), message: e.to_string() })?)
 }
 
 #[cfg(test)]

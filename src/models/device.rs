@@ -8,11 +8,17 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
     Ok(match choice {
         DeviceChoice::Cpu => Device::Cpu,
         DeviceChoice::Cuda => {
-            anyhow::ensure!(candle_core::utils::cuda_is_available(), "device: cuda, but this build has no CUDA support or no GPU was found (build with --features cuda)");
+            anyhow::ensure!(
+                candle_core::utils::cuda_is_available(),
+                "device: cuda, but this build has no CUDA support or no GPU was found (build with --features cuda)"
+            );
             Device::new_cuda(0)?
         }
         DeviceChoice::Metal => {
-            anyhow::ensure!(candle_core::utils::metal_is_available(), "device: metal, but this build has no Metal support (build with --features metal)");
+            anyhow::ensure!(
+                candle_core::utils::metal_is_available(),
+                "device: metal, but this build has no Metal support (build with --features metal)"
+            );
             Device::new_metal(0)?
         }
         DeviceChoice::Auto => {

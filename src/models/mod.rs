@@ -84,8 +84,7 @@ pub fn initialise(arch: Arch, seed: u64, device: &Device) -> Result<(VarMap, Box
 
 /// A trained model read from `model.safetensors`.
 pub fn load(arch: Arch, path: &Path, device: &Device) -> anyhow::Result<Box<dyn Autoencoder>> {
-    let tensors = candle_core::safetensors::load(path, device)
-        .map_err(|e| anyhow::anyhow!("cannot read model {}: {e}", path.display()))?;
+    let tensors = candle_core::safetensors::load(path, device).map_err(|e| anyhow::anyhow!("cannot read model {}: {e}", path.display()))?;
     for p in arch.parameters() {
         let t = tensors.get(&p.name).ok_or_else(|| anyhow::anyhow!("{}: no tensor {}", path.display(), p.name))?;
         anyhow::ensure!(t.dims() == p.shape.as_slice(), "{}: {} has shape {:?}, expected {:?}", path.display(), p.name, t.dims(), p.shape);

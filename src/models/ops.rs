@@ -109,7 +109,9 @@ impl MaxPool {
     /// scan order, so the first of tied maxima wins; NaN wins as in PyTorch).
     fn pool_plane(&self, p: &[f32], w: usize, out: &mut [f32], winners: &mut [u32]) {
         let ow = w / 2;
-        for (oy, (rows, (o_row, w_row))) in p.chunks_exact(2 * w).zip(out.chunks_exact_mut(ow).zip(winners.chunks_exact_mut(ow))).enumerate() {
+        for (oy, (rows, (o_row, w_row))) in
+            p.chunks_exact(2 * w).zip(out.chunks_exact_mut(ow).zip(winners.chunks_exact_mut(ow))).enumerate()
+        {
             let (r0, r1) = rows.split_at(w);
             for ox in 0..ow {
                 let i = 2 * ox;
@@ -189,15 +191,13 @@ impl CustomOp1 for Unpool {
         }
         let plane = self.h * self.w;
         let mut out = vec![0f32; b * c * plane];
-        out.par_chunks_mut(plane)
-            .zip(g.par_chunks(oh * ow).zip(self.winners.par_chunks(oh * ow)))
-            .for_each(|(out, (g, win))| {
-                for (&gv, &at) in g.iter().zip(win) {
-                    if at != NO_GRADIENT {
-                        out[at as usize] = gv;
-                    }
+        out.par_chunks_mut(plane).zip(g.par_chunks(oh * ow).zip(self.winners.par_chunks(oh * ow))).for_each(|(out, (g, win))| {
+            for (&gv, &at) in g.iter().zip(win) {
+                if at != NO_GRADIENT {
+                    out[at as usize] = gv;
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((b, c, self.h, self.w))))
     }
 }
@@ -222,11 +222,7 @@ pub fn relu_max_pool2x2(x: &Tensor) -> Result<Tensor> {
 /// Any device: select the first maximum of each window with a mask that carries no gradient.
 fn max_pool2x2_generic(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
-    let windows = x
-        .reshape((b, c, h / 2, 2, w / 2, 2))?
-        .permute((0, 1, 2, 4, 3, 5))?
-        .contiguous()?
-        .reshape((b, c, h / 2, w / 2, 4))?;
+    let windows = x.reshape((b, c, h / 2, 2, w / 2, 2))?.permute((0, 1, 2, 4, 3, 5))?.contiguous()?.reshape((b, c, h / 2, w / 2, 4))?;
     let max = windows.max_keepdim(D::Minus1)?;
     let is_max = windows.broadcast_ge(&max)?.to_dtype(x.dtype())?;
     let first = is_max.mul(&is_max.cumsum(D::Minus1)?.eq(1f64)?.to_dtype(x.dtype())?)?.detach();
@@ -383,20 +379,23 @@ impl Geometry {
         let kk = self.k * self.k;
         let len = self.gh * pl.l;
         let mut grid = vec![0f32; n * self.o * self.grid_plane()];
-        grid.par_chunks_mut(self.grid_plane()).enumerate().for_each_init(|| vec![0f32; len], |acc, (i, out)| {
-            let (ni, oi) = (i / self.o, i % self.o);
-            acc.fill(0.0);
-            for ci in 0..self.c {
-                let src = &phases[(ni * self.c + ci) * pl.image_len()..][..pl.image_len()];
-                let w = &weight[(oi * self.c + ci) * kk..][..kk];
-                for (&wv, &(phase, off)) in w.iter().zip(&pl.taps) {
-                    axpy(acc, wv, &src[phase + off..][..len]);
+        grid.par_chunks_mut(self.grid_plane()).enumerate().for_each_init(
+            || vec![0f32; len],
+            |acc, (i, out)| {
+                let (ni, oi) = (i / self.o, i % self.o);
+                acc.fill(0.0);
+                for ci in 0..self.c {
+                    let src = &phases[(ni * self.c + ci) * pl.image_len()..][..pl.image_len()];
+                    let w = &weight[(oi * self.c + ci) * kk..][..kk];
+                    for (&wv, &(phase, off)) in w.iter().zip(&pl.taps) {
+                        axpy(acc, wv, &src[phase + off..][..len]);
+                    }
                 }
-            }
-            for (o_row, a_row) in out.chunks_exact_mut(self.gw).zip(acc.chunks_exact(pl.l)) {
-                o_row.copy_from_slice(&a_row[..self.gw]);
-            }
-        });
+                for (o_row, a_row) in out.chunks_exact_mut(self.gw).zip(acc.chunks_exact(pl.l)) {
+                    o_row.copy_from_slice(&a_row[..self.gw]);
+                }
+            },
+        );
         grid
     }
 
@@ -411,18 +410,21 @@ impl Geometry {
         let kk = self.k * self.k;
         let len = self.gh * pl.l;
         let mut image = vec![0f32; n * self.c * self.image_plane()];
-        image.par_chunks_mut(self.image_plane()).enumerate().for_each_init(|| vec![0f32; pl.image_len()], |acc, (i, out)| {
-            let (ni, ci) = (i / self.c, i % self.c);
-            acc.fill(0.0);
-            for oi in 0..self.o {
-                let g = &grids[(ni * self.o + oi) * len..][..len];
-                let w = &weight[(oi * self.c + ci) * kk..][..kk];
-                for (&wv, &(phase, off)) in w.iter().zip(&pl.taps) {
-                    axpy(&mut acc[phase + off..][..len], wv, g);
+        image.par_chunks_mut(self.image_plane()).enumerate().for_each_init(
+            || vec![0f32; pl.image_len()],
+            |acc, (i, out)| {
+                let (ni, ci) = (i / self.c, i % self.c);
+                acc.fill(0.0);
+                for oi in 0..self.o {
+                    let g = &grids[(ni * self.o + oi) * len..][..len];
+                    let w = &weight[(oi * self.c + ci) * kk..][..kk];
+                    for (&wv, &(phase, off)) in w.iter().zip(&pl.taps) {
+                        axpy(&mut acc[phase + off..][..len], wv, g);
+                    }
                 }
-            }
-            self.from_phases(&pl, acc, out);
-        });
+                self.from_phases(&pl, acc, out);
+            },
+        );
         image
     }
 
@@ -607,7 +609,15 @@ impl candle_core::CustomOp3 for ConvOp {
         }
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
         let x = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
@@ -623,7 +633,14 @@ impl candle_core::CustomOp3 for ConvOp {
         Ok((CpuStorage::F32(out), shape))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = self.geometry;
         let grad = grad.contiguous()?;
         let (gx, gw) = if self.transposed {

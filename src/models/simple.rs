@@ -27,10 +27,7 @@ pub struct SimpleAutoencoder {
 }
 
 fn stack(vb: &VarBuilder, prefix: &str, dims: &[usize]) -> Result<Vec<Linear>> {
-    dims.windows(2)
-        .enumerate()
-        .map(|(i, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("{prefix}.{}", 2 * i))))
-        .collect()
+    dims.windows(2).enumerate().map(|(i, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("{prefix}.{}", 2 * i)))).collect()
 }
 
 /// Linear layers with ReLU between them (not after the last).

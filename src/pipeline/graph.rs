@@ -53,11 +53,7 @@ impl Graph {
         for s in &stages {
             for input in &s.inputs {
                 let Some(&from) = index.get(&input.stage) else {
-                    return Err(GraphError::Dangling {
-                        stage: s.id.clone(),
-                        input: input.key(),
-                        missing: input.stage.clone(),
-                    });
+                    return Err(GraphError::Dangling { stage: s.id.clone(), input: input.key(), missing: input.stage.clone() });
                 };
                 let upstream = &stages[dag[from]];
                 if !upstream.outputs.contains(&input.file) {
@@ -136,9 +132,7 @@ impl Graph {
 
     pub fn render(&self, format: DagFormat) -> String {
         let mut out = String::new();
-        let edges = || {
-            self.ordered().flat_map(|s| s.upstream().into_iter().map(move |u| (u.to_owned(), s.id.clone())))
-        };
+        let edges = || self.ordered().flat_map(|s| s.upstream().into_iter().map(move |u| (u.to_owned(), s.id.clone())));
         match format {
             DagFormat::Text => {
                 for s in self.ordered() {
@@ -213,9 +207,7 @@ mod tests {
 
     #[test]
     fn cycle_names_its_stages() {
-        let err = Graph::new(vec![stage("a", &["c"]), stage("b", &["a"]), stage("c", &["b"]), stage("d", &[])])
-            .err()
-            .unwrap();
+        let err = Graph::new(vec![stage("a", &["c"]), stage("b", &["a"]), stage("c", &["b"]), stage("d", &[])]).err().unwrap();
         assert_eq!(err, GraphError::Cycle(vec!["a".into(), "b".into(), "c".into()]));
         assert!(err.to_string().contains("a -> b -> c"));
     }

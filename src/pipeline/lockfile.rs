@@ -44,8 +44,7 @@ impl LockFile {
 
     pub fn load_file(path: &Path) -> Result<Self, LockError> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| LockError::Invalid { path: path.to_owned(), message: e.to_string() }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LockError::Invalid { path: path.to_owned(), message: e.to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self { version: 1, stages: BTreeMap::new() }),
             Err(e) => Err(LockError::Io { path: path.to_owned(), source: e }),
         }

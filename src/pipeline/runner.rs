@@ -280,7 +280,14 @@ fn ensure_view(store: &Store, stage: &str, fingerprint: &str) -> anyhow::Result<
     Ok(())
 }
 
-fn dry_run(graph: &Graph, artifacts: &Path, selected: &BTreeSet<String>, forced: &BTreeSet<&str>, opts: &RunOptions, started: Instant) -> anyhow::Result<RunSummary> {
+fn dry_run(
+    graph: &Graph,
+    artifacts: &Path,
+    selected: &BTreeSet<String>,
+    forced: &BTreeSet<&str>,
+    opts: &RunOptions,
+    started: Instant,
+) -> anyhow::Result<RunSummary> {
     let lock = LockFile::load(artifacts)?;
     let store = Store::open_read_only(artifacts);
     let mut summary = RunSummary { dry_run: true, ..RunSummary::default() };

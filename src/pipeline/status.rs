@@ -50,7 +50,8 @@ pub struct StatusRow {
 /// Evaluates `spec` against the lock file. `upstream_stale` says whether an upstream stage
 /// is (still) stale, in which case this one is stale too.
 pub fn evaluate(spec: &StageSpec, lock: &LockFile, store: &Store, verify: bool, upstream_stale: impl Fn(&str) -> bool) -> Evaluation {
-    let stale = |reason: String| Evaluation { fingerprint: None, inputs: InputHashes::new(), verdict: Verdict::Stale { reason, cached: None } };
+    let stale =
+        |reason: String| Evaluation { fingerprint: None, inputs: InputHashes::new(), verdict: Verdict::Stale { reason, cached: None } };
     let mut inputs = InputHashes::new();
     for input in &spec.inputs {
         if upstream_stale(&input.stage) {

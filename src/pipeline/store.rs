@@ -111,9 +111,7 @@ impl Store {
     pub fn manifest(&self, fingerprint: &str) -> Result<Option<RunRecord>, StoreError> {
         let path = self.entry_dir(fingerprint).join(MANIFEST);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::BadManifest { path, message: e.to_string() }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::BadManifest { path, message: e.to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Io { path, source: e }),
         }
@@ -157,7 +155,14 @@ impl Store {
     /// Hashes the outputs in `scratch`, writes the manifest and moves the folder into the
     /// store under the record's fingerprint. `record.outputs` is filled in here. When an entry
     /// with that fingerprint exists already, `replace` decides which one stays.
-    pub fn commit(&self, stage: &str, scratch: &Path, declared: &[String], mut record: RunRecord, replace: bool) -> Result<RunRecord, StoreError> {
+    pub fn commit(
+        &self,
+        stage: &str,
+        scratch: &Path,
+        declared: &[String],
+        mut record: RunRecord,
+        replace: bool,
+    ) -> Result<RunRecord, StoreError> {
         for entry in fs::read_dir(scratch).map_err(io(scratch))? {
             let name = entry.map_err(io(scratch))?.file_name().to_string_lossy().into_owned();
             if !declared.contains(&name) {
@@ -172,11 +177,7 @@ impl Store {
             let meta = file.metadata().map_err(io(&path))?;
             record.outputs.insert(
                 name.clone(),
-                FileRecord {
-                    size: meta.len(),
-                    blake3: hash_file(&path).map_err(io(&path))?,
-                    mtime_ns: mtime_ns(&meta).unwrap_or(0),
-                },
+                FileRecord { size: meta.len(), blake3: hash_file(&path).map_err(io(&path))?, mtime_ns: mtime_ns(&meta).unwrap_or(0) },
             );
         }
         let manifest = scratch.join(MANIFEST);
@@ -309,9 +310,7 @@ pub fn dir_size(path: &Path) -> u64 {
     if !meta.is_dir() {
         return meta.len();
     }
-    fs::read_dir(path)
-        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
-        .unwrap_or(0)
+    fs::read_dir(path).map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum()).unwrap_or(0)
 }
 
 #[cfg(unix)]

@@ -4,13 +4,13 @@
 use safetensors::Dtype;
 use serde_json::Value;
 
+use super::read_json;
 use crate::config::LoadedConfig;
 use crate::data::{Dataset, PIXELS};
 use crate::figures::{self, LossCurve};
 use crate::models::Arch;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::report;
-use super::read_json;
 use crate::tensorfile::{f32_values, TensorFile};
 
 pub const ID: &str = "plot";
@@ -78,18 +78,22 @@ impl StageKind for Plot {
         let metrics = read_json(ctx.input(super::score::ID, super::score::METRICS)?)?;
 
         // Loss curves.
-        let histories: Vec<(Arch, Value)> =
-            Arch::ALL.iter().map(|&a| Ok((a, read_json(ctx.input(&super::train::id(a), super::train::HISTORY)?)?))).collect::<anyhow::Result<_>>()?;
+        let histories: Vec<(Arch, Value)> = Arch::ALL
+            .iter()
+            .map(|&a| Ok((a, read_json(ctx.input(&super::train::id(a), super::train::HISTORY)?)?)))
+            .collect::<anyhow::Result<_>>()?;
         let losses: Vec<(Arch, Vec<f32>, usize)> = histories
             .iter()
             .map(|(a, h)| {
-                let steps: Vec<f32> = h["step_loss"].as_array().map(|v| v.iter().filter_map(Value::as_f64).map(|x| x as f32).collect()).unwrap_or_default();
+                let steps: Vec<f32> =
+                    h["step_loss"].as_array().map(|v| v.iter().filter_map(Value::as_f64).map(|x| x as f32).collect()).unwrap_or_default();
                 let n = h["train_images"].as_u64().unwrap_or(1) as usize;
                 let batch = h["settings"]["batch_size"].as_u64().unwrap_or(1).max(1) as usize;
                 (*a, steps, n.div_ceil(batch))
             })
             .collect();
-        let curves: Vec<LossCurve<'_>> = losses.iter().map(|(a, s, per)| LossCurve { name: a.name(), step_loss: s, steps_per_epoch: *per }).collect();
+        let curves: Vec<LossCurve<'_>> =
+            losses.iter().map(|(a, s, per)| LossCurve { name: a.name(), step_loss: s, steps_per_epoch: *per }).collect();
         figures::loss_curves(&ctx.output(LOSS), &curves)?;
 
         // Originals over both models' reconstructions.
@@ -109,13 +113,27 @@ impl StageKind for Plot {
             let labels = super::encode::read_labels(ctx.input(&super::encode::id(arch), super::encode::LATENT)?)?;
             let file = TensorFile::open(ctx.input(&super::pca::id(arch), super::pca::POINTS)?)?;
             let (shape, bytes) = file.get("points", Dtype::F32)?;
-            anyhow::ensure!(shape.len() == 2 && shape[1] >= 2, "PCA points of {} have shape {shape:?}; the scatter needs 2 components", arch.name());
+            anyhow::ensure!(
+                shape.len() == 2 && shape[1] >= 2,
+                "PCA points of {} have shape {shape:?}; the scatter needs 2 components",
+                arch.name()
+            );
             let points: Vec<f32> = f32_values(bytes).chunks_exact(shape[1]).flat_map(|r| [r[0], r[1]]).collect();
-            figures::scatter(&ctx.output(&pca_figure(arch)), &format!("{}: test-set latents, first two principal components", arch.class_name()), &points, &labels, ("PC 1", "PC 2"))?;
+            figures::scatter(
+                &ctx.output(&pca_figure(arch)),
+                &format!("{}: test-set latents, first two principal components", arch.class_name()),
+                &points,
+                &labels,
+                ("PC 1", "PC 2"),
+            )?;
             let counts: Vec<Vec<u64>> = serde_json::from_value(metrics[arch.name()]["contingency"].clone())
                 .map_err(|e| anyhow::anyhow!("score/metrics.json: {}.contingency: {e}", arch.name()))?;
             let seed = &metrics[arch.name()]["best_purity_seed"];
-            figures::heatmap(&ctx.output(&contingency_figure(arch)), &format!("{}: true label x k-means cluster (seed {seed}, best purity)", arch.class_name()), &counts)?;
+            figures::heatmap(
+                &ctx.output(&contingency_figure(arch)),
+                &format!("{}: true label x k-means cluster (seed {seed}, best purity)", arch.class_name()),
+                &counts,
+            )?;
         }
 
         let figs = figure_captions();

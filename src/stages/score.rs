@@ -76,7 +76,13 @@ impl StageKind for Score {
                 let path = ctx.input(&super::kmeans::id(arch, seed), super::kmeans::ASSIGNMENTS)?;
                 let file = TensorFile::open(path)?;
                 let clusters = tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
-                anyhow::ensure!(clusters.len() == labels.len(), "{}: {} assignments for {} labels", path.display(), clusters.len(), labels.len());
+                anyhow::ensure!(
+                    clusters.len() == labels.len(),
+                    "{}: {} assignments for {} labels",
+                    path.display(),
+                    clusters.len(),
+                    labels.len()
+                );
                 let m = metrics::contingency(&labels, &clusters, CLASSES, self.k);
                 let p = metrics::purity(&m);
                 purity.push(p);

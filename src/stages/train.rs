@@ -59,7 +59,14 @@ impl StageKind for Train {
         let train = limit(&data.train, self.limit);
         let device = models::device::select(self.device)?;
         let arch = self.settings.arch;
-        tracing::info!("training {} on {} images ({} epochs, batch {}) on {}", arch.class_name(), train.len(), self.settings.epochs, self.settings.batch_size, models::device::name(&device));
+        tracing::info!(
+            "training {} on {} images ({} epochs, batch {}) on {}",
+            arch.class_name(),
+            train.len(),
+            self.settings.epochs,
+            self.settings.batch_size,
+            models::device::name(&device)
+        );
         let (varmap, model, history) = train::fit(&train, &self.settings, &device)?;
         let test_mse = train::mse(model.as_ref(), &data.test, &device)?;
         tracing::info!("{}: test MSE {test_mse:.6}", ctx.stage_id);
@@ -73,7 +80,9 @@ impl StageKind for Train {
 /// The first `limit` images of a split (all when None).
 fn limit(split: &Split, limit: Option<usize>) -> Split {
     match limit {
-        Some(n) if n < split.len() => Split { images: split.images[..n * crate::data::PIXELS].to_vec(), labels: split.labels[..n].to_vec() },
+        Some(n) if n < split.len() => {
+            Split { images: split.images[..n * crate::data::PIXELS].to_vec(), labels: split.labels[..n].to_vec() }
+        }
         _ => split.clone(),
     }
 }

@@ -296,7 +296,8 @@ fn handle(s: &mut State, req: &Request, url: &str) -> Response {
             }
             // A new repository has one commit with .gitattributes, as on the Hub.
             let mut repo = Repo { private: body["private"].as_bool().unwrap_or(false), ..Repo::default() };
-            let tree: BTreeMap<String, Vec<u8>> = [(".gitattributes".to_owned(), b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n".to_vec())].into();
+            let tree: BTreeMap<String, Vec<u8>> =
+                [(".gitattributes".to_owned(), b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n".to_vec())].into();
             let sha = commit_sha("", &format!("{tree:?}"));
             repo.trees.insert(sha.clone(), tree);
             repo.branches.insert("main".into(), sha);
@@ -401,12 +402,16 @@ fn commit(s: &mut State, repo_id: &str, rev: &str, body: &[u8], url: &str) -> Re
         match k {
             "header" => summary = val["summary"].as_str().unwrap_or("").to_owned(),
             "file" => {
-                let Some(content) = base64_decode(val["content"].as_str().unwrap_or("")) else { return error(400, "BadRequest", "bad base64") };
+                let Some(content) = base64_decode(val["content"].as_str().unwrap_or("")) else {
+                    return error(400, "BadRequest", "bad base64");
+                };
                 tree.insert(p.clone(), content);
             }
             "lfsFile" => {
                 let oid = val["oid"].as_str().unwrap_or("");
-                let Some(content) = s.lfs.get(oid) else { return error(422, "LfsMissing", &format!("LFS object {oid} of {p} was never uploaded")) };
+                let Some(content) = s.lfs.get(oid) else {
+                    return error(422, "LfsMissing", &format!("LFS object {oid} of {p} was never uploaded"));
+                };
                 tree.insert(p.clone(), content.clone());
             }
             "deletedFile" => {
@@ -423,7 +428,10 @@ fn commit(s: &mut State, repo_id: &str, rev: &str, body: &[u8], url: &str) -> Re
     repo.trees.insert(sha.clone(), tree);
     repo.branches.insert(rev.to_owned(), sha.clone());
     s.commits.push(Commit { repo: repo_id.to_owned(), branch: rev.to_owned(), sha: sha.clone(), summary, operations });
-    json_response(200, json!({"success": true, "commitOid": sha, "commitUrl": format!("{url}/{repo_id}/commit/{sha}"), "commitMessage": ""}))
+    json_response(
+        200,
+        json!({"success": true, "commitOid": sha, "commitUrl": format!("{url}/{repo_id}/commit/{sha}"), "commitMessage": ""}),
+    )
 }
 
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
