@@ -17,14 +17,17 @@ pub type Params = BTreeMap<String, Value>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config {path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid override --set {assignment}: {message}")]
     Override { assignment: String, message: String },
     #[error("invalid config {path}: key {key}: {message}")]
     Invalid { path: PathBuf, key: String, message: String },
+    /// A value that a `--set` override put there failed validation.
+    #[error("invalid --set {key}: {message}")]
+    InvalidOverride { key: String, message: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,12 +128,14 @@ pub struct LoadedConfig {
     pub path: PathBuf,
     /// The configuration as a JSON tree (after overrides), the source of stage params.
     tree: Value,
+    /// The dotted keys that `--set` overrides assigned.
+    overridden: Vec<String>,
 }
 
 impl LoadedConfig {
     /// Reads `path`, applies `overrides` (`dotted.key=yaml-value`) in order and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.to_owned(), err })?;
         Self::from_yaml(&text, path, overrides)
     }
 
@@ -139,6 +144,7 @@ impl LoadedConfig {
         let mut config: Config =
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
         let mut tree = serde_json::to_value(&config).expect("config serialises");
+        let mut overridden = Vec::new();
         for assignment in overrides {
             let fail = |message: String| ConfigError::Override { assignment: assignment.clone(), message };
             let (key, raw) = assignment.split_once('=').ok_or_else(|| fail("expected dotted.key=value".into()))?;
@@ -150,11 +156,12 @@ impl LoadedConfig {
             };
             let slot = lookup_mut(&mut tree, key).ok_or_else(|| fail(format!("unknown key {key}")))?;
             *slot = value;
+            overridden.push(key.to_owned());
             config = serde_json::from_value(tree.clone()).map_err(|e| fail(format!("{key}: {e}")))?;
             // Re-serialise so that the tree holds canonical values (e.g. 1e-3 == 0.001).
             tree = serde_json::to_value(&config).expect("config serialises");
         }
-        let loaded = Self { config, path: path.to_owned(), tree };
+        let loaded = Self { config, path: path.to_owned(), tree, overridden };
         loaded.validate()?;
         Ok(loaded)
     }
@@ -194,8 +201,14 @@ impl LoadedConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.config;
-        let bad =
-            |key: &str, message: &str| Err(ConfigError::Invalid { path: self.path.clone(), key: key.into(), message: message.into() });
+        // A bad value is blamed on the `--set` that put it there, else on the file.
+        let bad = |key: &str, message: &str| {
+            let set_by = self.overridden.iter().rev().find(|k| key == k.as_str() || key.starts_with(&format!("{k}.")));
+            Err(match set_by {
+                Some(k) => ConfigError::InvalidOverride { key: k.clone(), message: format!("{key} {message}") },
+                None => ConfigError::Invalid { path: self.path.clone(), key: key.into(), message: message.into() },
+            })
+        };
         for (name, m) in [("simple", &c.models.simple), ("conv", &c.models.conv)] {
             if m.epochs == 0 {
                 return bad(&format!("models.{name}.epochs"), "must be at least 1");
@@ -321,6 +334,18 @@ mod tests {
     fn validation_names_key() {
         let e = load(SAMPLE, &["kmeans.seeds=[1,1]"]).unwrap_err().to_string();
         assert!(e.contains("kmeans.seeds") && e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_from_set_is_blamed_on_the_set_not_the_file() {
+        let e = load(SAMPLE, &["kmeans.seeds=[1,1]"]).unwrap_err().to_string();
+        assert!(e.starts_with("invalid --set kmeans.seeds:") && !e.contains("pipeline.yaml"), "{e}");
+        // A whole section set at once is named as it was set.
+        let e = load(SAMPLE, &["models.simple={epochs: 0, batch_size: 32, lr: 0.001, weight_decay: 0.0}"]).unwrap_err().to_string();
+        assert!(e.starts_with("invalid --set models.simple:") && e.contains("models.simple.epochs"), "{e}");
+        // The same bad value in the file is blamed on the file.
+        let e = load(&SAMPLE.replace("k: 10,", "k: 1,"), &[]).unwrap_err().to_string();
+        assert!(e.contains("pipeline.yaml") && e.contains("kmeans.k"), "{e}");
     }
 
     #[test]

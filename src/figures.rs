@@ -42,15 +42,19 @@ fn render(path: &Path, width: u32, height: u32, draw: impl FnOnce(&Area<'_>) -> 
     {
         let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        draw(&root)?;
+        draw(&root).map_err(|e| e.context(format!("drawing {}", path.display())))?;
         root.present().map_err(plot_err)?;
     }
-    let file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.write_header()?.write_image_data(&buf)?;
-    Ok(())
+    // Encoded in memory, then written in one call: a full disk is an error that names the
+    // file (a buffered writer would lose it in a drop).
+    let mut png_bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png_bytes, width, height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header()?.write_image_data(&buf)?;
+    }
+    std::fs::write(path, png_bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 /// The series legend, in one style for every figure.

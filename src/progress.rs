@@ -15,6 +15,14 @@ pub fn bar(len: u64, template: &str) -> ProgressBar {
     BARS.add(ProgressBar::new(len).with_style(style))
 }
 
+/// A spinner with elapsed time for work of unknown length (it ticks by itself).
+pub fn spinner(message: String) -> ProgressBar {
+    let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid progress template");
+    let bar = BARS.add(ProgressBar::new_spinner().with_style(style).with_message(message));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// Writes to stderr with the bars cleared for the duration; the `tracing` writer.
 pub struct LogWriter;
 

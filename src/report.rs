@@ -52,18 +52,48 @@ pub fn metrics_table(metrics: &Value) -> String {
     out
 }
 
+/// The facts of one run that the report states: every number comes from the run.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    /// Training images each model saw, in `Arch::ALL` order.
+    pub train_images: Vec<usize>,
+    pub test_images: usize,
+    pub k: usize,
+    pub seeds: Vec<u64>,
+}
+
+/// `60000` -> `60,000`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `report.md`: the question, the metrics beside the seed's, and the figures.
-pub fn markdown(metrics: &Value, seeds: &[u64], figures: &[(&str, &str)]) -> String {
+pub fn markdown(metrics: &Value, facts: &RunFacts, figures: &[(&str, &str)]) -> String {
     let mut out = String::new();
     out.push_str("# latentscope report\n\n");
     out.push_str("Does an autoencoder's latent space, learned without labels, group MNIST digits by class? ");
-    out.push_str("Two autoencoders (SimpleAutoencoder, 9-d latent; ConvAE, 10-d latent) were trained on the 60,000 ");
-    out.push_str("training images; their encodings of the 10,000 test images were clustered with k-means (k = 10, k-means++) ");
+    let dims: Vec<String> = Arch::ALL.iter().map(|a| format!("{}, {}-d latent", a.class_name(), a.latent_dim())).collect();
+    let trained = match facts.train_images.as_slice() {
+        [n, rest @ ..] if rest.iter().all(|m| m == n) => format!("{} training images", thousands(*n as u64)),
+        counts => format!("{} training images respectively", counts.iter().map(|&n| thousands(n as u64)).collect::<Vec<_>>().join(" and ")),
+    };
     let _ = write!(
         out,
-        "for each of {} seeds ({}) and scored against the true labels.\n\n",
-        seeds.len(),
-        seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        "Two autoencoders ({}) were trained on {trained}; their encodings of the {} test images were clustered \
+         with k-means (k = {}, k-means++) for each of {} seeds ({}) and scored against the true labels.\n\n",
+        dims.join("; "),
+        thousands(facts.test_images as u64),
+        facts.k,
+        facts.seeds.len(),
+        facts.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
     );
     out.push_str("## Metrics\n\n");
     out.push_str(&metrics_table(metrics));
@@ -81,7 +111,7 @@ pub fn markdown(metrics: &Value, seeds: &[u64], figures: &[(&str, &str)]) -> Str
 pub fn metrics_of_lock(artifacts: &std::path::Path, lock: &crate::pipeline::LockFile, what: &str) -> anyhow::Result<Value> {
     let id = crate::stages::score::ID;
     let record = lock.stages.get(id).ok_or_else(|| anyhow::anyhow!("{what} has no {id} stage: run the pipeline first"))?;
-    let path = crate::pipeline::Store::open_read_only(artifacts).entry_dir(&record.fingerprint).join(crate::stages::score::METRICS);
+    let path = crate::pipeline::Store::open_read_only(artifacts)?.entry_dir(&record.fingerprint).join(crate::stages::score::METRICS);
     let bytes = std::fs::read(&path).map_err(|e| {
         anyhow::anyhow!("{what}: the {id} outputs it names are not in the store ({}: {e}); was it removed by gc?", path.display())
     })?;

@@ -43,14 +43,17 @@ pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
 }
 
-/// Writes the arrays to `path` (deterministic bytes: names sorted, no metadata).
+/// Writes the arrays to `path` (deterministic bytes: names sorted, no metadata). The file is
+/// created like any other (mode 0666 less the umask; safetensors' own `serialize_to_file`
+/// makes it 0600, unreadable to the other users of a shared machine).
 pub fn write(path: &Path, arrays: &[Array<'_>]) -> anyhow::Result<()> {
     let views = arrays
         .iter()
         .map(|a| Ok((a.name.to_owned(), TensorView::new(a.dtype, a.shape.clone(), a.bytes)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    safetensors::serialize_to_file(views, None, path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    let bytes = safetensors::serialize(views, None).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 /// A safetensors file read into memory.

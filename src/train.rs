@@ -45,6 +45,34 @@ pub struct History {
     pub step_loss: Vec<f32>,
 }
 
+/// Training produced values that are not finite: the loss, or the parameters themselves (a
+/// ReLU network can keep a finite loss while weights are NaN, since ReLU maps NaN to 0 in
+/// some kernels). Checked after every epoch, so nothing diverged is ever saved.
+#[derive(Debug, thiserror::Error)]
+#[error("diverged at epoch {epoch}: {what}")]
+pub struct Diverged {
+    pub epoch: usize,
+    pub what: String,
+}
+
+/// Counts the parameter values that are NaN or infinite; names the tensors holding them.
+pub fn nonfinite_parameters(varmap: &candle_nn::VarMap) -> anyhow::Result<(usize, usize, Vec<String>)> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let (mut bad, mut total, mut tensors) = (0, 0, Vec::new());
+    for name in names {
+        let values = data[name].as_tensor().flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        let n = values.iter().filter(|v| !v.is_finite()).count();
+        total += values.len();
+        if n > 0 {
+            bad += n;
+            tensors.push(name.clone());
+        }
+    }
+    Ok((bad, total, tensors))
+}
+
 /// Pixels of the given images as f32 in [0, 1] (`uint8 / 255`, as ToTensor does).
 pub fn batch_tensor(split: &Split, indices: impl IntoIterator<Item = usize>, device: &Device) -> candle_core::Result<Tensor> {
     let mut buf = Vec::new();
@@ -91,7 +119,9 @@ pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<
             let grads = loss.backward()?;
             opt.step(&grads)?;
             let l = loss.to_scalar::<f32>()?;
-            anyhow::ensure!(l.is_finite(), "{} training diverged at epoch {epoch}, step {}: loss {l}", s.arch.name(), step + 1);
+            if !l.is_finite() {
+                return Err(Diverged { epoch, what: format!("the loss is {l} at step {}", step + 1) }.into());
+            }
             history.step_loss.push(l);
             sum += l as f64;
             let done = ((step + 1) * s.batch_size).min(n);
@@ -113,6 +143,15 @@ pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<
             }
         }
         bar.finish_and_clear();
+        let (bad, total, tensors) = nonfinite_parameters(&varmap)?;
+        if bad > 0 {
+            let listed = match tensors.len() {
+                n if n > 4 => format!("{} and {} more tensors", tensors[..4].join(", "), n - 4),
+                _ => tensors.join(", "),
+            };
+            let what = format!("{bad} of {total} parameter values are NaN or infinite (in {listed})");
+            return Err(Diverged { epoch, what }.into());
+        }
         let wall = epoch_start.elapsed().as_secs_f64();
         let stats = EpochStats { epoch, mean_loss: sum / steps_per_epoch as f64, wall_time_s: wall, samples_per_s: n as f64 / wall };
         tracing::info!(

@@ -189,6 +189,10 @@ fn corrupt_and_missing_artefacts_are_recomputed() {
     assert!(verified.iter().any(|r| r.stage == "d" && r.reason == "corrupt: d/out"), "{verified:?}");
     let s = h.run_with(&g, RunOptions { verify: true, ..RunOptions::default() });
     assert_eq!(s.ran, ids(&["d"]));
+    // ... and repairs it: the recomputed output replaces the corrupt entry.
+    assert_ne!(std::fs::read_to_string(&path).unwrap(), "ZZ", "the corrupt entry was kept");
+    let verified = pipeline::status(&g, h.dir.path(), true).unwrap();
+    assert!(verified.iter().all(|r| r.fresh), "{verified:?}");
 
     // A removed store entry is "missing".
     let lock = pipeline::LockFile::load(h.dir.path()).unwrap();

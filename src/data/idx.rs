@@ -32,6 +32,18 @@ pub fn present(dir: &Path) -> bool {
     FILES.iter().all(|(name, _)| find(dir, name).is_some())
 }
 
+/// The four files that [`read_dir`] would read from `dir` (`.gz` preferred), in [`FILES`]
+/// order; `Err` lists the names of those missing (neither `.gz` nor plain).
+pub fn files(dir: &Path) -> Result<Vec<PathBuf>, Vec<&'static str>> {
+    let found: Vec<Option<PathBuf>> = FILES.iter().map(|(name, _)| find(dir, name)).collect();
+    let missing: Vec<&'static str> = FILES.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|((name, _), _)| *name).collect();
+    if missing.is_empty() {
+        Ok(found.into_iter().flatten().collect())
+    } else {
+        Err(missing)
+    }
+}
+
 fn find(dir: &Path, name: &str) -> Option<PathBuf> {
     [dir.join(format!("{name}.gz")), dir.join(name)].into_iter().find(|p| p.is_file())
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use crate::models::Arch;
-use crate::report;
+use crate::report::{self, thousands};
 
 /// Everything the card says that is not in the metrics.
 pub struct CardInput<'a> {
@@ -37,19 +37,6 @@ fn number(v: f64) -> String {
     } else {
         v.to_string()
     }
-}
-
-/// `60000` -> `60,000`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn metric(kind: &str, name: String, value: Option<f64>) -> Option<Value> {
@@ -174,8 +161,8 @@ mod tests {
         assert_eq!(super::number(1e-8), "1e-8");
         assert_eq!(super::number(0.001), "0.001");
         assert_eq!(super::number(0.0), "0");
-        assert_eq!(super::thousands(60000), "60,000");
-        assert_eq!(super::thousands(999), "999");
-        assert_eq!(super::thousands(1234567), "1,234,567");
+        assert_eq!(crate::report::thousands(60000), "60,000");
+        assert_eq!(crate::report::thousands(999), "999");
+        assert_eq!(crate::report::thousands(1234567), "1,234,567");
     }
 }

@@ -1,7 +1,6 @@
 //! `pipeline publish`: one commit to a model repository with every artefact of a complete,
 //! fresh run, the model card, the effective config and the lock file.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hf_hub::repository::CommitOperation;
@@ -149,7 +148,7 @@ fn planned_store(
 /// The lock file as published: only this graph's stages, modification times zeroed (they
 /// are local facts; `pull` records its own).
 fn published_lock(lock: &LockFile, graph: &Graph) -> LockFile {
-    let mut out = LockFile { version: lock.version, stages: BTreeMap::new() };
+    let mut out = LockFile { version: lock.version, ..LockFile::empty() };
     for spec in graph.ordered() {
         if let Some(rec) = lock.stages.get(&spec.id) {
             let mut rec = rec.clone();
@@ -184,7 +183,7 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
         return Err(HubError::Stale { stages: stale }.into());
     }
     let lock = LockFile::load(&opts.artifacts)?;
-    let store = Store::open_read_only(&opts.artifacts);
+    let store = Store::open_read_only(&opts.artifacts)?;
     let mut files = Vec::new();
     for spec in graph.ordered() {
         let Some(folder) = layout::stage_folder(&spec.id) else { continue };

@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use super::client::{Access, Hub};
 use super::layout::{self, Manifest};
 use super::{auth, HubError};
-use crate::pipeline::store::Health;
 use crate::pipeline::{Graph, LockFile, RunLock, Store};
 
 pub struct PullOptions {
@@ -180,7 +179,7 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
         let same = local.as_ref().is_some_and(|l| {
             l.outputs.len() == rec.outputs.len()
                 && l.outputs.iter().all(|(f, r)| rec.outputs.get(f).is_some_and(|p| p.blake3 == r.blake3))
-                && store.check(l, true) == Health::Ok
+                && store.check(l, true).is_intact()
         });
         if same {
             store.set_view(id, &rec.fingerprint)?;
@@ -262,7 +261,7 @@ mod tests {
             tool_version: "t".into(),
             finished_at: 0,
         };
-        LockFile { version: 1, stages: [(id.to_owned(), rec)].into() }
+        LockFile { stages: [(id.to_owned(), rec)].into(), ..LockFile::empty() }
     }
 
     #[test]

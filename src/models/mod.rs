@@ -101,11 +101,18 @@ pub fn load(arch: Arch, path: &Path, device: &Device) -> anyhow::Result<Box<dyn 
     Ok(arch.build(&vb)?)
 }
 
-/// Writes the weights under their PyTorch names (deterministic bytes).
+/// Writes the weights under their PyTorch names (deterministic bytes, f32), through
+/// [`crate::tensorfile::write`] so that the file gets the same permissions as any other.
 pub fn save(varmap: &VarMap, path: &Path) -> anyhow::Result<()> {
     let data = varmap.data().lock().expect("varmap lock");
-    let mut tensors: Vec<(String, Tensor)> = data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(data.len());
+    for (name, var) in data.iter() {
+        let t = var.as_tensor();
+        let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        tensors.push((name.clone(), t.dims().to_vec(), crate::tensorfile::le_bytes(&values)));
+    }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    candle_core::safetensors::save(&tensors.into_iter().collect(), path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    let arrays: Vec<crate::tensorfile::Array<'_>> =
+        tensors.iter().map(|(n, shape, bytes)| crate::tensorfile::Array::raw(n, safetensors::Dtype::F32, shape.clone(), bytes)).collect();
+    crate::tensorfile::write(path, &arrays)
 }

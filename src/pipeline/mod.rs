@@ -1,6 +1,7 @@
 //! The pipeline engine: stage specs, the DAG, fingerprints, the artefact store, the lock file
 //! and the runner. Nothing here knows what a stage computes (no candle, no MNIST).
 
+pub mod filestate;
 pub mod fingerprint;
 pub mod graph;
 pub mod lockfile;
@@ -14,7 +15,7 @@ use std::path::Path;
 pub use graph::{DagFormat, Graph, GraphError};
 pub use lockfile::{LockFile, RunLock};
 pub use runner::{run, status, RunOptions, RunSummary};
-pub use spec::{Cost, InputRef, StageContext, StageKind, StageReport, StageSpec};
+pub use spec::{Cost, FileInput, InputRef, StageContext, StageKind, StageReport, StageSpec};
 pub use status::StatusRow;
 pub use store::{RunRecord, Store};
 
@@ -33,7 +34,8 @@ pub fn gc(artifacts: &Path, wait: bool) -> anyhow::Result<GcReport> {
     let store = Store::open(artifacts)?;
     let lock = LockFile::load(artifacts)?;
     let keep: std::collections::BTreeSet<&str> = lock.stages.values().map(|r| r.fingerprint.as_str()).collect();
-    let mut report = GcReport { bytes_freed: store.clean_scratch()?, ..GcReport::default() };
+    let leftovers = LockFile::clean_leftovers(artifacts)? + store::remove_atomic_leftovers(&artifacts.join(filestate::FILE))?;
+    let mut report = GcReport { bytes_freed: store.clean_scratch()? + leftovers, ..GcReport::default() };
     for fp in store.entries()? {
         if !keep.contains(fp.as_str()) {
             report.bytes_freed += store.remove(&fp)?;

@@ -13,11 +13,12 @@ use anyhow::Context as _;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+use super::filestate::FileState;
 use super::graph::Graph;
 use super::lockfile::{LockFile, RunLock};
 use super::spec::{Cost, StageContext, StageSpec};
 use super::status::{evaluate, Evaluation, StatusRow, Verdict};
-use super::store::{RunRecord, Store};
+use super::store::{has_atomic_leftovers, RunRecord, Store};
 
 /// Names a stage; when set, the runner stops (sleeps) after that stage has written its
 /// outputs and before they are committed. Used by tests that kill a run mid-stage.
@@ -70,11 +71,12 @@ impl std::fmt::Display for RunSummary {
 /// The status of every stage, in dependency order.
 pub fn status(graph: &Graph, artifacts: &Path, verify: bool) -> anyhow::Result<Vec<StatusRow>> {
     let lock = LockFile::load(artifacts)?;
-    let store = Store::open_read_only(artifacts);
+    let store = Store::open_read_only(artifacts)?;
+    let files = FileState::load(artifacts);
     let mut stale = BTreeSet::new();
     let mut rows = Vec::new();
     for spec in graph.ordered() {
-        let ev = evaluate(spec, &lock, &store, verify, |u| stale.contains(u));
+        let ev = evaluate(spec, &lock, &store, &files, verify, |u| stale.contains(u));
         if !ev.is_fresh() {
             stale.insert(spec.id.clone());
         }
@@ -96,9 +98,28 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
     } else {
         graph.with_ancestors(&opts.targets)?
     };
+    let unselected: Vec<&str> = opts.force.iter().filter(|f| !selected.contains(*f)).map(String::as_str).collect();
+    if !unselected.is_empty() {
+        anyhow::bail!(
+            "--force {} names stages that this run does not select (it brings {} and their ancestors up to date); \
+             add them as targets, or run without targets",
+            unselected.join(" "),
+            opts.targets.join(", ")
+        );
+    }
     let forced: BTreeSet<&str> = opts.force.iter().map(String::as_str).collect();
+    let files = FileState::load(artifacts);
+    let preview = dry_run(graph, artifacts, &selected, &forced, opts, &files, started)?;
     if opts.dry_run {
-        return dry_run(graph, artifacts, &selected, &forced, opts, started);
+        return Ok(preview.summary);
+    }
+    if preview.nothing_to_write && !leftovers(artifacts) && !files.is_dirty() {
+        // Everything is fresh: a no-op run writes nothing, so it needs no write lock (and
+        // works on a read-only artefacts folder).
+        let mut summary = preview.summary;
+        summary.dry_run = false;
+        summary.wall_time_s = started.elapsed().as_secs_f64();
+        return Ok(summary);
     }
 
     let _guard = RunLock::acquire(artifacts, opts.wait, |holder| {
@@ -106,14 +127,22 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
     })?;
     let store = Store::open(artifacts)?;
     store.clean_scratch()?;
+    LockFile::clean_leftovers(artifacts)?;
     let mut lock = LockFile::load(artifacts)?;
-    lock.version = 1;
+    lock.version = super::lockfile::LOCK_VERSION;
     if opts.targets.is_empty() {
-        // Forget stages the config no longer has (their entries stay in the store until gc).
-        let gone: Vec<String> = lock.stages.keys().filter(|id| graph.get(id).is_none()).cloned().collect();
-        for id in gone {
-            lock.stages.remove(&id);
-            store.clear_view(&id);
+        // Forget stages the config no longer has (their entries stay in the store until gc),
+        // and say so in the lock file at once: the lock and the views must agree even if a
+        // stage fails below.
+        let gone: Vec<String> = lock.stages.keys().chain(lock.unreadable.keys()).filter(|id| graph.get(id).is_none()).cloned().collect();
+        for id in &gone {
+            lock.stages.remove(id);
+            lock.unreadable.remove(id);
+            store.clear_view(id);
+        }
+        if !gone.is_empty() {
+            tracing::info!("forgetting stages the config no longer has: {}", gone.join(", "));
+            lock.save(artifacts)?;
         }
     }
 
@@ -135,11 +164,16 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
                     if launched.contains(&spec.id) || !spec.upstream().iter().all(|u| done.contains(*u) || !selected.contains(*u)) {
                         continue;
                     }
-                    let ev = evaluate(spec, &lock, &store, opts.verify, |_| false);
+                    let ev = evaluate(spec, &lock, &store, &files, opts.verify, |_| false);
                     let forced_here = forced.contains(spec.id.as_str());
                     match (&ev.verdict, forced_here) {
                         (Verdict::Fresh, false) => {
                             ensure_view(&store, &spec.id, ev.fingerprint.as_deref().unwrap_or_default())?;
+                            if let Some(rec) = &ev.refresh {
+                                tracing::info!(stage = %spec.id, "content verified by hash; recording the files' new mtimes");
+                                lock.stages.insert(spec.id.clone(), rec.clone());
+                                lock.save(artifacts)?;
+                            }
                             tracing::debug!(stage = %spec.id, "fresh");
                             launched.insert(spec.id.clone());
                             done.insert(spec.id.clone());
@@ -149,9 +183,10 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
                         }
                         (Verdict::Stale { cached: Some(rec), reason }, false) => {
                             tracing::info!(stage = %spec.id, "restored from run-cache ({reason})");
-                            store.set_view(&spec.id, &rec.fingerprint)?;
+                            lock.unreadable.remove(&spec.id);
                             lock.stages.insert(spec.id.clone(), rec.clone());
                             lock.save(artifacts)?;
+                            store.set_view(&spec.id, &rec.fingerprint)?;
                             launched.insert(spec.id.clone());
                             done.insert(spec.id.clone());
                             summary.cached.push(spec.id.clone());
@@ -192,9 +227,11 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
             match result {
                 Done::Ran(rec) => {
                     tracing::info!(stage = %id, "ran in {:.2} s", rec.wall_time_s);
-                    store.set_view(&id, &rec.fingerprint)?;
+                    let fingerprint = rec.fingerprint.clone();
+                    lock.unreadable.remove(&id);
                     lock.stages.insert(id.clone(), rec);
                     lock.save(artifacts)?;
+                    store.set_view(&id, &fingerprint)?;
                     done.insert(id.clone());
                     summary.ran.push(id);
                 }
@@ -211,6 +248,7 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
         Ok(())
     })?;
     progress.finish_and_clear();
+    files.save()?;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -222,7 +260,8 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
 fn execute(spec: &StageSpec, ev: Evaluation, inputs: BTreeMap<String, PathBuf>, store: &Store, forced: bool) -> Done {
     let started = Instant::now();
     let attempt = || -> anyhow::Result<RunRecord> {
-        let fingerprint = ev.fingerprint.clone().context("fingerprint of a ready stage")?;
+        // Only an input that cannot be read leaves a ready stage without a fingerprint.
+        let fingerprint = ev.fingerprint.clone().with_context(|| ev.reason())?;
         let scratch = store.scratch(&spec.id)?;
         let ctx = StageContext::new(&spec.id, &spec.params, inputs, &scratch);
         let result = spec.kind.run(&ctx);
@@ -280,21 +319,34 @@ fn ensure_view(store: &Store, stage: &str, fingerprint: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// What a run would do, found without writing anything.
+struct Preview {
+    summary: RunSummary,
+    /// Nothing would run, be restored, or have its record or view changed, and the lock
+    /// names no stage that the config no longer has.
+    nothing_to_write: bool,
+}
+
 fn dry_run(
     graph: &Graph,
     artifacts: &Path,
     selected: &BTreeSet<String>,
     forced: &BTreeSet<&str>,
     opts: &RunOptions,
+    files: &FileState,
     started: Instant,
-) -> anyhow::Result<RunSummary> {
+) -> anyhow::Result<Preview> {
     let lock = LockFile::load(artifacts)?;
-    let store = Store::open_read_only(artifacts);
+    let store = Store::open_read_only(artifacts)?;
     let mut summary = RunSummary { dry_run: true, ..RunSummary::default() };
+    // A run with no targets forgets the stages that the config no longer has.
+    let mut nothing_to_write =
+        !(opts.targets.is_empty() && lock.stages.keys().chain(lock.unreadable.keys()).any(|id| graph.get(id).is_none()));
     let mut will_run = BTreeSet::new();
     for spec in graph.ordered().filter(|s| selected.contains(&s.id)) {
-        let ev = evaluate(spec, &lock, &store, opts.verify, |u| will_run.contains(u));
+        let ev = evaluate(spec, &lock, &store, files, opts.verify, |u| will_run.contains(u));
         let runs = forced.contains(spec.id.as_str()) || matches!(ev.verdict, Verdict::Stale { cached: None, .. });
+        nothing_to_write &= ev.is_fresh() && ev.refresh.is_none() && !runs;
         if runs {
             will_run.insert(spec.id.clone());
             summary.ran.push(spec.id.clone());
@@ -303,7 +355,13 @@ fn dry_run(
         }
     }
     summary.wall_time_s = started.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(Preview { summary, nothing_to_write })
+}
+
+/// Whether a killed run left anything that a run cleans up.
+fn leftovers(artifacts: &Path) -> bool {
+    let scratch = std::fs::read_dir(artifacts.join(".tmp")).is_ok_and(|mut rd| rd.next().is_some());
+    scratch || has_atomic_leftovers(&LockFile::path(artifacts)) || has_atomic_leftovers(&artifacts.join(super::filestate::FILE))
 }
 
 fn progress_bar(len: u64) -> ProgressBar {

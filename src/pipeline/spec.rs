@@ -33,6 +33,23 @@ impl fmt::Display for InputRef {
     }
 }
 
+/// A file outside the store that a stage reads (a local dataset). Its content hash is part
+/// of the stage's fingerprint, like an upstream output's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInput {
+    /// How messages and the lock file name it (the path as the config gives it).
+    pub name: String,
+    /// Where it is read from.
+    pub path: PathBuf,
+}
+
+impl FileInput {
+    /// The key of its hash among the stage's input hashes.
+    pub fn key(&self) -> String {
+        format!("file:{}", self.name)
+    }
+}
+
 /// How much of the machine a stage uses while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cost {
@@ -98,6 +115,8 @@ pub struct StageSpec {
     pub kind: Arc<dyn StageKind>,
     pub params: Params,
     pub inputs: Vec<InputRef>,
+    /// Files outside the store that it reads.
+    pub files: Vec<FileInput>,
     pub outputs: Vec<String>,
 }
 
@@ -108,6 +127,7 @@ impl fmt::Debug for StageSpec {
             .field("kind", &self.kind.kind())
             .field("params", &self.params)
             .field("inputs", &self.inputs)
+            .field("files", &self.files)
             .field("outputs", &self.outputs)
             .finish()
     }
@@ -115,7 +135,7 @@ impl fmt::Debug for StageSpec {
 
 impl StageSpec {
     pub fn new(id: impl Into<String>, kind: Arc<dyn StageKind>) -> Self {
-        Self { id: id.into(), kind, params: Params::new(), inputs: Vec::new(), outputs: Vec::new() }
+        Self { id: id.into(), kind, params: Params::new(), inputs: Vec::new(), files: Vec::new(), outputs: Vec::new() }
     }
 
     pub fn params(mut self, params: Params) -> Self {
@@ -130,6 +150,12 @@ impl StageSpec {
 
     pub fn input(mut self, stage: &str, file: &str) -> Self {
         self.inputs.push(InputRef::new(stage, file));
+        self
+    }
+
+    /// Declares a file outside the store that the stage reads: `name` as messages show it.
+    pub fn file(mut self, name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        self.files.push(FileInput { name: name.into(), path: path.into() });
         self
     }
 

@@ -26,8 +26,10 @@ pub const MANIFEST: &str = ".manifest.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The io error is part of the message and deliberately not a `source`, so that a
+    /// `{:#}` chain does not print it twice.
+    #[error("{path}: {}", describe_io(.err))]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("stage {stage} did not write its declared output {file}")]
     MissingOutput { stage: String, file: String },
     #[error("stage {stage} wrote {file}, which it does not declare as an output")]
@@ -36,10 +38,30 @@ pub enum StoreError {
     BadManifest { path: PathBuf, message: String },
     #[error("{path} exists and is not a link into the store; move it away so the view can be written")]
     ViewBlocked { path: PathBuf },
+    #[error(
+        "{path} is a symbolic link{}; the store keeps .store and .tmp inside the artefacts folder and deletes \
+         files under them, so it refuses to follow the link: remove it (or point --artifacts at the real folder)",
+        target.as_ref().map(|t| format!(" to {}", t.display())).unwrap_or_default()
+    )]
+    Symlink { path: PathBuf, target: Option<PathBuf> },
+    #[error("{path} is not a folder; the store needs it to be one")]
+    NotAFolder { path: PathBuf },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_owned(), source }
+    move |err| StoreError::Io { path: path.to_owned(), err }
+}
+
+/// An io error's text, with a hint where the cause is a known trap.
+pub fn describe_io(err: &std::io::Error) -> String {
+    if err.kind() == std::io::ErrorKind::CrossesDevices {
+        format!(
+            "{err}; the artefacts folder (with its .tmp and .store) must be on one filesystem, \
+             since results enter the store by rename"
+        )
+    } else {
+        err.to_string()
+    }
 }
 
 /// One output file as recorded in a manifest and in the lock file.
@@ -72,10 +94,32 @@ pub struct RunRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     Ok,
+    /// The content is intact (checked by hash) but these files have new mtimes (a copy
+    /// without `-p`, a `touch`): name -> the mtime to record so the next quick check passes.
+    Touched(BTreeMap<String, u128>),
     /// The entry folder or manifest is gone.
     Missing,
-    /// This output file is missing or differs from the manifest.
+    /// This output file is missing or its content differs from the manifest.
     Corrupt(String),
+}
+
+impl Health {
+    /// Intact content, whatever the mtimes.
+    pub fn is_intact(&self) -> bool {
+        matches!(self, Health::Ok | Health::Touched(_))
+    }
+}
+
+/// Where a stage's view (`artifacts/<stage>`) points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    /// At the entry it should point at.
+    Ok,
+    Missing,
+    /// At something else (this link target).
+    Elsewhere(PathBuf),
+    /// A real file or folder stands where the link should be.
+    Blocked,
 }
 
 pub struct Store {
@@ -84,15 +128,29 @@ pub struct Store {
 
 impl Store {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let store = Self::open_read_only(root)?;
         for dir in [root.join(".store"), root.join(".tmp")] {
             fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
-        Ok(Self { root: root.to_owned() })
+        Ok(store)
     }
 
-    /// Opens without creating anything (for read-only commands on a fresh checkout).
-    pub fn open_read_only(root: &Path) -> Self {
-        Self { root: root.to_owned() }
+    /// Opens without creating anything (for read-only commands on a fresh checkout). Both
+    /// ways of opening refuse a `.store` or `.tmp` that is a symbolic link: the store deletes
+    /// under them and must never reach outside the artefacts folder.
+    pub fn open_read_only(root: &Path) -> Result<Self, StoreError> {
+        for dir in [root.join(".store"), root.join(".tmp")] {
+            match fs::symlink_metadata(&dir) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(StoreError::Symlink { target: fs::read_link(&dir).ok(), path: dir });
+                }
+                Ok(meta) if !meta.is_dir() => return Err(StoreError::NotAFolder { path: dir }),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Io { path: dir, err: e }),
+            }
+        }
+        Ok(Self { root: root.to_owned() })
     }
 
     pub fn root(&self) -> &Path {
@@ -113,31 +171,56 @@ impl Store {
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::BadManifest { path, message: e.to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { path, source: e }),
+            Err(e) => Err(StoreError::Io { path, err: e }),
         }
     }
 
-    /// Checks an entry's files: size and mtime, and with `verify` the blake3 of the content.
+    /// Checks an entry's files against `record`. The quick check compares size and mtime; a
+    /// file whose size matches but whose mtime does not is re-hashed (as git and DVC do), and
+    /// with `verify` every file is. Only a hash that really differs is `Corrupt`; matching
+    /// content under new mtimes is `Touched`. An entry that is a symbolic link is `Missing`.
     pub fn check(&self, record: &RunRecord, verify: bool) -> Health {
         let dir = self.entry_dir(&record.fingerprint);
-        if !dir.join(MANIFEST).is_file() {
+        if fs::symlink_metadata(&dir).map_or(true, |m| !m.is_dir()) || !dir.join(MANIFEST).is_file() {
             return Health::Missing;
         }
+        let mut touched = BTreeMap::new();
         for (name, want) in &record.outputs {
             let path = dir.join(name);
-            let ok = match fs::metadata(&path) {
-                Ok(meta) => {
-                    meta.len() == want.size
-                        && mtime_ns(&meta) == Some(want.mtime_ns)
-                        && (!verify || hash_file(&path).is_ok_and(|h| h == want.blake3))
-                }
-                Err(_) => false,
-            };
-            if !ok {
+            let Ok(meta) = fs::symlink_metadata(&path) else { return Health::Corrupt(name.clone()) };
+            if !meta.is_file() || meta.len() != want.size {
                 return Health::Corrupt(name.clone());
             }
+            let mtime = mtime_ns(&meta).unwrap_or(0);
+            if mtime == want.mtime_ns && !verify {
+                continue;
+            }
+            if !hash_file(&path).is_ok_and(|h| h == want.blake3) {
+                return Health::Corrupt(name.clone());
+            }
+            if mtime != want.mtime_ns {
+                touched.insert(name.clone(), mtime);
+            }
         }
-        Health::Ok
+        if touched.is_empty() {
+            Health::Ok
+        } else {
+            Health::Touched(touched)
+        }
+    }
+
+    /// Where the view of `stage` points, compared with the entry `fingerprint`.
+    pub fn view(&self, stage: &str, fingerprint: &str) -> View {
+        let path = self.view_dir(stage);
+        match fs::symlink_metadata(&path) {
+            Err(_) => View::Missing,
+            Ok(meta) if !meta.file_type().is_symlink() => View::Blocked,
+            Ok(_) => match fs::read_link(&path) {
+                Ok(target) if target == Path::new(".store").join(fingerprint) => View::Ok,
+                Ok(target) => View::Elsewhere(target),
+                Err(_) => View::Missing,
+            },
+        }
     }
 
     /// A fresh, empty folder under `.tmp/` for a stage to write into.
@@ -154,7 +237,9 @@ impl Store {
 
     /// Hashes the outputs in `scratch`, writes the manifest and moves the folder into the
     /// store under the record's fingerprint. `record.outputs` is filled in here. When an entry
-    /// with that fingerprint exists already, `replace` decides which one stays.
+    /// with that fingerprint exists already, it stays only if `replace` is false and its files
+    /// match its manifest by hash (never by mtime alone); otherwise the new folder replaces it
+    /// in one atomic exchange, so the entry is never absent or half-written.
     pub fn commit(
         &self,
         stage: &str,
@@ -183,23 +268,27 @@ impl Store {
         let manifest = scratch.join(MANIFEST);
         write_synced(&manifest, serde_json::to_string_pretty(&record).expect("record serialises").as_bytes())?;
         let dest = self.entry_dir(&record.fingerprint);
-        if dest.join(MANIFEST).is_file() {
+        let existing = fs::symlink_metadata(&dest).ok();
+        if existing.as_ref().is_some_and(|m| m.is_dir()) {
             if !replace {
-                // The same fingerprint was committed meanwhile (an identical stage): keep it.
-                let existing = self.manifest(&record.fingerprint)?;
-                if let Some(existing) = existing.filter(|e| self.check(e, false) == Health::Ok) {
+                // The same fingerprint was committed before (an identical stage, or a run-cache
+                // entry): keep it if its content is intact, checked by hash.
+                let intact = self.manifest(&record.fingerprint).ok().flatten().filter(|e| self.check(e, true) == Health::Ok);
+                if let Some(intact) = intact {
                     let _ = fs::remove_dir_all(scratch);
-                    return Ok(existing);
+                    return Ok(intact);
                 }
             }
-            // A forced re-run replaces the entry; move the old one aside first.
-            let old = self.root.join(".tmp").join(format!("old-{}.{}", record.fingerprint, std::process::id()));
-            fs::rename(&dest, &old).map_err(io(&dest))?;
-            let _ = fs::remove_dir_all(&old);
-        } else if dest.exists() {
-            fs::remove_dir_all(&dest).map_err(io(&dest))?;
+            // Swap the new folder in: the old entry ends up at `scratch`, then goes.
+            exchange(scratch, &dest).map_err(io(&dest))?;
+            let _ = fs::remove_dir_all(scratch);
+        } else {
+            if existing.is_some() {
+                // A file or link where an entry belongs: remove it, never what it points at.
+                fs::remove_file(&dest).map_err(io(&dest))?;
+            }
+            fs::rename(scratch, &dest).map_err(io(&dest))?;
         }
-        fs::rename(scratch, &dest).map_err(io(&dest))?;
         // The rename changed nothing in the files, so their mtimes still match the manifest.
         sync_dir(&self.root.join(".store"));
         Ok(record)
@@ -252,17 +341,18 @@ impl Store {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::Io { path: dir, source: e }),
+            Err(e) => return Err(StoreError::Io { path: dir, err: e }),
         }
         out.sort();
         Ok(out)
     }
 
-    /// Removes one entry and returns the bytes it held.
+    /// Removes one entry and returns the bytes it held. An entry that is a symbolic link
+    /// loses the link only, never what it points at.
     pub fn remove(&self, fingerprint: &str) -> Result<u64, StoreError> {
         let dir = self.entry_dir(fingerprint);
         let size = dir_size(&dir);
-        fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        remove_any(&dir).map_err(io(&dir))?;
         Ok(size)
     }
 }
@@ -278,10 +368,11 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     f.sync_all().map_err(io(path))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, synced, then renamed.
+/// Writes `bytes` to `path` atomically: a temporary file beside it (`.<name>.tmp.<pid>`),
+/// synced, then renamed. A process killed in between leaves the temporary file, which
+/// [`remove_atomic_leftovers`] removes.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    let tmp = path.with_file_name(format!("{}{}", atomic_prefix(path), std::process::id()));
     write_synced(&tmp, bytes)?;
     fs::rename(&tmp, path).map_err(io(path))?;
     if let Some(parent) = path.parent() {
@@ -290,10 +381,68 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `.pipeline.lock.tmp.` for `pipeline.lock`; `.file-hashes.json.tmp.` for `.file-hashes.json`.
+fn atomic_prefix(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dot = if name.starts_with('.') { "" } else { "." };
+    format!("{dot}{name}.tmp.")
+}
+
+/// Removes the temporary files that killed [`write_atomic`] calls for `path` left beside it;
+/// returns the bytes freed. Call only while holding the run lock.
+pub fn remove_atomic_leftovers(path: &Path) -> Result<u64, StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let prefix = atomic_prefix(path);
+    let mut freed = 0;
+    for entry in atomic_leftovers(dir, &prefix) {
+        freed += dir_size(&entry);
+        remove_any(&entry).map_err(io(&entry))?;
+    }
+    Ok(freed)
+}
+
+/// Whether killed [`write_atomic`] calls for `path` left temporary files.
+pub fn has_atomic_leftovers(path: &Path) -> bool {
+    !atomic_leftovers(path.parent().unwrap_or(Path::new(".")), &atomic_prefix(path)).is_empty()
+}
+
+fn atomic_leftovers(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(dir) else { return Vec::new() };
+    rd.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).map(|e| e.path()).collect()
+}
+
 fn sync_dir(dir: &Path) {
     if let Ok(f) = fs::File::open(dir) {
         let _ = f.sync_all();
     }
+}
+
+/// Swaps two folders in one atomic step where the OS can (Linux `renameat2` with
+/// `RENAME_EXCHANGE`); elsewhere, or on filesystems without it, `dest` is moved to `src` and
+/// `src` into place with two renames (a crash between them leaves no entry, which the next
+/// run recomputes, never a mixed one).
+fn exchange(src: &Path, dest: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let a = std::ffi::CString::new(src.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        let b = std::ffi::CString::new(dest.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        // SAFETY: both pointers are valid NUL-terminated paths for the duration of the call.
+        let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)) {
+            return Err(err);
+        }
+    }
+    let mut aside = src.as_os_str().to_owned();
+    aside.push(".old");
+    let aside = PathBuf::from(aside);
+    fs::rename(dest, &aside)?;
+    fs::rename(src, dest)?;
+    fs::rename(&aside, src)
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {

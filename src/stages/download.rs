@@ -1,6 +1,7 @@
 //! `download`: the MNIST splits as `dataset.safetensors`, from `dataset.local` (IDX) when that
 //! folder holds the files, else from the Hub. Both sources give byte-identical tensors, so a
-//! change of source never invalidates training.
+//! change of source never invalidates training. The local files are declared inputs: their
+//! content is part of the fingerprint, so replacing them makes this stage stale.
 
 use std::path::PathBuf;
 
@@ -24,7 +25,15 @@ pub struct Download {
 pub fn spec(config: &LoadedConfig) -> StageSpec {
     let ds = &config.config.dataset;
     let kind = Download { local: ds.local.as_deref().map(|p| config.resolve(p)), local_setting: ds.local.clone(), hub: ds.hub.clone() };
-    super::stage(ID, kind).params(config.params(&["dataset"])).outputs(&[OUTPUT, SUMMARY])
+    let mut spec = super::stage(ID, kind).params(config.params(&["dataset"])).outputs(&[OUTPUT, SUMMARY]);
+    // The files read are the ones present when the plan is made: all four, or (Hub) none.
+    if let (Some(setting), Some(dir)) = (&ds.local, ds.local.as_deref().map(|p| config.resolve(p))) {
+        for path in idx::files(&dir).unwrap_or_default() {
+            let name = setting.join(path.file_name().expect("a file")).display().to_string();
+            spec = spec.file(name, path);
+        }
+    }
+    spec
 }
 
 impl StageKind for Download {
@@ -47,10 +56,23 @@ impl StageKind for Download {
                 (data, json!({"kind": "local", "path": setting}), serde_json::to_value(sums)?)
             }
             other => {
-                if let Some(dir) = other {
-                    tracing::info!("{} holds no MNIST IDX files; using the Hub", dir.display());
+                // Say why the Hub is used when a local folder was configured.
+                let why = other.as_ref().map(|dir| {
+                    let dir = dir.as_path();
+                    let setting = self.local_setting.as_deref().unwrap_or(dir).display().to_string();
+                    match idx::files(dir) {
+                        _ if !dir.is_dir() => format!("dataset.local ({setting}) does not exist"),
+                        Err(missing) => format!("dataset.local ({setting}) lacks {} (.gz or plain)", missing.join(", ")),
+                        Ok(_) => format!("dataset.local ({setting}) is incomplete"),
+                    }
+                });
+                if let Some(why) = &why {
+                    tracing::info!("{why}; using the Hub");
                 }
-                let (data, fetched) = hub::fetch(&self.hub)?;
+                let (data, fetched) = hub::fetch(&self.hub).map_err(|e| match &why {
+                    Some(why) => e.context(format!("{why}, so the Hub ({}) was tried and failed", self.hub.repo)),
+                    None => e,
+                })?;
                 let source = json!({"kind": "hub", "repo": self.hub.repo, "revision": self.hub.revision});
                 (data, source, serde_json::to_value(fetched)?)
             }
@@ -63,7 +85,7 @@ impl StageKind for Download {
             "test": split_summary(&data.test),
             "checksums": checks,
         });
-        std::fs::write(ctx.output(SUMMARY), serde_json::to_string_pretty(&summary)? + "\n")?;
+        super::write_json(&ctx.output(SUMMARY), &summary)?;
         tracing::info!("dataset: {} train, {} test images", data.train.len(), data.test.len());
         Ok(StageReport { device: Some("cpu".into()) })
     }

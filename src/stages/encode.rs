@@ -51,24 +51,30 @@ impl StageKind for Encode {
         let latent = train::encode(model.as_ref(), &test, &device)?;
         let d = self.arch.latent_dim();
         anyhow::ensure!(latent.len() == test.len() * d, "encoder returned {} values for {} images", latent.len(), test.len());
+        super::ensure_finite(ctx.stage_id, "latent values", latent.iter().copied())?;
         let bytes = le_bytes(&latent);
         tensorfile::write(
             &ctx.output(LATENT),
             &[Array::raw("latent", Dtype::F32, vec![test.len(), d], &bytes), Array::u8("labels", vec![test.len()], &test.labels)],
         )?;
         let n = self.samples.min(test.len());
-        let recon = le_bytes(&train::reconstruct(model.as_ref(), &test, n, &device)?);
+        let recon = train::reconstruct(model.as_ref(), &test, n, &device)?;
+        super::ensure_finite(ctx.stage_id, "reconstructed pixels", recon.iter().copied())?;
+        let recon = le_bytes(&recon);
         tensorfile::write(&ctx.output(RECONSTRUCTIONS), &[Array::raw("images", Dtype::F32, vec![n, SIDE, SIDE], &recon)])?;
         Ok(StageReport { device: Some(models::device::name(&device)) })
     }
 }
 
 /// Reads `latent.safetensors`: the latent vectors (row-major), their count and dimension.
+/// Refuses non-finite values (an entry written before encode checked them).
 pub fn read_latent(path: &std::path::Path) -> anyhow::Result<(Vec<f32>, usize, usize)> {
     let file = tensorfile::TensorFile::open(path)?;
     let (shape, bytes) = file.get("latent", Dtype::F32)?;
     anyhow::ensure!(shape.len() == 2, "{}: latent has shape {shape:?}, expected [n, d]", path.display());
-    Ok((tensorfile::f32_values(bytes), shape[0], shape[1]))
+    let values = tensorfile::f32_values(bytes);
+    super::ensure_finite(&path.display().to_string(), "latent values", values.iter().copied())?;
+    Ok((values, shape[0], shape[1]))
 }
 
 /// Reads the true labels stored beside the latent vectors.

@@ -45,7 +45,19 @@ impl StageKind for Kmeans {
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(self.arch), super::encode::LATENT)?)?;
-        let c = kmeans::fit(&latent, d, self.cfg.k, self.seed, self.cfg.max_iter, self.cfg.tol)?;
+        anyhow::ensure!(n >= self.cfg.k, "{}: kmeans.k = {} exceeds the {n} points to cluster; lower kmeans.k", ctx.stage_id, self.cfg.k);
+        tracing::info!(
+            stage = ctx.stage_id,
+            "k-means: k = {}, {n} points of dimension {d}, at most {} iterations",
+            self.cfg.k,
+            self.cfg.max_iter
+        );
+        let spinner = crate::progress::spinner(format!("{}: k-means, k = {}, {n} points", ctx.stage_id, self.cfg.k));
+        let c = kmeans::fit(&latent, d, self.cfg.k, self.seed, self.cfg.max_iter, self.cfg.tol);
+        spinner.finish_and_clear();
+        let c = c?;
+        super::ensure_finite(ctx.stage_id, "centroid values", c.centroids.iter().copied())?;
+        anyhow::ensure!(c.inertia.is_finite(), "{}: the inertia is {}; nothing was committed", ctx.stage_id, c.inertia);
         let (lb, cb) = (le_bytes_u32(&c.labels), le_bytes(&c.centroids));
         tensorfile::write(
             &ctx.output(ASSIGNMENTS),
@@ -62,7 +74,7 @@ impl StageKind for Kmeans {
             "max_iter": self.cfg.max_iter,
             "cluster_sizes": sizes,
         });
-        std::fs::write(ctx.output(SUMMARY), serde_json::to_string_pretty(&summary)? + "\n")?;
+        super::write_json(&ctx.output(SUMMARY), &summary)?;
         Ok(StageReport { device: Some("cpu".into()) })
     }
 }

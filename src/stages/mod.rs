@@ -39,6 +39,28 @@ pub(crate) fn read_json(path: &std::path::Path) -> anyhow::Result<serde_json::Va
     serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))
 }
 
+/// Writes a stage output; the error names the file (a full disk, say).
+pub(crate) fn write_file(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes `value` as pretty JSON with a final newline.
+pub(crate) fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    write_file(path, serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// Fails unless every value is finite, so that no stage commits NaN or infinity; the message
+/// names the stage and what held them.
+pub(crate) fn ensure_finite(stage: &str, what: &str, values: impl IntoIterator<Item = f32>) -> anyhow::Result<()> {
+    let (mut bad, mut total) = (0usize, 0usize);
+    for v in values {
+        total += 1;
+        bad += usize::from(!v.is_finite());
+    }
+    anyhow::ensure!(bad == 0, "{stage}: {bad} of {total} {what} are NaN or infinite; nothing was committed");
+    Ok(())
+}
+
 /// Shorthand for building a spec whose kind is `kind`.
 pub(crate) fn stage(id: impl Into<String>, kind: impl crate::pipeline::StageKind + 'static) -> StageSpec {
     StageSpec::new(id, Arc::new(kind))

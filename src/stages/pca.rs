@@ -47,6 +47,8 @@ impl StageKind for Pca {
         let points = fit.transform(&latent);
         let components: Vec<f32> = fit.components.iter().flatten().map(|&v| v as f32).collect();
         let mean: Vec<f32> = fit.mean.iter().map(|&v| v as f32).collect();
+        let values = points.iter().chain(&components).chain(&mean).copied();
+        super::ensure_finite(ctx.stage_id, "PCA values (points, components, mean)", values)?;
         let (pb, cb, mb) = (le_bytes(&points), le_bytes(&components), le_bytes(&mean));
         tensorfile::write(
             &ctx.output(POINTS),
@@ -61,7 +63,7 @@ impl StageKind for Pca {
             "explained_variance": fit.explained_variance,
             "explained_variance_ratio": fit.explained_variance_ratio,
         });
-        std::fs::write(ctx.output(SUMMARY), serde_json::to_string_pretty(&summary)? + "\n")?;
+        super::write_json(&ctx.output(SUMMARY), &summary)?;
         Ok(StageReport { device: Some("cpu".into()) })
     }
 }

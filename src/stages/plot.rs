@@ -41,17 +41,19 @@ pub fn figure_captions() -> Vec<(String, String)> {
 pub struct Plot {
     samples: usize,
     seeds: Vec<u64>,
+    k: usize,
 }
 
 pub fn spec(config: &LoadedConfig) -> StageSpec {
-    let kind = Plot { samples: config.config.plot.samples, seeds: config.config.kmeans.seeds.clone() };
+    let kmeans = &config.config.kmeans;
+    let kind = Plot { samples: config.config.plot.samples, seeds: kmeans.seeds.clone(), k: kmeans.k };
     let mut outputs = vec![LOSS.to_owned(), RECONSTRUCTIONS.to_owned(), REPORT.to_owned()];
     for arch in Arch::ALL {
         outputs.push(pca_figure(arch));
         outputs.push(contingency_figure(arch));
     }
     let mut spec = super::stage(ID, kind)
-        .params(config.params(&["plot", "kmeans.seeds"]))
+        .params(config.params(&["plot", "kmeans.seeds", "kmeans.k"]))
         .input(super::download::ID, super::download::OUTPUT)
         .input(super::score::ID, super::score::METRICS);
     for arch in Arch::ALL {
@@ -70,8 +72,9 @@ impl StageKind for Plot {
         "plot"
     }
 
+    /// 2: the report states the run's image counts and k (no fixed numbers).
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -138,7 +141,14 @@ impl StageKind for Plot {
 
         let figs = figure_captions();
         let refs: Vec<(&str, &str)> = figs.iter().map(|(f, c)| (f.as_str(), c.as_str())).collect();
-        std::fs::write(ctx.output(REPORT), report::markdown(&metrics, &self.seeds, &refs))?;
+        let facts = report::RunFacts {
+            train_images: histories.iter().map(|(_, h)| h["train_images"].as_u64().unwrap_or(0) as usize).collect(),
+            test_images: test.len(),
+            k: self.k,
+            seeds: self.seeds.clone(),
+        };
+        let path = ctx.output(REPORT);
+        super::write_file(&path, report::markdown(&metrics, &facts, &refs))?;
         Ok(StageReport { device: Some("cpu".into()) })
     }
 }

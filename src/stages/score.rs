@@ -108,7 +108,7 @@ impl StageKind for Score {
                 }),
             );
         }
-        std::fs::write(ctx.output(METRICS), serde_json::to_string_pretty(&Value::Object(out))? + "\n")?;
+        super::write_json(&ctx.output(METRICS), &Value::Object(out))?;
         Ok(StageReport { device: Some("cpu".into()) })
     }
 }

@@ -67,12 +67,16 @@ impl StageKind for Train {
             self.settings.batch_size,
             models::device::name(&device)
         );
-        let (varmap, model, history) = train::fit(&train, &self.settings, &device)?;
+        let (varmap, model, history) = train::fit(&train, &self.settings, &device).map_err(|e| match e.downcast::<train::Diverged>() {
+            Ok(d) => anyhow::anyhow!("{} {d}; lower models.{}.lr", ctx.stage_id, arch.name()),
+            Err(e) => e,
+        })?;
         let test_mse = train::mse(model.as_ref(), &data.test, &device)?;
+        anyhow::ensure!(test_mse.is_finite(), "{}: the test MSE is {test_mse}; lower models.{}.lr", ctx.stage_id, arch.name());
         tracing::info!("{}: test MSE {test_mse:.6}", ctx.stage_id);
         models::save(&varmap, &ctx.output(MODEL))?;
-        std::fs::write(ctx.output(HISTORY), serde_json::to_string(&history)? + "\n")?;
-        std::fs::write(ctx.output(METRICS), serde_json::to_string_pretty(&json!({"test_mse": test_mse}))? + "\n")?;
+        super::write_file(&ctx.output(HISTORY), serde_json::to_string(&history)? + "\n")?;
+        super::write_json(&ctx.output(METRICS), &json!({"test_mse": test_mse}))?;
         Ok(StageReport { device: Some(history.device) })
     }
 }

@@ -1,0 +1,131 @@
+//! Content hashes of files outside the store that stages read (a local dataset), cached by
+//! size, mtime and inode as DVC's state database does: a file is re-hashed only when one of
+//! those changed. The cache lives in `artifacts/.file-hashes.json`; it is only an
+//! accelerator (deleting it costs one re-hash per file), and it is written only by a process
+//! that holds the run lock.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::fingerprint::hash_file;
+use super::store::{mtime_ns, remove_atomic_leftovers, write_atomic, StoreError};
+
+pub const FILE: &str = ".file-hashes.json";
+
+/// A file modified this recently is hashed but not cached: a write in the same mtime tick
+/// after the hash would otherwise go unnoticed (git's "racily clean" problem).
+const RACY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    size: u64,
+    mtime_ns: u128,
+    inode: u64,
+    blake3: String,
+}
+
+pub struct FileState {
+    path: PathBuf,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    dirty: Mutex<bool>,
+}
+
+impl FileState {
+    /// Reads the cache of `artifacts`; a missing or unreadable one is empty.
+    pub fn load(artifacts: &Path) -> Self {
+        let path = artifacts.join(FILE);
+        let entries = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        Self { path, entries: Mutex::new(entries), dirty: Mutex::new(false) }
+    }
+
+    /// The blake3 of `path`'s content, from the cache when size, mtime and inode still match.
+    pub fn hash(&self, path: &Path) -> std::io::Result<String> {
+        let key = std::path::absolute(path)?.to_string_lossy().into_owned();
+        let meta = std::fs::metadata(path)?;
+        let (size, mtime, inode) = (meta.len(), mtime_ns(&meta).unwrap_or(0), inode(&meta));
+        if let Some(e) = self.entries.lock().expect("file state").get(&key) {
+            if e.size == size && e.mtime_ns == mtime && e.inode == inode {
+                return Ok(e.blake3.clone());
+            }
+        }
+        let blake3 = hash_file(path)?;
+        tracing::debug!("hashed {}", path.display());
+        let racy = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).is_none_or(|age| age < RACY);
+        if !racy {
+            self.entries.lock().expect("file state").insert(key, Entry { size, mtime_ns: mtime, inode, blake3: blake3.clone() });
+            *self.dirty.lock().expect("file state") = true;
+        }
+        Ok(blake3)
+    }
+
+    /// Whether [`Self::save`] has something to write.
+    pub fn is_dirty(&self) -> bool {
+        *self.dirty.lock().expect("file state")
+    }
+
+    /// Writes the cache if it changed (atomically). Call only while holding the run lock.
+    pub fn save(&self) -> Result<(), StoreError> {
+        remove_atomic_leftovers(&self.path)?;
+        let mut dirty = self.dirty.lock().expect("file state");
+        if *dirty {
+            let text = serde_json::to_string_pretty(&*self.entries.lock().expect("file state")).expect("state serialises");
+            write_atomic(&self.path, text.as_bytes())?;
+            *dirty = false;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_until_size_mtime_or_inode_change() {
+        let dir = std::env::temp_dir().join(format!("latentscope-filestate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("data.bin");
+        std::fs::write(&file, b"first").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(60);
+        let set_mtime = |t: SystemTime| std::fs::File::options().write(true).open(&file).unwrap().set_modified(t).unwrap();
+        set_mtime(old);
+
+        let state = FileState::load(&dir);
+        let first = state.hash(&file).unwrap();
+        assert_eq!(first, blake3::hash(b"first").to_hex().to_string());
+        state.save().unwrap();
+        assert!(!state.is_dirty());
+
+        // Same size and mtime: the cache answers (this is what makes the check cheap), even
+        // after a reload from disk.
+        std::fs::write(&file, b"FIRST").unwrap();
+        set_mtime(old);
+        assert_eq!(FileState::load(&dir).hash(&file).unwrap(), first);
+
+        // A new mtime: re-hashed.
+        set_mtime(old + Duration::from_secs(1));
+        assert_eq!(state.hash(&file).unwrap(), blake3::hash(b"FIRST").to_hex().to_string());
+
+        // A file modified just now is hashed every time, never cached.
+        std::fs::write(&file, b"third").unwrap();
+        let fresh = FileState::load(&dir);
+        assert_eq!(fresh.hash(&file).unwrap(), blake3::hash(b"third").to_hex().to_string());
+        assert!(!fresh.is_dirty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
