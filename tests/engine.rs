@@ -43,6 +43,7 @@ impl StageKind for Fake {
             content.push_str(&std::fs::read_to_string(ctx.input(stage, "out")?)?);
         }
         anyhow::ensure!(self.value != "fail", "asked to fail");
+        assert!(self.value != "panic", "asked to panic");
         std::fs::write(ctx.output("out"), content)?;
         self.log.lock().unwrap().push((ctx.stage_id.to_owned(), start, Instant::now()));
         Ok(StageReport::default())
@@ -220,6 +221,21 @@ fn dry_run_changes_nothing() {
     assert_eq!(s.ran.len(), 4);
     assert!(h.runs().is_empty());
     assert!(!h.dir.path().join("pipeline.lock").exists());
+}
+
+#[test]
+fn a_panicking_stage_fails_the_run_instead_of_hanging_it() {
+    let h = Harness::new();
+    let g = h.graph(&[("b", "panic")], 0, Cost::Light);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = h.dir.path().to_owned();
+    std::thread::spawn(move || {
+        let _ = tx.send(pipeline::run(&g, &dir, &RunOptions::default()).map_err(|e| format!("{e:#}")));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(60)).expect("the run hung after a stage panicked");
+    let err = result.unwrap_err();
+    assert!(err.contains("stage b failed") && err.contains("panicked: asked to panic"), "{err}");
+    assert!(!h.runs().contains_key("c"));
 }
 
 #[test]

@@ -213,7 +213,11 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
                     let store = &store;
                     let spec: &StageSpec = spec;
                     scope.spawn(move || {
-                        let result = execute(spec, ev, inputs, store, forced_here);
+                        // A panicking stage must still report back, or the loop below would
+                        // wait for it forever.
+                        let result =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(spec, ev, inputs, store, forced_here)))
+                                .unwrap_or_else(|panic| Done::Failed(anyhow::anyhow!("{} panicked: {}", spec.id, panic_text(&*panic))));
                         let _ = tx.send((spec.id.clone(), result));
                     });
                 }
@@ -297,6 +301,14 @@ fn execute(spec: &StageSpec, ev: Evaluation, inputs: BTreeMap<String, PathBuf>, 
     match attempt() {
         Ok(rec) => Done::Ran(rec),
         Err(e) => Done::Failed(e),
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "(no message)".to_owned(),
     }
 }
 

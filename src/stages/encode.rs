@@ -80,5 +80,9 @@ pub fn read_latent(path: &std::path::Path) -> anyhow::Result<(Vec<f32>, usize, u
 /// Reads the true labels stored beside the latent vectors.
 pub fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let file = tensorfile::TensorFile::open(path)?;
-    Ok(file.get("labels", Dtype::U8)?.1.to_vec())
+    let labels = file.get("labels", Dtype::U8)?.1.to_vec();
+    if let Some(bad) = labels.iter().find(|&&l| l as usize >= crate::data::CLASSES) {
+        anyhow::bail!("{}: label {bad} is not a class (0-{})", path.display(), crate::data::CLASSES - 1);
+    }
+    Ok(labels)
 }
