@@ -203,7 +203,8 @@ mod tests {
     fn bad_files_name_file_and_problem() {
         let d = dir("bad");
         let data = tiny();
-        let cases: Vec<(usize, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+        type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(usize, Damage, &str)> = vec![
             (0, Box::new(|b: &mut Vec<u8>| b[3] = 0x02), "wrong magic number"),
             (0, Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 7)), "truncated"),
             (1, Box::new(|b: &mut Vec<u8>| *b.last_mut().unwrap() = 10), "label 10"),

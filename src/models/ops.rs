@@ -135,7 +135,8 @@ impl MaxPool {
                     }
                 }
                 // ReLU after the max: max(relu(x)) == relu(max(x)); where it clips, no gradient.
-                let clipped = self.relu && !(best > 0.0);
+                // Not `best <= 0.0`: a NaN maximum is clipped too (ReLU(NaN) = 0 here).
+                let clipped = self.relu && best.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater);
                 o_row[ox] = if clipped { 0.0 } else { best };
                 w_row[ox] = if clipped { NO_GRADIENT } else { (2 * oy * w + at) as u32 };
             }
@@ -326,7 +327,7 @@ impl Geometry {
     }
 
     /// One image plane [H, W] -> its padded phase planes.
-    fn to_phases(&self, pl: &Planes, image: &[f32], out: &mut [f32]) {
+    fn split_phases(&self, pl: &Planes, image: &[f32], out: &mut [f32]) {
         for (iy, row) in image.chunks_exact(self.w).enumerate() {
             for px in 0..pl.s {
                 let start = self.phase_row(pl, iy, px);
@@ -338,7 +339,7 @@ impl Geometry {
     }
 
     /// Padded phase planes -> one image plane [H, W].
-    fn from_phases(&self, pl: &Planes, phases: &[f32], image: &mut [f32]) {
+    fn merge_phases(&self, pl: &Planes, phases: &[f32], image: &mut [f32]) {
         for (iy, row) in image.chunks_exact_mut(self.w).enumerate() {
             for px in 0..pl.s {
                 let start = self.phase_row(pl, iy, px);
@@ -352,7 +353,7 @@ impl Geometry {
     /// Every [H, W] plane of `image` ([planes, H, W]) -> padded phases.
     fn all_phases(&self, pl: &Planes, image: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; image.len() / self.image_plane() * pl.image_len()];
-        out.par_chunks_mut(pl.image_len()).zip(image.par_chunks(self.image_plane())).for_each(|(dst, src)| self.to_phases(pl, src, dst));
+        out.par_chunks_mut(pl.image_len()).zip(image.par_chunks(self.image_plane())).for_each(|(dst, src)| self.split_phases(pl, src, dst));
         out
     }
 
@@ -422,7 +423,7 @@ impl Geometry {
                         axpy(&mut acc[phase + off..][..len], wv, g);
                     }
                 }
-                self.from_phases(&pl, acc, out);
+                self.merge_phases(&pl, acc, out);
             },
         );
         image

@@ -184,7 +184,7 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
                         (Verdict::Stale { cached: Some(rec), reason }, false) => {
                             tracing::info!(stage = %spec.id, "restored from run-cache ({reason})");
                             lock.unreadable.remove(&spec.id);
-                            lock.stages.insert(spec.id.clone(), rec.clone());
+                            lock.stages.insert(spec.id.clone(), (**rec).clone());
                             lock.save(artifacts)?;
                             store.set_view(&spec.id, &rec.fingerprint)?;
                             launched.insert(spec.id.clone());

@@ -15,7 +15,7 @@ pub enum Verdict {
     Fresh,
     /// Must be brought up to date. `cached` holds a valid store entry for the current
     /// fingerprint (a reverted edit): it is restored instead of run.
-    Stale { reason: String, cached: Option<RunRecord> },
+    Stale { reason: String, cached: Option<Box<RunRecord>> },
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +121,7 @@ pub fn evaluate(
                         return Evaluation {
                             fingerprint: Some(fp),
                             inputs,
-                            verdict: Verdict::Stale { reason, cached: Some(current) },
+                            verdict: Verdict::Stale { reason, cached: Some(Box::new(current)) },
                             refresh: None,
                         };
                     }
@@ -135,7 +135,7 @@ pub fn evaluate(
     let cached = match store.manifest(&fp) {
         Ok(Some(rec)) if rec.fingerprint == fp && declares_same_outputs(spec, &rec) => {
             let health = store.check(&rec, verify);
-            health.is_intact().then(|| with_mtimes(&rec, &health))
+            health.is_intact().then(|| Box::new(with_mtimes(&rec, &health)))
         }
         _ => None,
     };

@@ -558,6 +558,56 @@ mod tests {
     }
 
     #[test]
+    fn io_errors_print_once_and_explain_a_cross_device_rename() {
+        let e = StoreError::Io { path: "artifacts/.store/x".into(), err: std::io::Error::from_raw_os_error(28) };
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(text.matches("(os error 28)").count(), 1, "{text}");
+        let e = StoreError::Io { path: "artifacts/.store/x".into(), err: std::io::Error::from(std::io::ErrorKind::CrossesDevices) };
+        assert!(e.to_string().contains("must be on one filesystem"), "{e}");
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_replaced_not_kept() {
+        let root = tempdir("replace-corrupt");
+        let store = Store::open(&root).unwrap();
+        let put = |content: &[u8]| {
+            let scratch = store.scratch("s").unwrap();
+            fs::write(scratch.join("a"), content).unwrap();
+            store.commit("s", &scratch, &["a".into()], record("fp"), false).unwrap()
+        };
+        let first = put(b"good");
+        // Same size, same mtime, other bytes: only a hash tells.
+        let path = store.entry_dir("fp").join("a");
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        fs::write(&path, b"evil").unwrap();
+        fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        assert_eq!(store.check(&first, false), Health::Ok);
+        let again = put(b"good");
+        assert_eq!(fs::read(&path).unwrap(), b"good");
+        assert_eq!(store.check(&again, true), Health::Ok);
+        assert_eq!(fs::read_dir(root.join(".tmp")).unwrap().count(), 0, "the old entry is gone");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_linked_store_or_tmp_is_refused_and_gc_removes_links_only() {
+        let root = tempdir("links");
+        let outside = tempdir("links-outside");
+        fs::write(outside.join("keep"), b"1").unwrap();
+        fs::create_dir_all(root.join(".store")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join(".tmp")).unwrap();
+        assert!(matches!(Store::open(&root), Err(StoreError::Symlink { .. })));
+        assert!(matches!(Store::open_read_only(&root), Err(StoreError::Symlink { .. })));
+        fs::remove_file(root.join(".tmp")).unwrap();
+        let store = Store::open(&root).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join(".store/fp")).unwrap();
+        store.remove("fp").unwrap();
+        assert!(outside.join("keep").is_file());
+        fs::remove_dir_all(root).unwrap();
+        fs::remove_dir_all(outside).unwrap();
+    }
+
+    #[test]
     fn view_refuses_to_replace_a_real_folder() {
         let root = tempdir("view");
         let store = Store::open(&root).unwrap();
