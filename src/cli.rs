@@ -284,7 +284,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             )?;
             match diff {
                 None if json => writeln!(out, "{}", serde_json::to_string_pretty(&current)?)?,
-                None => write!(out, "{}", crate::report::metrics_table(&current))?,
+                None => {
+                    let typed: crate::stages::score::Metrics = serde_json::from_value(current.clone())
+                        .context("the score stage's metrics.json is from an older latentscope: run the pipeline again")?;
+                    write!(out, "{}", crate::report::metrics_table(&typed))?
+                }
                 Some(path) => {
                     let published = path.to_str().and_then(|p| p.strip_prefix("hub:"));
                     let value: serde_json::Value = match published {

@@ -42,7 +42,6 @@ pub enum DeviceChoice {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub seed: u64,
     pub device: DeviceChoice,
     pub dataset: DatasetConfig,
     pub train: TrainConfig,
@@ -79,6 +78,9 @@ pub struct HubFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// Training seeds: each model is trained once per seed (init and shuffling), and the
+    /// report gives statistics over them.
+    pub seeds: Vec<u64>,
     /// Use only the first N training images.
     pub limit: Option<usize>,
 }
@@ -223,6 +225,13 @@ impl LoadedConfig {
                 return bad(&format!("models.{name}.weight_decay"), "must be zero or positive");
             }
         }
+        if c.train.seeds.is_empty() {
+            return bad("train.seeds", "must list at least one seed");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = c.train.seeds.iter().find(|s| !seen.insert(**s)) {
+            return bad("train.seeds", &format!("seed {dup} is listed twice"));
+        }
         if c.train.limit == Some(0) {
             return bad("train.limit", "must be null or at least 1");
         }
@@ -297,6 +306,21 @@ mod tests {
     }
 
     #[test]
+    fn example_configs_load_and_find_the_shipped_data() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let c = LoadedConfig::load(&dir.join("five-seeds.yaml"), &[]).unwrap();
+        assert_eq!(c.config.train.seeds, [42, 43, 44, 45, 46]);
+        let local = c.resolve(c.config.dataset.local.as_deref().unwrap());
+        assert!(crate::data::idx::present(&local), "{}", local.display());
+        // Everything but the training seeds is the default experiment.
+        let default = load(SAMPLE, &[]).unwrap();
+        assert_eq!(
+            (&c.config.models, &c.config.kmeans, &c.config.pca),
+            (&default.config.models, &default.config.kmeans, &default.config.pca)
+        );
+    }
+
+    #[test]
     fn override_replaces_typed_value() {
         let c = load(SAMPLE, &["kmeans.seeds=[0,1]", "train.limit=500", "models.conv.lr=1e-2"]).unwrap();
         assert_eq!(c.config.kmeans.seeds, vec![0, 1]);
@@ -334,6 +358,10 @@ mod tests {
     fn validation_names_key() {
         let e = load(SAMPLE, &["kmeans.seeds=[1,1]"]).unwrap_err().to_string();
         assert!(e.contains("kmeans.seeds") && e.contains("twice"), "{e}");
+        let e = load(SAMPLE, &["train.seeds=[]"]).unwrap_err().to_string();
+        assert!(e.contains("train.seeds") && e.contains("at least one"), "{e}");
+        let e = load(SAMPLE, &["train.seeds=[42, 42]"]).unwrap_err().to_string();
+        assert!(e.contains("train.seeds") && e.contains("twice"), "{e}");
     }
 
     #[test]
@@ -351,8 +379,11 @@ mod tests {
     #[test]
     fn params_flatten_leaves() {
         let c = load(SAMPLE, &[]).unwrap();
-        let p = c.params(&["models.simple", "seed"]);
+        let p = c.params(&["models.simple", "train.limit"]);
         let keys: Vec<_> = p.keys().cloned().collect();
-        assert_eq!(keys, ["models.simple.batch_size", "models.simple.epochs", "models.simple.lr", "models.simple.weight_decay", "seed"]);
+        assert_eq!(
+            keys,
+            ["models.simple.batch_size", "models.simple.epochs", "models.simple.lr", "models.simple.weight_decay", "train.limit"]
+        );
     }
 }

@@ -238,3 +238,75 @@ pub fn heatmap(path: &Path, title: &str, counts: &[Vec<u64>]) -> anyhow::Result<
         Ok(())
     })
 }
+
+/// One group of a strip plot: a model's values of one metric.
+pub struct Strip<'a> {
+    pub name: &'a str,
+    /// Every clustering (each training seed x k-means seed): small grey dots.
+    pub clusterings: Vec<f64>,
+    /// One value per training seed (its mean over the k-means seeds): large dots.
+    pub per_seed: Vec<f64>,
+}
+
+/// Side-by-side panels (one per metric) of strips (one per model): the spread of a metric
+/// over k-means seeds and training seeds, the mean over training seeds as a bar.
+pub fn strips(path: &Path, title: &str, panels: &[(&str, Vec<Strip<'_>>)]) -> anyhow::Result<()> {
+    let width = 300 * panels.len().max(1) as u32 + 40;
+    render(path, width, 560, |root| {
+        let root = root.titled(title, (FAMILY, 24)).map_err(plot_err)?;
+        for (area, (metric, groups)) in root.split_evenly((1, panels.len().max(1))).iter().zip(panels) {
+            let all = groups.iter().flat_map(|g| g.clusterings.iter().chain(&g.per_seed)).copied();
+            let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let pad = ((hi - lo) * 0.1).max(1e-3);
+            let n = groups.len();
+            let mut chart = ChartBuilder::on(area)
+                .caption(*metric, (FAMILY, 20))
+                .margin(10)
+                .x_label_area_size(35)
+                .y_label_area_size(55)
+                .build_cartesian_2d(-0.5..n as f64 - 0.5, (lo - pad)..(hi + pad))
+                .map_err(plot_err)?;
+            let names: Vec<&str> = groups.iter().map(|g| g.name).collect();
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .light_line_style(WHITE)
+                .x_labels(n)
+                .x_label_formatter(&|x| {
+                    let i = x.round();
+                    if (x - i).abs() < 1e-6 && i >= 0.0 {
+                        names.get(i as usize).map_or(String::new(), |s| s.to_string())
+                    } else {
+                        String::new()
+                    }
+                })
+                .label_style((FAMILY, 15))
+                .draw()
+                .map_err(plot_err)?;
+            for (i, g) in groups.iter().enumerate() {
+                let colour = DIGIT_COLOURS[i % DIGIT_COLOURS.len()];
+                let x = i as f64;
+                // Deterministic jitter, so that equal values stay visible.
+                let jitter = |j: usize, spread: f64| ((j * 37 % 17) as f64 / 16.0 - 0.5) * spread;
+                chart
+                    .draw_series(
+                        g.clusterings
+                            .iter()
+                            .enumerate()
+                            .map(|(j, &v)| Circle::new((x + jitter(j, 0.5), v), 2, RGBColor(150, 150, 150).filled())),
+                    )
+                    .map_err(plot_err)?;
+                chart
+                    .draw_series(g.per_seed.iter().enumerate().map(|(j, &v)| Circle::new((x + jitter(j, 0.25), v), 6, colour.filled())))
+                    .map_err(plot_err)?;
+                if !g.per_seed.is_empty() {
+                    let mean = g.per_seed.iter().sum::<f64>() / g.per_seed.len() as f64;
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(vec![(x - 0.3, mean), (x + 0.3, mean)], colour.stroke_width(3))))
+                        .map_err(plot_err)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}

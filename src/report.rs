@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::analysis::stats::Stats;
 use crate::models::Arch;
+use crate::stages::score::{Metrics, Summary, CLUSTER_METRICS};
 
 /// What the seed notebook reported for a model: test MSE and best-of-10 purity.
 #[derive(Debug, Clone, Copy)]
@@ -20,36 +22,110 @@ pub fn seed_numbers(arch: Arch) -> SeedNumbers {
     }
 }
 
-fn summary(m: &Value, key: &str) -> String {
-    let s = &m[key];
-    match (s["best"].as_f64(), s["mean"].as_f64(), s["std"].as_f64()) {
-        (Some(b), Some(mean), Some(std)) => format!("{b:.4} ({mean:.4} ± {std:.4})"),
-        _ => "—".into(),
+fn summary(s: &Summary) -> String {
+    format!("{:.4} ({:.4} ± {:.4})", s.best, s.mean, s.std)
+}
+
+/// `0.6251 ± 0.0300 [0.5878, 0.6624]`, or the bare mean for one seed.
+fn stats_cell(s: &Stats, digits: usize) -> String {
+    match (s.std, s.ci95) {
+        (Some(sd), Some([lo, hi])) => format!("{:.digits$} ± {sd:.digits$} [{lo:.digits$}, {hi:.digits$}]", s.mean),
+        _ => format!("{:.digits$}", s.mean),
     }
 }
 
-/// The metrics table (Markdown) of a `score/metrics.json`, with the seed's numbers.
-pub fn metrics_table(metrics: &Value) -> String {
+/// The metrics tables (Markdown) of a `score/metrics.json`: every trained model beside the
+/// seed notebook's numbers; with several training seeds also the statistics over them and
+/// the model comparisons.
+pub fn metrics_table(metrics: &Metrics) -> String {
+    let several = metrics.training_seeds.len() > 1;
     let mut out = String::new();
     out.push_str("| model | test MSE | seed's test MSE | purity, best (mean ± std) | seed's purity | NMI | ARI | ACC |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
-    for arch in Arch::ALL {
-        let m = &metrics[arch.name()];
+    for m in &metrics.models {
+        let Some(arch) = Arch::ALL.into_iter().find(|a| a.name() == m.model) else { continue };
         let seed = seed_numbers(arch);
-        let mse = m["test_mse"].as_f64().map_or("—".into(), |v| format!("{v:.5}"));
+        for r in &m.runs {
+            let label = if several { format!("{} (training seed {})", m.model, r.training_seed) } else { m.model.clone() };
+            let _ = writeln!(
+                out,
+                "| {label} | {:.5} | {:.5} | {} | {:.4} | {} | {} | {} |",
+                r.test_mse,
+                seed.test_mse,
+                summary(&r.purity),
+                seed.purity,
+                summary(&r.nmi),
+                summary(&r.ari),
+                summary(&r.acc),
+            );
+        }
+    }
+    if !several {
+        return out;
+    }
+    let n = metrics.training_seeds.len();
+    let _ = write!(
+        out,
+        "\nOver the {n} training seeds: mean ± sample standard deviation [95% confidence interval, Student's t with {} degrees of \
+         freedom] of each trained model's mean over the k-means seeds.\n\n",
+        n - 1
+    );
+    out.push_str("| model | test MSE | purity | NMI | ARI | ACC |\n| --- | --- | --- | --- | --- | --- |\n");
+    for m in &metrics.models {
+        let cell = |key: &str, digits: usize| m.over_training_seeds.get(key).map_or("—".to_owned(), |s| stats_cell(s, digits));
         let _ = writeln!(
             out,
-            "| {} | {mse} | {:.5} | {} | {:.4} | {} | {} | {} |",
-            arch.name(),
-            seed.test_mse,
-            summary(m, "purity"),
-            seed.purity,
-            summary(m, "nmi"),
-            summary(m, "ari"),
-            summary(m, "acc"),
+            "| {} | {} | {} | {} | {} | {} |",
+            m.model,
+            cell("test_mse", 5),
+            cell("purity", 4),
+            cell("nmi", 4),
+            cell("ari", 4),
+            cell("acc", 4)
         );
     }
+    // Why not a permutation test: with n + n seeds there are only C(2n, n) relabellings.
+    let relabellings = (1..=n).fold(1f64, |c, i| c * (n + i) as f64 / i as f64).round();
+    let _ = write!(
+        out,
+        "\nModel differences over the training seeds: Welch's t-test, two-sided (it does not assume that both models vary \
+         alike across seeds; a permutation test over {n} + {n} seeds has only {relabellings} relabellings, so its p-value \
+         could not go below {:.3}).\n\n",
+        2.0 / relabellings
+    );
+    out.push_str("| metric | difference | 95% CI | t | df | p |\n| --- | --- | --- | --- | --- | --- |\n");
+    for c in &metrics.comparisons {
+        let label = format!("{} ({} − {})", c.metric, c.a, c.b);
+        match &c.welch {
+            Some(w) => {
+                let _ = writeln!(
+                    out,
+                    "| {label} | {:+.4} | [{:+.4}, {:+.4}] | {:.2} | {:.1} | {} |",
+                    w.diff,
+                    w.ci95[0],
+                    w.ci95[1],
+                    w.t,
+                    w.df,
+                    p_value(w.p)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "| {label} | — | — | — | — | no variance |");
+            }
+        }
+    }
     out
+}
+
+/// `0.0032`, or `< 1e-6`.
+pub fn p_value(p: f64) -> String {
+    if p < 1e-6 {
+        "< 1e-6".to_owned()
+    } else if p < 1e-3 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
 }
 
 /// The facts of one run that the report states: every number comes from the run.
@@ -58,8 +134,6 @@ pub struct RunFacts {
     /// Training images each model saw, in `Arch::ALL` order.
     pub train_images: Vec<usize>,
     pub test_images: usize,
-    pub k: usize,
-    pub seeds: Vec<u64>,
 }
 
 /// `60000` -> `60,000`.
@@ -76,7 +150,7 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// `report.md`: the question, the metrics beside the seed's, and the figures.
-pub fn markdown(metrics: &Value, facts: &RunFacts, figures: &[(&str, &str)]) -> String {
+pub fn markdown(metrics: &Metrics, facts: &RunFacts, figures: &[(&str, &str)]) -> String {
     let mut out = String::new();
     out.push_str("# latentscope report\n\n");
     out.push_str("Does an autoencoder's latent space, learned without labels, group MNIST digits by class? ");
@@ -85,15 +159,20 @@ pub fn markdown(metrics: &Value, facts: &RunFacts, figures: &[(&str, &str)]) -> 
         [n, rest @ ..] if rest.iter().all(|m| m == n) => format!("{} training images", thousands(*n as u64)),
         counts => format!("{} training images respectively", counts.iter().map(|&n| thousands(n as u64)).collect::<Vec<_>>().join(" and ")),
     };
+    let list = |seeds: &[u64]| seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let training = match metrics.training_seeds.as_slice() {
+        [one] => format!("training seed {one}"),
+        many => format!("each with {} training seeds ({})", many.len(), list(many)),
+    };
     let _ = write!(
         out,
-        "Two autoencoders ({}) were trained on {trained}; their encodings of the {} test images were clustered \
-         with k-means (k = {}, k-means++) for each of {} seeds ({}) and scored against the true labels.\n\n",
+        "Two autoencoders ({}) were trained on {trained}, {training}; their encodings of the {} test images were \
+         clustered with k-means (k = {}, k-means++) for each of {} seeds ({}) and scored against the true labels.\n\n",
         dims.join("; "),
         thousands(facts.test_images as u64),
-        facts.k,
-        facts.seeds.len(),
-        facts.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        metrics.k,
+        metrics.kmeans_seeds.len(),
+        list(&metrics.kmeans_seeds)
     );
     out.push_str("## Metrics\n\n");
     out.push_str(&metrics_table(metrics));
@@ -120,18 +199,46 @@ pub fn metrics_of_lock(artifacts: &std::path::Path, lock: &crate::pipeline::Lock
     Ok(serde_json::from_slice(&bytes)?)
 }
 
-/// The (model, metric, value) rows compared by `metrics --diff`.
+/// The (model, metric, value) rows compared by `metrics --diff`, from a `metrics.json` of this
+/// version or of the one before training seeds (one block per model). With one training
+/// seed the keys are `simple.purity.best`; with several, `simple.s42.purity.best` per trained
+/// model and `simple.purity.mean_over_seeds` (and `.std_over_seeds`) over them.
 pub fn flat_metrics(metrics: &Value) -> Vec<(String, f64)> {
     let mut out = Vec::new();
-    for arch in Arch::ALL {
-        let m = &metrics[arch.name()];
-        if let Some(v) = m["test_mse"].as_f64() {
-            out.push((format!("{}.test_mse", arch.name()), v));
+    let Ok(m) = serde_json::from_value::<Metrics>(metrics.clone()) else {
+        // The format before training seeds: {"simple": {"test_mse": ..., "purity": {...}}, ...}.
+        for arch in Arch::ALL {
+            let block = &metrics[arch.name()];
+            if let Some(v) = block["test_mse"].as_f64() {
+                out.push((format!("{}.test_mse", arch.name()), v));
+            }
+            for key in CLUSTER_METRICS {
+                for stat in ["best", "mean", "std"] {
+                    if let Some(v) = block[key][stat].as_f64() {
+                        out.push((format!("{}.{key}.{stat}", arch.name()), v));
+                    }
+                }
+            }
         }
-        for key in ["purity", "nmi", "ari", "acc"] {
-            for stat in ["best", "mean", "std"] {
-                if let Some(v) = m[key][stat].as_f64() {
-                    out.push((format!("{}.{key}.{stat}", arch.name()), v));
+        return out;
+    };
+    let several = m.training_seeds.len() > 1;
+    for model in &m.models {
+        for r in &model.runs {
+            let prefix = if several { format!("{}.s{}", model.model, r.training_seed) } else { model.model.clone() };
+            out.push((format!("{prefix}.test_mse"), r.test_mse));
+            for key in CLUSTER_METRICS {
+                let s = r.metric(key);
+                for (stat, v) in [("best", s.best), ("mean", s.mean), ("std", s.std)] {
+                    out.push((format!("{prefix}.{key}.{stat}"), v));
+                }
+            }
+        }
+        if several {
+            for (key, s) in &model.over_training_seeds {
+                out.push((format!("{}.{key}.mean_over_seeds", model.model), s.mean));
+                if let Some(sd) = s.std {
+                    out.push((format!("{}.{key}.std_over_seeds", model.model), sd));
                 }
             }
         }
@@ -149,7 +256,8 @@ pub fn diff_table(old: &Value, new: &Value) -> String {
         }
     }
     let get = |rows: &[(String, f64)], k: &str| rows.iter().find(|(key, _)| key == k).map(|(_, v)| *v);
-    let mut out = format!("{:<22} {:>10} {:>10} {:>10}\n", "metric", "old", "new", "change");
+    let width = keys.iter().map(|k| k.len()).max().unwrap_or(6).max(6);
+    let mut out = format!("{:<width$} {:>10} {:>10} {:>10}\n", "metric", "old", "new", "change");
     for k in keys {
         let (o, n) = (get(&old, k), get(&new, k));
         let fmt = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.4}"));
@@ -157,7 +265,7 @@ pub fn diff_table(old: &Value, new: &Value) -> String {
             (Some(o), Some(n)) => format!("{:+.4}", n - o),
             _ => "—".into(),
         };
-        let _ = writeln!(out, "{k:<22} {:>10} {:>10} {change:>10}", fmt(o), fmt(n));
+        let _ = writeln!(out, "{k:<width$} {:>10} {:>10} {change:>10}", fmt(o), fmt(n));
     }
     out
 }

@@ -17,22 +17,24 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     let sets = ["--set", "kmeans.seeds=[0,1,2]"];
 
     for arch in Arch::ALL {
-        let pca = TensorFile::open(&p.artifacts().join(format!("pca-{}/pca.safetensors", arch.name()))).unwrap();
+        let pca = TensorFile::open(&p.artifacts().join(format!("pca-{}-s42/pca.safetensors", arch.name()))).unwrap();
         assert_eq!(pca.get("points", Dtype::F32).unwrap().0, [10000, 2]);
         assert_eq!(pca.get("components", Dtype::F32).unwrap().0, [2, arch.latent_dim()]);
         let summary: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(p.artifacts().join(format!("pca-{}/pca.json", arch.name()))).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(p.artifacts().join(format!("pca-{}-s42/pca.json", arch.name()))).unwrap()).unwrap();
         let ratios: Vec<f64> = summary["explained_variance_ratio"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert!(ratios[0] >= ratios[1] && ratios[1] > 0.0 && ratios.iter().sum::<f64>() <= 1.0 + 1e-9, "{ratios:?}");
 
-        let km = TensorFile::open(&p.artifacts().join(format!("kmeans-{}-1/assignments.safetensors", arch.name()))).unwrap();
+        let km = TensorFile::open(&p.artifacts().join(format!("kmeans-{}-s42-1/assignments.safetensors", arch.name()))).unwrap();
         assert_eq!(km.get("labels", Dtype::U32).unwrap().0, [10000]);
         assert_eq!(km.get("centroids", Dtype::F32).unwrap().0, [10, arch.latent_dim()]);
     }
 
     let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(p.artifacts().join("score/metrics.json")).unwrap()).unwrap();
-    for arch in ["simple", "conv"] {
-        let m = &metrics[arch];
+    assert_eq!(metrics["training_seeds"], serde_json::json!([42]));
+    for (i, arch) in ["simple", "conv"].into_iter().enumerate() {
+        assert_eq!(metrics["models"][i]["model"], arch);
+        let m = &metrics["models"][i]["runs"][0];
         assert!(m["test_mse"].as_f64().unwrap() > 0.0);
         for key in ["purity", "nmi", "ari", "acc"] {
             let per_seed = m[key]["per_seed"].as_array().unwrap();
@@ -52,6 +54,7 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     let plot = p.artifacts().join("plot");
     for (file, (w, h)) in [
         ("loss.png", (1000, 600)),
+        ("spread.png", (1240, 560)),
         ("pca-simple.png", (900, 800)),
         ("pca-conv.png", (900, 800)),
         ("contingency-simple.png", (900, 820)),
@@ -74,12 +77,12 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     edited.extend(["--set", "kmeans.max_iter=50"]);
     let st = p.status(&edited);
     let stale: Vec<&String> = st.iter().filter(|(_, (fresh, _))| !fresh).map(|(id, _)| id).collect();
-    let mut expected: Vec<String> = ["simple", "conv"].iter().flat_map(|m| (0..3).map(move |s| format!("kmeans-{m}-{s}"))).collect();
+    let mut expected: Vec<String> = ["simple", "conv"].iter().flat_map(|m| (0..3).map(move |s| format!("kmeans-{m}-s42-{s}"))).collect();
     expected.extend(["score".into(), "plot".into()]);
     expected.sort();
     assert_eq!(stale, expected.iter().collect::<Vec<_>>());
-    assert_eq!(st["kmeans-conv-2"].1, "params changed: kmeans.max_iter 300 -> 50");
-    assert_eq!(st["score"].1, "upstream stale: kmeans-simple-0");
+    assert_eq!(st["kmeans-conv-s42-2"].1, "params changed: kmeans.max_iter 300 -> 50");
+    assert_eq!(st["score"].1, "upstream stale: kmeans-simple-s42-0");
 
     let started = Instant::now();
     let mut args = vec!["pipeline", "run", "--json"];
@@ -101,5 +104,5 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
             .unwrap();
     let mut ran: Vec<String> = serde_json::from_value(out["ran"].clone()).unwrap();
     ran.sort();
-    assert_eq!(ran, ["kmeans-conv-3", "kmeans-simple-3", "plot", "score"]);
+    assert_eq!(ran, ["kmeans-conv-s42-3", "kmeans-simple-s42-3", "plot", "score"]);
 }

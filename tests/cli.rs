@@ -17,7 +17,7 @@ fn bad_yaml_unknown_keys_and_unknown_stages_are_clear_errors() {
     let e = p.fails(&["pipeline", "status"]);
     assert!(e.contains("pipeline.yaml") && e.contains("dpi"), "{e}");
 
-    std::fs::write(&cfg, good.replace("seed: 42", "seed: [42")).unwrap();
+    std::fs::write(&cfg, good.replace("seeds: [42]", "seeds: [42")).unwrap();
     let e = p.fails(&["pipeline", "run"]);
     assert!(e.contains("pipeline.yaml"), "{e}");
 
@@ -53,7 +53,7 @@ fn run_json_status_and_dag() {
     assert!(!fresh && reason.contains("params changed: dataset.hub.revision"), "{reason}");
 
     let dag = p.ok(&["pipeline", "dag"]);
-    assert!(dag.contains("download [download]") && dag.contains("encode-conv [encode] <- train-conv, download"), "{dag}");
+    assert!(dag.contains("download [download]") && dag.contains("encode-conv-s42 [encode] <- train-conv-s42, download"), "{dag}");
     assert!(p.ok(&["pipeline", "dag", "--format", "dot"]).starts_with("digraph"));
     assert!(p.ok(&["pipeline", "dag", "--format", "mermaid"]).starts_with("flowchart"));
 

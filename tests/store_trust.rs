@@ -88,15 +88,15 @@ fn assert_lock_and_views_agree(p: &Project) {
 #[test]
 fn verify_repairs_a_corrupt_entry() {
     let p = Project::new("trust-repair");
-    run_json(&p, &["pipeline", "run", "encode-conv"]);
-    let file = p.artifacts().join("encode-conv/latent.safetensors");
+    run_json(&p, &["pipeline", "run", "encode-conv-s42"]);
+    let file = p.artifacts().join("encode-conv-s42/latent.safetensors");
     let good = fs::read(&file).unwrap();
     flip_byte_keep_mtime(&file);
 
     let st = p.status(&small(&["--verify"]));
-    assert_eq!(st["encode-conv"], (false, "corrupt: encode-conv/latent.safetensors".into()));
+    assert_eq!(st["encode-conv-s42"], (false, "corrupt: encode-conv-s42/latent.safetensors".into()));
     let v = run_json(&p, &["pipeline", "run", "--verify"]);
-    assert!(ran(&v).contains(&"encode-conv".to_owned()), "{v}");
+    assert!(ran(&v).contains(&"encode-conv-s42".to_owned()), "{v}");
     assert_eq!(fs::read(&file).unwrap(), good, "the entry still holds the flipped byte");
     let st = p.status(&small(&["--verify"]));
     assert!(st.values().all(|(fresh, _)| *fresh), "{st:?}");
@@ -133,12 +133,12 @@ fn replacing_local_data_makes_download_stale() {
 fn divergence_is_caught_before_anything_is_committed() {
     // The issue's reproduction: 2,000 MNIST images, one epoch, a learning rate of 1e6.
     let p = Project::mnist("trust-nan", 2000);
-    let e = p.fails(&small(&["pipeline", "run", "encode-simple", "--set", "models.simple.lr=1e6"]));
-    assert!(e.contains("train-simple diverged at epoch") && e.contains("lower models.simple.lr"), "{e}");
+    let e = p.fails(&small(&["pipeline", "run", "encode-simple-s42", "--set", "models.simple.lr=1e6"]));
+    assert!(e.contains("train-simple-s42 diverged at epoch") && e.contains("lower models.simple.lr"), "{e}");
     assert!(e.contains("NaN or infinite"), "{e}");
-    assert!(!p.artifacts().join("train-simple").exists());
-    assert!(lock(&p)["stages"].get("train-simple").is_none());
-    assert!(lock(&p)["stages"].get("encode-simple").is_none());
+    assert!(!p.artifacts().join("train-simple-s42").exists());
+    assert!(lock(&p)["stages"].get("train-simple-s42").is_none());
+    assert!(lock(&p)["stages"].get("encode-simple-s42").is_none());
 }
 
 // 4. A `.tmp` or `.store` that is a symbolic link is refused, and its target is untouched.
@@ -178,17 +178,17 @@ fn a_failed_run_leaves_lock_and_views_consistent() {
     assert!(e.contains("kmeans.k = 10001 exceeds the 20 points"), "{e}");
     assert_lock_and_views_agree(&p);
     let st = p.status(&small(&[]));
-    assert!(!st["kmeans-simple-1"].0, "seed 1 is no longer recorded, yet status says fresh: {st:?}");
+    assert!(!st["kmeans-simple-s42-1"].0, "seed 1 is no longer recorded, yet status says fresh: {st:?}");
     let v = run_json(&p, &["pipeline", "run"]);
     assert!(ran(&v).is_empty(), "the forgotten entries come back from the run-cache: {v}");
     assert_lock_and_views_agree(&p);
 
     // A view re-pointed at another stage's entry.
-    let other = fs::read_link(p.artifacts().join("kmeans-simple-0")).unwrap();
-    let view = p.artifacts().join("kmeans-simple-1");
+    let other = fs::read_link(p.artifacts().join("kmeans-simple-s42-0")).unwrap();
+    let view = p.artifacts().join("kmeans-simple-s42-1");
     fs::remove_file(&view).unwrap();
     std::os::unix::fs::symlink(&other, &view).unwrap();
-    let (fresh, reason) = p.status(&small(&[]))["kmeans-simple-1"].clone();
+    let (fresh, reason) = p.status(&small(&[]))["kmeans-simple-s42-1"].clone();
     assert!(!fresh && reason.contains("points at") && reason.contains("in run-cache"), "{reason}");
     let v = run_json(&p, &["pipeline", "run"]);
     assert!(ran(&v).is_empty(), "{v}");
@@ -200,15 +200,15 @@ fn a_failed_run_leaves_lock_and_views_consistent() {
 #[test]
 fn new_mtimes_with_the_same_content_are_not_corruption() {
     let p = Project::new("trust-mtime");
-    run_json(&p, &["pipeline", "run", "train-simple"]);
+    run_json(&p, &["pipeline", "run", "train-simple-s42"]);
 
     // `cp -r` without -p: new mtimes everywhere, links copied as links.
     let copy = p.path().join("copy");
     let status = std::process::Command::new("cp").arg("-r").arg(p.artifacts()).arg(&copy).status().unwrap();
     assert!(status.success());
     let st = p.status(&small(&["--artifacts", "copy"]));
-    assert!(st["train-simple"].0 && st["download"].0, "{st:?}");
-    let v = run_json(&p, &["pipeline", "run", "train-simple", "--artifacts", "copy", "--verify"]);
+    assert!(st["train-simple-s42"].0 && st["download"].0, "{st:?}");
+    let v = run_json(&p, &["pipeline", "run", "train-simple-s42", "--artifacts", "copy", "--verify"]);
     assert!(ran(&v).is_empty(), "{v}");
 
     // `touch`: the quick check re-hashes, finds the same content and records the new mtime.
@@ -217,11 +217,11 @@ fn new_mtimes_with_the_same_content_are_not_corruption() {
         set_mtime(&f, later);
     }
     let st = p.status(&small(&[]));
-    assert!(st["train-simple"].0 && st["download"].0, "{st:?}");
-    let v = run_json(&p, &["pipeline", "run", "train-simple"]);
+    assert!(st["train-simple-s42"].0 && st["download"].0, "{st:?}");
+    let v = run_json(&p, &["pipeline", "run", "train-simple-s42"]);
     assert!(ran(&v).is_empty(), "{v}");
-    let model = p.artifacts().join("train-simple/model.safetensors");
-    let recorded = lock(&p)["stages"]["train-simple"]["outputs"]["model.safetensors"]["mtime_ns"].as_u64().unwrap() as u128;
+    let model = p.artifacts().join("train-simple-s42/model.safetensors");
+    let recorded = lock(&p)["stages"]["train-simple-s42"]["outputs"]["model.safetensors"]["mtime_ns"].as_u64().unwrap() as u128;
     let actual = fs::metadata(&model).unwrap().modified().unwrap().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
     assert_eq!(recorded, actual, "the new mtime is recorded");
 
@@ -229,7 +229,7 @@ fn new_mtimes_with_the_same_content_are_not_corruption() {
     let mut bytes = fs::read(&model).unwrap();
     bytes[100] ^= 1;
     fs::write(&model, bytes).unwrap();
-    assert_eq!(p.status(&small(&[]))["train-simple"], (false, "corrupt: train-simple/model.safetensors".into()));
+    assert_eq!(p.status(&small(&[]))["train-simple-s42"], (false, "corrupt: train-simple-s42/model.safetensors".into()));
 }
 
 // 7. Every number in the report comes from the run.
@@ -265,21 +265,21 @@ fn leftover_lock_writes_are_cleaned() {
 #[test]
 fn a_damaged_lock_record_is_stale_not_an_internal_error() {
     let p = Project::new("trust-lock");
-    run_json(&p, &["pipeline", "run", "encode-simple"]);
+    run_json(&p, &["pipeline", "run", "encode-simple-s42"]);
     let path = p.artifacts().join("pipeline.lock");
     let mut l = lock(&p);
-    l["stages"]["train-simple"]["outputs"].as_object_mut().unwrap().remove("history.json");
+    l["stages"]["train-simple-s42"]["outputs"].as_object_mut().unwrap().remove("history.json");
     l["stages"]["download"].as_object_mut().unwrap().remove("fingerprint");
     fs::write(&path, serde_json::to_string_pretty(&l).unwrap()).unwrap();
 
     let st = p.status(&small(&[]));
-    for id in ["download", "train-simple"] {
+    for id in ["download", "train-simple-s42"] {
         let (fresh, reason) = &st[id];
         assert!(!fresh && reason.contains("lock record unreadable") && reason.contains("deleting pipeline.lock is safe"), "{id}: {reason}");
     }
-    let v = run_json(&p, &["pipeline", "run", "encode-simple"]);
+    let v = run_json(&p, &["pipeline", "run", "encode-simple-s42"]);
     assert!(ran(&v).is_empty(), "both records come back from the store: {v}");
-    assert!(p.status(&small(&[]))["encode-simple"].0);
+    assert!(p.status(&small(&[]))["encode-simple-s42"].0);
 
     // A lock from a newer latentscope is refused, not silently rewritten.
     let mut l = lock(&p);
@@ -304,7 +304,7 @@ fn force_outside_the_selection_is_an_error() {
 fn outputs_honour_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     let p = Project::new("trust-mode");
-    run_json(&p, &["pipeline", "run", "encode-simple"]);
+    run_json(&p, &["pipeline", "run", "encode-simple-s42"]);
     let probe = p.path().join("probe");
     fs::write(&probe, "x").unwrap();
     let want = fs::metadata(&probe).unwrap().permissions().mode() & 0o777;

@@ -11,12 +11,12 @@ use safetensors::Dtype;
 #[test]
 fn trains_and_encodes_both_models() {
     let p = Project::mnist("train", 2000);
-    let out = p.ok(&["pipeline", "run", "--json", "encode-simple", "encode-conv"]);
+    let out = p.ok(&["pipeline", "run", "--json", "encode-simple-s42", "encode-conv-s42"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["ran"].as_array().unwrap().len(), 5, "{v}");
 
     for arch in Arch::ALL {
-        let dir = p.artifacts().join(format!("train-{}", arch.name()));
+        let dir = p.artifacts().join(format!("train-{}-s42", arch.name()));
         // The weights carry exactly the PyTorch state-dict names and shapes.
         let model = TensorFile::open(&dir.join("model.safetensors")).unwrap();
         for param in arch.parameters() {
@@ -36,7 +36,7 @@ fn trains_and_encodes_both_models() {
         let mse = metrics["test_mse"].as_f64().unwrap();
         assert!(mse > 0.0 && mse < 0.9 * head, "{}: test MSE {mse}, first losses {head}", arch.name());
 
-        let enc = p.artifacts().join(format!("encode-{}", arch.name()));
+        let enc = p.artifacts().join(format!("encode-{}-s42", arch.name()));
         let latent = TensorFile::open(&enc.join("latent.safetensors")).unwrap();
         assert_eq!(latent.get("latent", Dtype::F32).unwrap().0, [10000, arch.latent_dim()]);
         let (shape, labels) = latent.get("labels", Dtype::U8).unwrap();
@@ -52,13 +52,13 @@ fn trains_and_encodes_both_models() {
     // Editing the conv model's settings re-runs only its training and encoding.
     let status = p.ok(&["pipeline", "status", "--set", "models.conv.epochs=2"]);
     let line = |id: &str| status.lines().find(|l| l.starts_with(&format!("{id} "))).unwrap().to_owned();
-    assert!(line("train-simple").contains("fresh"), "{status}");
-    assert!(line("encode-simple").contains("fresh"), "{status}");
-    assert!(line("train-conv").contains("params changed: models.conv.epochs 1 -> 2"), "{status}");
-    assert!(line("encode-conv").contains("upstream stale: train-conv"), "{status}");
-    let out = p.ok(&["pipeline", "run", "--json", "encode-simple", "encode-conv", "--set", "models.conv.epochs=2"]);
+    assert!(line("train-simple-s42").contains("fresh"), "{status}");
+    assert!(line("encode-simple-s42").contains("fresh"), "{status}");
+    assert!(line("train-conv-s42").contains("params changed: models.conv.epochs 1 -> 2"), "{status}");
+    assert!(line("encode-conv-s42").contains("upstream stale: train-conv-s42"), "{status}");
+    let out = p.ok(&["pipeline", "run", "--json", "encode-simple-s42", "encode-conv-s42", "--set", "models.conv.epochs=2"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["ran"], serde_json::json!(["train-conv", "encode-conv"]));
+    assert_eq!(v["ran"], serde_json::json!(["train-conv-s42", "encode-conv-s42"]));
 }
 
 #[test]
@@ -68,9 +68,9 @@ fn training_is_bitwise_reproducible_across_thread_counts() {
         .enumerate()
         .map(|(i, threads)| {
             let p = Project::mnist(&format!("determinism-{i}"), 512);
-            let out = p.cmd(&["pipeline", "run", "train-simple", "train-conv"]).env("RAYON_NUM_THREADS", threads).output().unwrap();
+            let out = p.cmd(&["pipeline", "run", "train-simple-s42", "train-conv-s42"]).env("RAYON_NUM_THREADS", threads).output().unwrap();
             assert!(out.status.success(), "{}", common::text(&out.stderr));
-            Arch::ALL.iter().map(|a| blake3_file(&p.artifacts().join(format!("train-{}/model.safetensors", a.name())))).collect()
+            Arch::ALL.iter().map(|a| blake3_file(&p.artifacts().join(format!("train-{}-s42/model.safetensors", a.name())))).collect()
         })
         .collect();
     assert_eq!(hashes[0], hashes[1], "1 thread vs 2 threads");

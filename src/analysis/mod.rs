@@ -4,3 +4,4 @@
 pub mod kmeans;
 pub mod metrics;
 pub mod pca;
+pub mod stats;

@@ -10,12 +10,13 @@ use serde_json::{json, Value};
 
 use crate::models::Arch;
 use crate::report::{self, thousands};
+use crate::stages::score::Metrics;
 
 /// Everything the card says that is not in the metrics.
 pub struct CardInput<'a> {
     pub repo: &'a str,
     /// `score/metrics.json`.
-    pub metrics: &'a Value,
+    pub metrics: &'a Metrics,
     /// The effective configuration.
     pub config: &'a crate::config::Config,
     /// The command that reproduces the run (`cargo xtask pipeline run ...`).
@@ -43,20 +44,25 @@ fn metric(kind: &str, name: String, value: Option<f64>) -> Option<Value> {
     value.map(|v| json!({"type": kind, "name": name, "value": (v * 1e6).round() / 1e6}))
 }
 
-/// The `model-index` entries: one result per model.
+/// The `model-index` entries: one result per model. With several training seeds, "best" is
+/// over every training and k-means seed and "mean" over all of them.
 fn model_index(input: &CardInput) -> Value {
-    let seeds = input.config.kmeans.seeds.len();
-    let results: Vec<Value> = Arch::ALL
+    let seeds = input.metrics.kmeans_seeds.len();
+    let trainings = input.metrics.training_seeds.len();
+    let over = if trainings > 1 { format!("{seeds} k-means seeds x {trainings} training seeds") } else { format!("{seeds} k-means seeds") };
+    let results: Vec<Value> = input
+        .metrics
+        .models
         .iter()
-        .map(|&arch| {
-            let m = &input.metrics[arch.name()];
-            let mut metrics = vec![metric("mse", "Test MSE".into(), m["test_mse"].as_f64())];
+        .filter_map(|m| Some((Arch::ALL.into_iter().find(|a| a.name() == m.model)?, m)))
+        .map(|(arch, m)| {
+            let mut metrics = vec![metric("mse", "Test MSE".into(), Some(m.test_mse()))];
             for (key, kind, label) in [("purity", "purity", "Purity"), ("nmi", "nmi", "NMI"), ("ari", "ari", "ARI"), ("acc", "accuracy", "Clustering accuracy (Hungarian)")] {
-                metrics.push(metric(kind, format!("{label}, best of {seeds} k-means seeds"), m[key]["best"].as_f64()));
-                metrics.push(metric(kind, format!("{label}, mean of {seeds} k-means seeds"), m[key]["mean"].as_f64()));
+                metrics.push(metric(kind, format!("{label}, best of {over}"), Some(m.best(key))));
+                metrics.push(metric(kind, format!("{label}, mean of {over}"), Some(m.mean(key))));
             }
             json!({
-                "task": {"type": "image-feature-extraction", "name": format!("Latent-space clustering ({}, k-means k={})", arch.class_name(), input.config.kmeans.k)},
+                "task": {"type": "image-feature-extraction", "name": format!("Latent-space clustering ({}, k-means k={})", arch.class_name(), input.metrics.k)},
                 "dataset": {"type": "ylecun/mnist", "name": "MNIST", "split": "test"},
                 "metrics": metrics.into_iter().flatten().collect::<Vec<_>>(),
             })
@@ -101,10 +107,11 @@ pub fn render(input: &CardInput) -> String {
         let _ =
             writeln!(out, "| {} | {} | {} | {} | {} |", arch.class_name(), m.epochs, m.batch_size, number(m.lr), number(m.weight_decay));
     }
+    let training_seeds = input.metrics.training_seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         out,
-        "\nAdam (PyTorch semantics), MSE loss, seed {}, {} training images.\n",
-        c.seed,
+        "\nAdam (PyTorch semantics), MSE loss, training seed{} {training_seeds}, {} training images.\n",
+        if input.metrics.training_seeds.len() > 1 { "s" } else { "" },
         match c.train.limit {
             Some(n) if (n as u64) < n_train => format!("the first {} of the {}", thousands(n as u64), thousands(n_train)),
             _ => format!("all {}", thousands(n_train)),
@@ -115,12 +122,14 @@ pub fn render(input: &CardInput) -> String {
         let _ = writeln!(out, "### {caption}\n\n![{caption}](report/{file})\n");
     }
     out.push_str("## Files\n\n| path | what |\n| --- | --- |\n");
-    out.push_str("| `models/<model>/model.safetensors` | weights, PyTorch state-dict names (`config.json` names the architecture) |\n");
-    out.push_str("| `models/<model>/history.json`, `metrics.json` | per-epoch losses; test MSE |\n");
-    out.push_str("| `latents/<model>/latent.safetensors` | test-set latent vectors and labels; `reconstructions.safetensors`: sample reconstructions |\n");
-    out.push_str("| `pca/<model>/` | 2-d PCA projection of the latents |\n");
-    out.push_str("| `kmeans/<model>/seed-<n>/` | cluster assignments and centroids of each k-means seed |\n");
-    out.push_str("| `metrics.json` | every metric per model and seed, the contingency table of the best seed |\n");
+    out.push_str("| `models/<model>/s<training seed>/model.safetensors` | weights, PyTorch state-dict names (`config.json` names the architecture) |\n");
+    out.push_str("| `models/<model>/s<training seed>/history.json`, `metrics.json` | per-epoch losses; test MSE |\n");
+    out.push_str("| `latents/<model>/s<training seed>/latent.safetensors` | test-set latent vectors and labels; `reconstructions.safetensors`: sample reconstructions |\n");
+    out.push_str("| `pca/<model>/s<training seed>/` | 2-d PCA projection of the latents |\n");
+    out.push_str("| `kmeans/<model>/s<training seed>/seed-<n>/` | cluster assignments and centroids of each k-means seed |\n");
+    out.push_str(
+        "| `metrics.json` | every metric per model, training seed and k-means seed; statistics over training seeds; model comparisons |\n",
+    );
     out.push_str("| `report/` | `report.md` and the figures |\n");
     out.push_str("| `pipeline.yaml`, `pipeline.lock` | the effective configuration; every stage's parameters, input and output hashes |\n");
     out.push_str("| `latentscope.json` | size and sha256 of every file |\n\n");

@@ -6,10 +6,10 @@
 //! pipeline.yaml                      the effective configuration (overrides applied)
 //! pipeline.lock                      the lock file (mtimes zeroed): every stage's record
 //! metrics.json                       score
-//! models/<model>/                    train-<model>: model.safetensors, config.json, history.json, metrics.json
-//! latents/<model>/                   encode-<model>: latent.safetensors, reconstructions.safetensors
-//! pca/<model>/                       pca-<model>: pca.safetensors, pca.json
-//! kmeans/<model>/seed-<n>/           kmeans-<model>-<n>: assignments.safetensors, kmeans.json
+//! models/<model>/s<t>/               train-<model>-s<t>: model.safetensors, config.json, history.json, metrics.json
+//! latents/<model>/s<t>/              encode-<model>-s<t>: latent.safetensors, reconstructions.safetensors
+//! pca/<model>/s<t>/                  pca-<model>-s<t>: pca.safetensors, pca.json
+//! kmeans/<model>/s<t>/seed-<n>/      kmeans-<model>-s<t>-<n>: assignments.safetensors, kmeans.json
 //! report/                            plot: report.md and the figures
 //! ```
 //! `download` is not published: its output is MNIST itself, which every checkout has.
@@ -29,26 +29,16 @@ pub const LOCAL_ONLY: &[&str] = &[crate::stages::download::ID];
 /// The folder (no trailing `/`, empty for the root) of a stage's files, or `None` for a
 /// stage that is not published or that this layout does not know.
 pub fn stage_folder(stage: &str) -> Option<String> {
-    if LOCAL_ONLY.contains(&stage) {
-        return None;
-    }
-    if stage == crate::stages::score::ID {
-        return Some(String::new());
-    }
-    if stage == crate::stages::plot::ID {
-        return Some("report".into());
-    }
-    let (kind, rest) = stage.split_once('-')?;
-    match kind {
-        "train" => Some(format!("models/{rest}")),
-        "encode" => Some(format!("latents/{rest}")),
-        "pca" => Some(format!("pca/{rest}")),
-        "kmeans" => {
-            let (model, seed) = rest.rsplit_once('-')?;
-            Some(format!("kmeans/{model}/seed-{seed}"))
-        }
-        _ => None,
-    }
+    use crate::stages::StageId;
+    Some(match StageId::parse(stage)? {
+        StageId::Download => return None,
+        StageId::Score => String::new(),
+        StageId::Plot => "report".into(),
+        StageId::Train(r) => format!("models/{}/s{}", r.arch.name(), r.seed),
+        StageId::Encode(r) => format!("latents/{}/s{}", r.arch.name(), r.seed),
+        StageId::Pca(r) => format!("pca/{}/s{}", r.arch.name(), r.seed),
+        StageId::Kmeans(r, k) => format!("kmeans/{}/s{}/seed-{k}", r.arch.name(), r.seed),
+    })
 }
 
 /// The repository path of output `file` of `stage`.
@@ -96,7 +86,7 @@ mod tests {
                 assert!(seen.insert(repo_path(&spec.id, file).unwrap()), "{}/{file} collides", spec.id);
             }
         }
-        assert_eq!(repo_path("kmeans-conv-7", "kmeans.json").unwrap(), "kmeans/conv/seed-7/kmeans.json");
+        assert_eq!(repo_path("kmeans-conv-s42-7", "kmeans.json").unwrap(), "kmeans/conv/s42/seed-7/kmeans.json");
         assert_eq!(repo_path("score", "metrics.json").unwrap(), "metrics.json");
         assert_eq!(stage_folder("unknown"), None);
     }

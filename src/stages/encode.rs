@@ -1,13 +1,14 @@
-//! `encode-simple`, `encode-conv`: the trained encoder's latent vectors for the whole test
+//! `encode-<model>-s<training seed>`: the trained encoder's latent vectors for the whole test
 //! split (`latent.safetensors`: `latent` f32 [10000, d], `labels` u8 [10000]) and the
 //! reconstructions of the first `plot.samples` test images (`reconstructions.safetensors`:
 //! `images` f32 [n, 28, 28]).
 
 use safetensors::Dtype;
 
+use super::{Run, StageId};
 use crate::config::{DeviceChoice, LoadedConfig};
 use crate::data::{Dataset, SIDE};
-use crate::models::{self, Arch};
+use crate::models;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::tensorfile::{self, le_bytes, Array};
 use crate::train;
@@ -15,22 +16,22 @@ use crate::train;
 pub const LATENT: &str = "latent.safetensors";
 pub const RECONSTRUCTIONS: &str = "reconstructions.safetensors";
 
-pub fn id(arch: Arch) -> String {
-    format!("encode-{}", arch.name())
+pub fn id(run: Run) -> String {
+    StageId::Encode(run).to_string()
 }
 
 pub struct Encode {
-    arch: Arch,
+    run: Run,
     samples: usize,
     device: DeviceChoice,
 }
 
-pub fn spec(config: &LoadedConfig, arch: Arch) -> StageSpec {
-    let kind = Encode { arch, samples: config.config.plot.samples, device: config.config.device };
-    super::stage(id(arch), kind)
+pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
+    let kind = Encode { run, samples: config.config.plot.samples, device: config.config.device };
+    super::stage(id(run), kind)
         .params(config.params(&["plot.samples"]))
-        .param("arch", arch.name())
-        .input(&super::train::id(arch), super::train::MODEL)
+        .param("arch", run.arch.name())
+        .input(&super::train::id(run), super::train::MODEL)
         .input(super::download::ID, super::download::OUTPUT)
         .outputs(&[LATENT, RECONSTRUCTIONS])
 }
@@ -46,10 +47,10 @@ impl StageKind for Encode {
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let device = models::device::select(self.device)?;
-        let model = models::load(self.arch, ctx.input(&super::train::id(self.arch), super::train::MODEL)?, &device)?;
+        let model = models::load(self.run.arch, ctx.input(&super::train::id(self.run), super::train::MODEL)?, &device)?;
         let test = Dataset::read(ctx.input(super::download::ID, super::download::OUTPUT)?)?.test;
         let latent = train::encode(model.as_ref(), &test, &device)?;
-        let d = self.arch.latent_dim();
+        let d = self.run.arch.latent_dim();
         anyhow::ensure!(latent.len() == test.len() * d, "encoder returned {} values for {} images", latent.len(), test.len());
         super::ensure_finite(ctx.stage_id, "latent values", latent.iter().copied())?;
         let bytes = le_bytes(&latent);

@@ -4,33 +4,33 @@
 use safetensors::Dtype;
 use serde_json::json;
 
+use super::{Run, StageId};
 use crate::analysis::kmeans;
 use crate::config::{KmeansConfig, LoadedConfig};
-use crate::models::Arch;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::tensorfile::{self, le_bytes, le_bytes_u32, Array};
 
 pub const ASSIGNMENTS: &str = "assignments.safetensors";
 pub const SUMMARY: &str = "kmeans.json";
 
-pub fn id(arch: Arch, seed: u64) -> String {
-    format!("kmeans-{}-{seed}", arch.name())
+pub fn id(run: Run, seed: u64) -> String {
+    StageId::Kmeans(run, seed).to_string()
 }
 
 pub struct Kmeans {
-    arch: Arch,
+    run: Run,
     seed: u64,
     cfg: KmeansConfig,
 }
 
-pub fn spec(config: &LoadedConfig, arch: Arch, seed: u64) -> StageSpec {
-    let kind = Kmeans { arch, seed, cfg: config.config.kmeans.clone() };
+pub fn spec(config: &LoadedConfig, run: Run, seed: u64) -> StageSpec {
+    let kind = Kmeans { run, seed, cfg: config.config.kmeans.clone() };
     // Its own seed, not the list: adding a seed must not re-run the others.
-    super::stage(id(arch, seed), kind)
+    super::stage(id(run, seed), kind)
         .params(config.params(&["kmeans.k", "kmeans.max_iter", "kmeans.tol"]))
         .param("kmeans.seed", seed)
-        .param("arch", arch.name())
-        .input(&super::encode::id(arch), super::encode::LATENT)
+        .param("arch", run.arch.name())
+        .input(&super::encode::id(run), super::encode::LATENT)
         .outputs(&[ASSIGNMENTS, SUMMARY])
 }
 
@@ -44,7 +44,7 @@ impl StageKind for Kmeans {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(self.arch), super::encode::LATENT)?)?;
+        let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(self.run), super::encode::LATENT)?)?;
         anyhow::ensure!(n >= self.cfg.k, "{}: kmeans.k = {} exceeds the {n} points to cluster; lower kmeans.k", ctx.stage_id, self.cfg.k);
         tracing::info!(
             stage = ctx.stage_id,

@@ -1,34 +1,34 @@
-//! `pca-simple`, `pca-conv`: the latent vectors projected on their first `pca.components`
+//! `pca-<model>-s<training seed>`: the latent vectors projected on their first `pca.components`
 //! principal components (`pca.safetensors`: `points` f32 [10000, components], `components`
 //! f32 [components, d], `mean` f32 [d]; `pca.json`: explained variance per component).
 
 use safetensors::Dtype;
 use serde_json::json;
 
+use super::{Run, StageId};
 use crate::analysis::pca;
 use crate::config::LoadedConfig;
-use crate::models::Arch;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::tensorfile::{self, le_bytes, Array};
 
 pub const POINTS: &str = "pca.safetensors";
 pub const SUMMARY: &str = "pca.json";
 
-pub fn id(arch: Arch) -> String {
-    format!("pca-{}", arch.name())
+pub fn id(run: Run) -> String {
+    StageId::Pca(run).to_string()
 }
 
 pub struct Pca {
-    arch: Arch,
+    run: Run,
     components: usize,
 }
 
-pub fn spec(config: &LoadedConfig, arch: Arch) -> StageSpec {
-    let kind = Pca { arch, components: config.config.pca.components };
-    super::stage(id(arch), kind)
+pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
+    let kind = Pca { run, components: config.config.pca.components };
+    super::stage(id(run), kind)
         .params(config.params(&["pca"]))
-        .param("arch", arch.name())
-        .input(&super::encode::id(arch), super::encode::LATENT)
+        .param("arch", run.arch.name())
+        .input(&super::encode::id(run), super::encode::LATENT)
         .outputs(&[POINTS, SUMMARY])
 }
 
@@ -42,7 +42,7 @@ impl StageKind for Pca {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(self.arch), super::encode::LATENT)?)?;
+        let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(self.run), super::encode::LATENT)?)?;
         let fit = pca::fit(&latent, d, self.components)?;
         let points = fit.transform(&latent);
         let components: Vec<f32> = fit.components.iter().flatten().map(|&v| v as f32).collect();

@@ -2,11 +2,14 @@
 //! accuracy (per seed, best, mean, population standard deviation), the test MSE, and the
 //! contingency matrix (true label x cluster) of the best-purity seed (`metrics.json`).
 
-use safetensors::Dtype;
-use serde::Serialize;
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
+use safetensors::Dtype;
+use serde::{Deserialize, Serialize};
+
+use super::Run;
 use crate::analysis::metrics;
+use crate::analysis::stats::{self, Stats, Welch};
 use crate::config::LoadedConfig;
 use crate::data::CLASSES;
 use crate::models::Arch;
@@ -17,31 +20,36 @@ pub const ID: &str = "score";
 pub const METRICS: &str = "metrics.json";
 
 pub struct Score {
-    seeds: Vec<u64>,
+    runs: Vec<Run>,
+    kmeans_seeds: Vec<u64>,
+    training_seeds: Vec<u64>,
     k: usize,
 }
 
 pub fn spec(config: &LoadedConfig) -> StageSpec {
-    let seeds = config.config.kmeans.seeds.clone();
-    let mut spec = super::stage(ID, Score { seeds: seeds.clone(), k: config.config.kmeans.k })
-        // The order of the seeds is the order of `per_seed`.
-        .params(config.params(&["kmeans.seeds"]))
+    let c = &config.config;
+    let runs = Run::all(config);
+    let kind = Score { runs: runs.clone(), kmeans_seeds: c.kmeans.seeds.clone(), training_seeds: c.train.seeds.clone(), k: c.kmeans.k };
+    let mut spec = super::stage(ID, kind)
+        // The order of the seeds is the order of the per-seed lists; k sizes the contingency.
+        .params(config.params(&["kmeans.seeds", "kmeans.k", "train.seeds"]))
         .outputs(&[METRICS]);
-    for arch in Arch::ALL {
-        spec = spec.input(&super::train::id(arch), super::train::METRICS).input(&super::encode::id(arch), super::encode::LATENT);
-        for &seed in &seeds {
-            spec = spec.input(&super::kmeans::id(arch, seed), super::kmeans::ASSIGNMENTS);
+    for &run in &runs {
+        spec = spec.input(&super::train::id(run), super::train::METRICS).input(&super::encode::id(run), super::encode::LATENT);
+        for &seed in &c.kmeans.seeds {
+            spec = spec.input(&super::kmeans::id(run, seed), super::kmeans::ASSIGNMENTS);
         }
     }
     spec
 }
 
-/// One metric over the seeds.
-#[derive(Debug, Clone, Serialize)]
+/// One metric over the k-means seeds of one trained model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub per_seed: Vec<f64>,
     pub best: f64,
     pub mean: f64,
+    /// Population standard deviation over the k-means seeds.
     pub std: f64,
 }
 
@@ -55,60 +63,191 @@ impl Summary {
     }
 }
 
+/// The clustering metrics, in report order.
+pub const CLUSTER_METRICS: [&str; 4] = ["purity", "nmi", "ari", "acc"];
+
+/// `score/metrics.json`. Shared by the stage that writes it and every reader (plot, report,
+/// model card, `metrics --diff`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub training_seeds: Vec<u64>,
+    pub kmeans_seeds: Vec<u64>,
+    pub k: usize,
+    /// In `Arch::ALL` order.
+    pub models: Vec<ModelMetrics>,
+    /// Every pair of models, for each clustering metric and the test MSE: Welch's t-test over
+    /// the training seeds of the per-seed values (the mean over k-means seeds).
+    pub comparisons: Vec<Comparison>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetrics {
+    pub model: String,
+    /// One per training seed, in `train.seeds` order.
+    pub runs: Vec<RunMetrics>,
+    /// Over the training seeds: the test MSE, and per clustering metric the mean over the
+    /// k-means seeds of each trained model.
+    pub over_training_seeds: BTreeMap<String, Stats>,
+}
+
+/// One trained model (a training seed) clustered with every k-means seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    pub training_seed: u64,
+    pub test_mse: f64,
+    pub purity: Summary,
+    pub nmi: Summary,
+    pub ari: Summary,
+    pub acc: Summary,
+    pub best_purity_seed: u64,
+    /// True label x cluster counts of the best-purity k-means seed.
+    pub contingency: Vec<Vec<u64>>,
+}
+
+impl RunMetrics {
+    pub fn metric(&self, name: &str) -> &Summary {
+        match name {
+            "purity" => &self.purity,
+            "nmi" => &self.nmi,
+            "ari" => &self.ari,
+            "acc" => &self.acc,
+            other => panic!("no clustering metric {other}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    pub metric: String,
+    /// `None` with fewer than two training seeds (no variance to test against).
+    pub welch: Option<Welch>,
+}
+
+impl Metrics {
+    /// Reads `metrics.json`; the error names the file.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        let value = super::read_json(path)?;
+        serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{}: not a score/metrics.json of this latentscope: {e}", path.display()))
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelMetrics> {
+        self.models.iter().find(|m| m.model == name)
+    }
+}
+
+impl ModelMetrics {
+    /// The best value of a clustering metric over every training and k-means seed.
+    pub fn best(&self, metric: &str) -> f64 {
+        self.runs.iter().map(|r| r.metric(metric).best).fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// The mean over every training and k-means seed.
+    pub fn mean(&self, metric: &str) -> f64 {
+        self.runs.iter().map(|r| r.metric(metric).mean).sum::<f64>() / self.runs.len() as f64
+    }
+
+    /// The mean test MSE over the training seeds.
+    pub fn test_mse(&self) -> f64 {
+        self.runs.iter().map(|r| r.test_mse).sum::<f64>() / self.runs.len() as f64
+    }
+}
+
 impl StageKind for Score {
     fn kind(&self) -> &'static str {
         "score"
     }
 
+    /// 2: training seeds; statistics over them; typed metrics.json.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let mut out = Map::new();
+        let mut models = Vec::new();
         for arch in Arch::ALL {
-            let metrics_path = ctx.input(&super::train::id(arch), super::train::METRICS)?;
-            let trained = super::read_json(metrics_path)?;
-            let labels = super::encode::read_labels(ctx.input(&super::encode::id(arch), super::encode::LATENT)?)?;
-            let (mut purity, mut nmi, mut ari, mut acc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let mut best: Option<(f64, u64, Vec<Vec<u64>>)> = None;
-            for &seed in &self.seeds {
-                let path = ctx.input(&super::kmeans::id(arch, seed), super::kmeans::ASSIGNMENTS)?;
-                let file = TensorFile::open(path)?;
-                let clusters = tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
-                anyhow::ensure!(
-                    clusters.len() == labels.len(),
-                    "{}: {} assignments for {} labels",
-                    path.display(),
-                    clusters.len(),
-                    labels.len()
-                );
-                let m = metrics::contingency(&labels, &clusters, CLASSES, self.k);
-                let p = metrics::purity(&m);
-                purity.push(p);
-                nmi.push(metrics::nmi(&m));
-                ari.push(metrics::ari(&m));
-                acc.push(metrics::accuracy(&m));
-                if best.as_ref().is_none_or(|(bp, _, _)| p > *bp) {
-                    best = Some((p, seed, m));
+            let mut runs = Vec::new();
+            for run in self.runs.iter().filter(|r| r.arch == arch) {
+                runs.push(self.score_run(ctx, *run)?);
+            }
+            let mut over = BTreeMap::new();
+            over.insert("test_mse".to_owned(), Stats::of(&runs.iter().map(|r| r.test_mse).collect::<Vec<_>>()));
+            for metric in CLUSTER_METRICS {
+                over.insert(metric.to_owned(), Stats::of(&runs.iter().map(|r| r.metric(metric).mean).collect::<Vec<_>>()));
+            }
+            models.push(ModelMetrics { model: arch.name().to_owned(), runs, over_training_seeds: over });
+        }
+        let mut comparisons = Vec::new();
+        for (i, a) in models.iter().enumerate() {
+            for b in &models[i + 1..] {
+                for metric in CLUSTER_METRICS.into_iter().chain(["test_mse"]) {
+                    let values = |m: &ModelMetrics| -> Vec<f64> {
+                        m.runs.iter().map(|r| if metric == "test_mse" { r.test_mse } else { r.metric(metric).mean }).collect()
+                    };
+                    comparisons.push(Comparison {
+                        a: a.model.clone(),
+                        b: b.model.clone(),
+                        metric: metric.to_owned(),
+                        welch: stats::welch(&values(a), &values(b)),
+                    });
                 }
             }
-            let (_, best_seed, contingency) = best.expect("at least one seed");
-            out.insert(
-                arch.name().into(),
-                json!({
-                    "test_mse": trained["test_mse"],
-                    "purity": Summary::of(purity),
-                    "nmi": Summary::of(nmi),
-                    "ari": Summary::of(ari),
-                    "acc": Summary::of(acc),
-                    "seeds": self.seeds,
-                    "best_purity_seed": best_seed,
-                    "contingency": contingency,
-                }),
-            );
         }
-        super::write_json(&ctx.output(METRICS), &Value::Object(out))?;
+        let metrics = Metrics {
+            training_seeds: self.training_seeds.clone(),
+            kmeans_seeds: self.kmeans_seeds.clone(),
+            k: self.k,
+            models,
+            comparisons,
+        };
+        super::write_json(&ctx.output(METRICS), &metrics)?;
         Ok(StageReport { device: Some("cpu".into()) })
+    }
+}
+
+impl Score {
+    fn score_run(&self, ctx: &StageContext<'_>, run: Run) -> anyhow::Result<RunMetrics> {
+        let trained = super::read_json(ctx.input(&super::train::id(run), super::train::METRICS)?)?;
+        let test_mse =
+            trained["test_mse"].as_f64().ok_or_else(|| anyhow::anyhow!("{}: metrics.json has no test_mse", super::train::id(run)))?;
+        let labels = super::encode::read_labels(ctx.input(&super::encode::id(run), super::encode::LATENT)?)?;
+        let (mut purity, mut nmi, mut ari, mut acc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut best: Option<(f64, u64, Vec<Vec<u64>>)> = None;
+        for &seed in &self.kmeans_seeds {
+            let path = ctx.input(&super::kmeans::id(run, seed), super::kmeans::ASSIGNMENTS)?;
+            let file = TensorFile::open(path)?;
+            let clusters = tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
+            anyhow::ensure!(
+                clusters.len() == labels.len(),
+                "{}: {} assignments for {} labels",
+                path.display(),
+                clusters.len(),
+                labels.len()
+            );
+            if let Some(bad) = clusters.iter().find(|&&c| c as usize >= self.k) {
+                anyhow::bail!("{}: cluster {bad} is not below kmeans.k = {}", path.display(), self.k);
+            }
+            let m = metrics::contingency(&labels, &clusters, CLASSES, self.k);
+            let p = metrics::purity(&m);
+            purity.push(p);
+            nmi.push(metrics::nmi(&m));
+            ari.push(metrics::ari(&m));
+            acc.push(metrics::accuracy(&m));
+            if best.as_ref().is_none_or(|(bp, _, _)| p > *bp) {
+                best = Some((p, seed, m));
+            }
+        }
+        let (_, best_purity_seed, contingency) = best.expect("at least one seed");
+        Ok(RunMetrics {
+            training_seed: run.seed,
+            test_mse,
+            purity: Summary::of(purity),
+            nmi: Summary::of(nmi),
+            ari: Summary::of(ari),
+            acc: Summary::of(acc),
+            best_purity_seed,
+            contingency,
+        })
     }
 }

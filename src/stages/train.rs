@@ -1,9 +1,10 @@
-//! `train-simple`, `train-conv`: train one autoencoder on the training split and evaluate it
+//! `train-<model>-s<training seed>`: train one autoencoder on the training split and evaluate it
 //! on the test split. Outputs `model.safetensors` (PyTorch state-dict names), `history.json`
 //! and `metrics.json` (`{"test_mse": ...}`).
 
 use serde_json::json;
 
+use super::{Run, StageId};
 use crate::config::{DeviceChoice, LoadedConfig};
 use crate::data::{Dataset, Split};
 use crate::models::{self, Arch};
@@ -14,8 +15,8 @@ pub const MODEL: &str = "model.safetensors";
 pub const HISTORY: &str = "history.json";
 pub const METRICS: &str = "metrics.json";
 
-pub fn id(arch: Arch) -> String {
-    format!("train-{}", arch.name())
+pub fn id(run: Run) -> String {
+    StageId::Train(run).to_string()
 }
 
 pub struct Train {
@@ -24,17 +25,22 @@ pub struct Train {
     device: DeviceChoice,
 }
 
-pub fn spec(config: &LoadedConfig, arch: Arch) -> StageSpec {
+pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
     let c = &config.config;
+    let arch = run.arch;
     let m = match arch {
         Arch::Simple => &c.models.simple,
         Arch::Conv => &c.models.conv,
     };
-    let settings = TrainSettings { arch, epochs: m.epochs, batch_size: m.batch_size, lr: m.lr, weight_decay: m.weight_decay, seed: c.seed };
+    let settings =
+        TrainSettings { arch, epochs: m.epochs, batch_size: m.batch_size, lr: m.lr, weight_decay: m.weight_decay, seed: run.seed };
     let kind = Train { settings, limit: c.train.limit, device: c.device };
-    let params = config.params(&["seed", "train.limit", &format!("models.{}", arch.name())]);
-    super::stage(id(arch), kind)
+    let params = config.params(&["train.limit", &format!("models.{}", arch.name())]);
+    // The training seed under the key `seed`, as before training seeds became a list: a
+    // single-seed run keeps its fingerprints, and its store entries stay valid.
+    super::stage(id(run), kind)
         .params(params)
+        .param("seed", run.seed)
         .param("arch", arch.name())
         .input(super::download::ID, super::download::OUTPUT)
         .outputs(&[MODEL, HISTORY, METRICS])

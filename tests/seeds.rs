@@ -1,0 +1,76 @@
+//! Training seeds as an axis: stage ids per seed, caching when seeds are added or removed,
+//! and statistics over seeds in metrics.json, the report and `pipeline metrics`.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::Project;
+
+const SMALL: [&str; 6] = ["--set", "models.simple.epochs=1", "--set", "models.conv.epochs=1", "--set", "kmeans.seeds=[0,1]"];
+
+fn run(p: &Project, seeds: &str) -> BTreeSet<String> {
+    let set = format!("train.seeds={seeds}");
+    let args: Vec<&str> = ["pipeline", "run", "--json"].into_iter().chain(SMALL).chain(["--set", set.as_str()]).collect();
+    let v: serde_json::Value = serde_json::from_str(p.ok(&args).trim()).unwrap();
+    v["ran"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+}
+
+/// Every stage of one training seed.
+fn seed_stages(seed: u64) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for m in ["simple", "conv"] {
+        for kind in ["train", "encode", "pca"] {
+            out.insert(format!("{kind}-{m}-s{seed}"));
+        }
+        for k in [0, 1] {
+            out.insert(format!("kmeans-{m}-s{seed}-{k}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn training_seeds_are_an_axis_with_statistics() {
+    let p = Project::new("seeds");
+    let ran = run(&p, "[1,2]");
+    assert!(ran.is_superset(&seed_stages(1)) && ran.is_superset(&seed_stages(2)), "{ran:?}");
+
+    let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(p.artifacts().join("score/metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["training_seeds"], serde_json::json!([1, 2]));
+    for (i, model) in ["simple", "conv"].into_iter().enumerate() {
+        let m = &metrics["models"][i];
+        assert_eq!(m["model"], model);
+        let runs = m["runs"].as_array().unwrap();
+        assert_eq!(runs.iter().map(|r| r["training_seed"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+        // The statistics are those of the per-seed means, recomputed here.
+        let means: Vec<f64> = runs.iter().map(|r| r["purity"]["mean"].as_f64().unwrap()).collect();
+        let over = &m["over_training_seeds"]["purity"];
+        assert_eq!(over["n"], 2);
+        assert!((over["mean"].as_f64().unwrap() - (means[0] + means[1]) / 2.0).abs() < 1e-12, "{over}");
+        let sd = (means[0] - means[1]).abs() / 2f64.sqrt();
+        assert!((over["std"].as_f64().unwrap() - sd).abs() < 1e-12, "{over}");
+        // t(0.975, 1) = 12.7062...: the interval of two seeds is wide, and says so.
+        let half = 12.706204736174694 * sd / 2f64.sqrt();
+        assert!((over["ci95"][1].as_f64().unwrap() - over["mean"].as_f64().unwrap() - half).abs() < 1e-9, "{over}");
+    }
+    let comparisons = metrics["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 5, "simple vs conv, for four clustering metrics and the test MSE");
+    assert!(comparisons.iter().all(|c| c["a"] == "simple" && c["b"] == "conv"));
+
+    let report = std::fs::read_to_string(p.artifacts().join("plot/report.md")).unwrap();
+    for needle in ["simple (training seed 2)", "Over the 2 training seeds", "Welch's t-test", "purity (simple − conv)", "(spread.png)"] {
+        assert!(report.contains(needle), "report.md lacks {needle}:\n{report}");
+    }
+    let args: Vec<&str> = ["pipeline", "metrics"].into_iter().chain(SMALL).chain(["--set", "train.seeds=[1,2]"]).collect();
+    assert!(p.ok(&args).contains("Over the 2 training seeds"));
+
+    // Adding a seed runs that seed's stages, score and plot; nothing else.
+    let mut expected = seed_stages(3);
+    expected.extend(["score".to_owned(), "plot".to_owned()]);
+    assert_eq!(run(&p, "[1,2,3]"), expected);
+    // Removing it runs nothing at all: score and plot of [1, 2] come back from the run-cache.
+    assert_eq!(run(&p, "[1,2]"), BTreeSet::new());
+    // Re-adding it is a run-cache restore too.
+    assert_eq!(run(&p, "[1,2,3]"), BTreeSet::new());
+}
