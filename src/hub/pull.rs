@@ -55,12 +55,25 @@ pub fn differences(graph: &Graph, published: &LockFile) -> Vec<String> {
             out.push(format!("{}: published by {} v{}, this code is v{}", spec.id, rec.kind, rec.version, spec.kind.version()));
             continue;
         }
-        let changed: Vec<String> = spec
-            .params
-            .iter()
-            .filter(|(k, v)| rec.params.get(*k) != Some(*v))
-            .map(|(k, v)| format!("{k} {} here, {} published", v, rec.params.get(k).map_or("unset".to_owned(), |p| p.to_string())))
-            .collect();
+        let shown =
+            |v: Option<&serde_json::Value>, absent: &str| v.map_or(absent.to_owned(), |v| v.as_str().map_or(v.to_string(), str::to_owned));
+        let mut changed: Vec<String> = Vec::new();
+        for key in spec.params.keys().chain(rec.params.keys().filter(|k| !spec.params.contains_key(*k))) {
+            let (here, there) = (spec.params.get(key), rec.params.get(key));
+            if here == there {
+                continue;
+            }
+            changed.push(if key == "device" {
+                // CPU runs declare no device: the CPU is the reference.
+                format!(
+                    "computed on {} here, on {} in the published run (devices differ in their bits)",
+                    shown(here, "cpu"),
+                    shown(there, "cpu")
+                )
+            } else {
+                format!("{key} {} here, {} published", shown(here, "unset"), shown(there, "unset"))
+            });
+        }
         if !changed.is_empty() {
             out.push(format!("{}: {}", spec.id, changed.join(", ")));
         }
@@ -262,6 +275,29 @@ mod tests {
             finished_at: 0,
         };
         LockFile { stages: [(id.to_owned(), rec)].into(), ..LockFile::empty() }
+    }
+
+    #[test]
+    fn differences_name_the_device_a_published_run_used() {
+        let config = crate::config::LoadedConfig::from_yaml(
+            include_str!("../../pipeline.yaml"),
+            std::path::Path::new("pipeline.yaml"),
+            &["device=cpu".into()],
+        )
+        .unwrap();
+        let graph = Graph::new(crate::stages::plan(&config)).unwrap();
+        let spec = graph.get("train-conv-s42").unwrap();
+        let mut rec = lock("train-conv-s42", &"0".repeat(64), "model.safetensors").stages.remove("train-conv-s42").unwrap();
+        rec.kind = spec.kind.kind().into();
+        rec.version = spec.kind.version();
+        rec.params = spec.params.clone();
+        rec.params.insert("device".into(), "cuda".into());
+        let published = LockFile { stages: [("train-conv-s42".to_owned(), rec)].into(), ..LockFile::empty() };
+        let diffs = differences(&graph, &published);
+        assert!(
+            diffs.iter().any(|d| d == "train-conv-s42: computed on cpu here, on cuda in the published run (devices differ in their bits)"),
+            "{diffs:?}"
+        );
     }
 
     #[test]

@@ -33,6 +33,19 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
     })
 }
 
+/// The kind of device `choice` resolves to in this build (`cpu`, `cuda`, `metal`), without
+/// starting it: what a stage that computes on the device declares.
+pub fn resolve_kind(choice: DeviceChoice) -> &'static str {
+    match choice {
+        DeviceChoice::Cpu => "cpu",
+        DeviceChoice::Cuda => "cuda",
+        DeviceChoice::Metal => "metal",
+        DeviceChoice::Auto if candle_core::utils::cuda_is_available() => "cuda",
+        DeviceChoice::Auto if candle_core::utils::metal_is_available() => "metal",
+        DeviceChoice::Auto => "cpu",
+    }
+}
+
 /// A short name for the lock file and history (`cpu`, `cuda:0`, `metal:0`).
 pub fn name(device: &Device) -> String {
     match device {

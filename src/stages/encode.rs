@@ -28,12 +28,13 @@ pub struct Encode {
 
 pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
     let kind = Encode { run, samples: config.config.plot.samples, device: config.config.device };
-    super::stage(id(run), kind)
+    let spec = super::stage(id(run), kind)
         .params(config.params(&["plot.samples"]))
         .param("arch", run.arch.name())
         .input(&super::train::id(run), super::train::MODEL)
         .input(super::download::ID, super::download::OUTPUT)
-        .outputs(&[LATENT, RECONSTRUCTIONS])
+        .outputs(&[LATENT, RECONSTRUCTIONS]);
+    super::on_device(spec, config)
 }
 
 impl StageKind for Encode {

@@ -120,6 +120,17 @@ pub(crate) fn read_json(path: &std::path::Path) -> anyhow::Result<serde_json::Va
     serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))
 }
 
+/// Declares the device a training or encoding stage computes on. The CPU is the reference
+/// and adds nothing (so CPU fingerprints do not depend on the `device` setting); any other
+/// device gives different bits, so it becomes a param (`device: cuda`) and a different
+/// fingerprint.
+pub(crate) fn on_device(spec: StageSpec, config: &LoadedConfig) -> StageSpec {
+    match crate::models::device::resolve_kind(config.config.device) {
+        "cpu" => spec,
+        other => spec.param("device", other),
+    }
+}
+
 /// Writes a stage output; the error names the file (a full disk, say).
 pub(crate) fn write_file(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
     std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))

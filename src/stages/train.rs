@@ -38,12 +38,13 @@ pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
     let params = config.params(&["train.limit", &format!("models.{}", arch.name())]);
     // The training seed under the key `seed`, as before training seeds became a list: a
     // single-seed run keeps its fingerprints, and its store entries stay valid.
-    super::stage(id(run), kind)
+    let spec = super::stage(id(run), kind)
         .params(params)
         .param("seed", run.seed)
         .param("arch", arch.name())
         .input(super::download::ID, super::download::OUTPUT)
-        .outputs(&[MODEL, HISTORY, METRICS])
+        .outputs(&[MODEL, HISTORY, METRICS]);
+    super::on_device(spec, config)
 }
 
 impl StageKind for Train {
