@@ -48,7 +48,19 @@ pub struct Config {
     pub models: ModelsConfig,
     pub pca: PcaConfig,
     pub kmeans: KmeansConfig,
+    /// Representations clustered and scored like the models' latents, as controls.
+    #[serde(default)]
+    pub baselines: Vec<BaselineKind>,
     pub plot: PlotConfig,
+}
+
+/// A baseline: `pixels` (the raw pixels) or `pixels-pca` (PCA of the pixels, fit on the
+/// training images, at each model's latent size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaselineKind {
+    Pixels,
+    PixelsPca,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -247,6 +259,10 @@ impl LoadedConfig {
         let mut seen = std::collections::BTreeSet::new();
         if let Some(dup) = c.kmeans.seeds.iter().find(|s| !seen.insert(**s)) {
             return bad("kmeans.seeds", &format!("seed {dup} is listed twice"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = c.baselines.iter().find(|b| !seen.insert(format!("{b:?}"))) {
+            return bad("baselines", &format!("{dup:?} is listed twice"));
         }
         if c.kmeans.max_iter == 0 {
             return bad("kmeans.max_iter", "must be at least 1");

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::analysis::stats::Stats;
 use crate::models::Arch;
-use crate::stages::score::{Metrics, Summary, CLUSTER_METRICS};
+use crate::stages::score::{Comparison, Metrics, Summary, CLUSTER_METRICS};
 
 /// What the seed notebook reported for a model: test MSE and best-of-10 purity.
 #[derive(Debug, Clone, Copy)]
@@ -46,11 +46,14 @@ pub fn metrics_table(metrics: &Metrics) -> String {
         let Some(arch) = Arch::ALL.into_iter().find(|a| a.name() == m.model) else { continue };
         let seed = seed_numbers(arch);
         for r in &m.runs {
-            let label = if several { format!("{} (training seed {})", m.model, r.training_seed) } else { m.model.clone() };
+            let label = match r.training_seed {
+                Some(s) if several => format!("{} (training seed {s})", m.model),
+                _ => m.model.clone(),
+            };
             let _ = writeln!(
                 out,
-                "| {label} | {:.5} | {:.5} | {} | {:.4} | {} | {} | {} |",
-                r.test_mse,
+                "| {label} | {} | {:.5} | {} | {:.4} | {} | {} | {} |",
+                r.test_mse.map_or("—".to_owned(), |v| format!("{v:.5}")),
                 seed.test_mse,
                 summary(&r.purity),
                 seed.purity,
@@ -59,6 +62,25 @@ pub fn metrics_table(metrics: &Metrics) -> String {
                 summary(&r.acc),
             );
         }
+    }
+    for b in &metrics.baselines {
+        for r in &b.runs {
+            let _ = writeln!(
+                out,
+                "| {} (baseline) | — | — | {} | — | {} | {} | {} |",
+                b.model,
+                summary(&r.purity),
+                summary(&r.nmi),
+                summary(&r.ari),
+                summary(&r.acc)
+            );
+        }
+    }
+    if !metrics.baselines.is_empty() {
+        out.push_str(
+            "\nBaselines: `pixels` clusters the raw test images (784-d); `pixels-pca<d>` their projection on the first d \
+             principal components of the training images, d being a model's latent size.\n",
+        );
     }
     if !several {
         return out;
@@ -71,12 +93,13 @@ pub fn metrics_table(metrics: &Metrics) -> String {
         n - 1
     );
     out.push_str("| model | test MSE | purity | NMI | ARI | ACC |\n| --- | --- | --- | --- | --- | --- |\n");
-    for m in &metrics.models {
+    let rows =
+        metrics.models.iter().map(|m| (m, m.model.clone())).chain(metrics.baselines.iter().map(|b| (b, format!("{} (baseline)", b.model))));
+    for (m, label) in rows {
         let cell = |key: &str, digits: usize| m.over_training_seeds.get(key).map_or("—".to_owned(), |s| stats_cell(s, digits));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
-            m.model,
+            "| {label} | {} | {} | {} | {} | {} |",
             cell("test_mse", 5),
             cell("purity", 4),
             cell("nmi", 4),
@@ -94,27 +117,38 @@ pub fn metrics_table(metrics: &Metrics) -> String {
         2.0 / relabellings
     );
     out.push_str("| metric | difference | 95% CI | t | df | p |\n| --- | --- | --- | --- | --- | --- |\n");
-    for c in &metrics.comparisons {
-        let label = format!("{} ({} − {})", c.metric, c.a, c.b);
-        match &c.welch {
-            Some(w) => {
-                let _ = writeln!(
-                    out,
-                    "| {label} | {:+.4} | [{:+.4}, {:+.4}] | {:.2} | {:.1} | {} |",
-                    w.diff,
-                    w.ci95[0],
-                    w.ci95[1],
-                    w.t,
-                    w.df,
-                    p_value(w.p)
-                );
-            }
-            None => {
-                let _ = writeln!(out, "| {label} | — | — | — | — | no variance |");
-            }
+    for c in metrics.comparisons.iter().filter(|c| c.test == "welch") {
+        comparison_row(&mut out, c);
+    }
+    if metrics.comparisons.iter().any(|c| c.test == "one-sample") {
+        let _ = write!(
+            out,
+            "\nModels against baselines: a one-sample t-test of the model's {n} per-seed values against the baseline's \
+             value (a baseline has no training seed), two-sided.\n\n"
+        );
+        out.push_str("| metric | difference | 95% CI | t | df | p |\n| --- | --- | --- | --- | --- | --- |\n");
+        for c in metrics.comparisons.iter().filter(|c| c.test == "one-sample") {
+            comparison_row(&mut out, c);
         }
     }
     out
+}
+
+fn comparison_row(out: &mut String, c: &Comparison) {
+    let label = format!("{} ({} − {})", c.metric, c.a, c.b);
+    let _ = match &c.result {
+        Some(w) => writeln!(
+            out,
+            "| {label} | {:+.4} | [{:+.4}, {:+.4}] | {:.2} | {:.1} | {} |",
+            w.diff,
+            w.ci95[0],
+            w.ci95[1],
+            w.t,
+            w.df,
+            p_value(w.p)
+        ),
+        None => writeln!(out, "| {label} | — | — | — | — | no variance |"),
+    };
 }
 
 /// `0.0032`, or `< 1e-6`.
@@ -223,10 +257,15 @@ pub fn flat_metrics(metrics: &Value) -> Vec<(String, f64)> {
         return out;
     };
     let several = m.training_seeds.len() > 1;
-    for model in &m.models {
+    for model in m.models.iter().chain(&m.baselines) {
         for r in &model.runs {
-            let prefix = if several { format!("{}.s{}", model.model, r.training_seed) } else { model.model.clone() };
-            out.push((format!("{prefix}.test_mse"), r.test_mse));
+            let prefix = match r.training_seed {
+                Some(s) if several => format!("{}.s{s}", model.model),
+                _ => model.model.clone(),
+            };
+            if let Some(mse) = r.test_mse {
+                out.push((format!("{prefix}.test_mse"), mse));
+            }
             for key in CLUSTER_METRICS {
                 let s = r.metric(key);
                 for (stat, v) in [("best", s.best), ("mean", s.mean), ("std", s.std)] {
@@ -234,7 +273,7 @@ pub fn flat_metrics(metrics: &Value) -> Vec<(String, f64)> {
                 }
             }
         }
-        if several {
+        if several && model.runs.len() > 1 {
             for (key, s) in &model.over_training_seeds {
                 out.push((format!("{}.{key}.mean_over_seeds", model.model), s.mean));
                 if let Some(sd) = s.std {

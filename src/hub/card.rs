@@ -56,7 +56,7 @@ fn model_index(input: &CardInput) -> Value {
         .iter()
         .filter_map(|m| Some((Arch::ALL.into_iter().find(|a| a.name() == m.model)?, m)))
         .map(|(arch, m)| {
-            let mut metrics = vec![metric("mse", "Test MSE".into(), Some(m.test_mse()))];
+            let mut metrics = vec![metric("mse", "Test MSE".into(), m.test_mse())];
             for (key, kind, label) in [("purity", "purity", "Purity"), ("nmi", "nmi", "NMI"), ("ari", "ari", "ARI"), ("acc", "accuracy", "Clustering accuracy (Hungarian)")] {
                 metrics.push(metric(kind, format!("{label}, best of {over}"), Some(m.best(key))));
                 metrics.push(metric(kind, format!("{label}, mean of {over}"), Some(m.mean(key))));

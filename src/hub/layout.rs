@@ -10,9 +10,12 @@
 //! latents/<model>/s<t>/              encode-<model>-s<t>: latent.safetensors, reconstructions.safetensors
 //! pca/<model>/s<t>/                  pca-<model>-s<t>: pca.safetensors, pca.json
 //! kmeans/<model>/s<t>/seed-<n>/      kmeans-<model>-s<t>-<n>: assignments.safetensors, kmeans.json
+//! baselines/pixels-pca<d>/           baseline-pixels-pca<d>: latent.safetensors
+//! kmeans/<baseline>/seed-<n>/        kmeans-<baseline>-<n>
 //! report/                            plot: report.md and the figures
 //! ```
-//! `download` is not published: its output is MNIST itself, which every checkout has.
+//! `download` and `baseline-pixels` are not published: their output is MNIST itself, which
+//! every checkout has.
 
 use std::collections::BTreeMap;
 
@@ -24,12 +27,15 @@ pub const CONFIG: &str = "pipeline.yaml";
 pub const LOCK: &str = "pipeline.lock";
 
 /// Stages whose outputs are not published.
-pub const LOCAL_ONLY: &[&str] = &[crate::stages::download::ID];
+pub fn local_only(stage: &str) -> bool {
+    use crate::stages::{Baseline, StageId};
+    matches!(StageId::parse(stage), Some(StageId::Download | StageId::Baseline(Baseline::Pixels)))
+}
 
 /// The folder (no trailing `/`, empty for the root) of a stage's files, or `None` for a
 /// stage that is not published or that this layout does not know.
 pub fn stage_folder(stage: &str) -> Option<String> {
-    use crate::stages::StageId;
+    use crate::stages::{StageId, Subject};
     Some(match StageId::parse(stage)? {
         StageId::Download => return None,
         StageId::Score => String::new(),
@@ -37,7 +43,11 @@ pub fn stage_folder(stage: &str) -> Option<String> {
         StageId::Train(r) => format!("models/{}/s{}", r.arch.name(), r.seed),
         StageId::Encode(r) => format!("latents/{}/s{}", r.arch.name(), r.seed),
         StageId::Pca(r) => format!("pca/{}/s{}", r.arch.name(), r.seed),
-        StageId::Kmeans(r, k) => format!("kmeans/{}/s{}/seed-{k}", r.arch.name(), r.seed),
+        // Derived from MNIST alone, like download's output: not published.
+        StageId::Baseline(crate::stages::Baseline::Pixels) => return None,
+        StageId::Baseline(b) => format!("baselines/{}", b.tag()),
+        StageId::Kmeans(Subject::Model(r), k) => format!("kmeans/{}/s{}/seed-{k}", r.arch.name(), r.seed),
+        StageId::Kmeans(Subject::Baseline(b), k) => format!("kmeans/{}/seed-{k}", b.tag()),
     })
 }
 
@@ -71,13 +81,14 @@ mod tests {
 
     #[test]
     fn every_stage_of_the_default_plan_has_a_distinct_place() {
+        let sets = ["baselines=[pixels, pixels-pca]".to_owned(), "train.seeds=[1, 2]".to_owned()];
         let config =
-            crate::config::LoadedConfig::from_yaml(include_str!("../../pipeline.yaml"), std::path::Path::new("pipeline.yaml"), &[])
+            crate::config::LoadedConfig::from_yaml(include_str!("../../pipeline.yaml"), std::path::Path::new("pipeline.yaml"), &sets)
                 .unwrap();
         let mut seen = std::collections::BTreeSet::new();
         for spec in crate::stages::plan(&config) {
             let folder = stage_folder(&spec.id);
-            if LOCAL_ONLY.contains(&spec.id.as_str()) {
+            if local_only(&spec.id) {
                 assert_eq!(folder, None);
                 continue;
             }
@@ -88,6 +99,8 @@ mod tests {
         }
         assert_eq!(repo_path("kmeans-conv-s42-7", "kmeans.json").unwrap(), "kmeans/conv/s42/seed-7/kmeans.json");
         assert_eq!(repo_path("score", "metrics.json").unwrap(), "metrics.json");
+        assert_eq!(repo_path("kmeans-pixels-pca9-3", "kmeans.json").unwrap(), "kmeans/pixels-pca9/seed-3/kmeans.json");
+        assert_eq!(stage_folder("baseline-pixels"), None);
         assert_eq!(stage_folder("unknown"), None);
     }
 }

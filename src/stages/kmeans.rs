@@ -1,10 +1,11 @@
-//! `kmeans-<model>-<seed>`: k-means on the full latent vectors with one seed
+//! `kmeans-<model>-s<training seed>-<seed>`, `kmeans-<baseline>-<seed>`: k-means on the full
+//! latent vectors (or baseline vectors) with one seed
 //! (`assignments.safetensors`: `labels` u32 [10000], `centroids` f32 [k, d]; `kmeans.json`).
 
 use safetensors::Dtype;
 use serde_json::json;
 
-use super::{Run, StageId};
+use super::{StageId, Subject};
 use crate::analysis::kmeans;
 use crate::config::{KmeansConfig, LoadedConfig};
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
@@ -13,25 +14,27 @@ use crate::tensorfile::{self, le_bytes, le_bytes_u32, Array};
 pub const ASSIGNMENTS: &str = "assignments.safetensors";
 pub const SUMMARY: &str = "kmeans.json";
 
-pub fn id(run: Run, seed: u64) -> String {
-    StageId::Kmeans(run, seed).to_string()
+pub fn id(subject: Subject, seed: u64) -> String {
+    StageId::Kmeans(subject, seed).to_string()
 }
 
 pub struct Kmeans {
-    run: Run,
+    subject: Subject,
     seed: u64,
     cfg: KmeansConfig,
 }
 
-pub fn spec(config: &LoadedConfig, run: Run, seed: u64) -> StageSpec {
-    let kind = Kmeans { run, seed, cfg: config.config.kmeans.clone() };
+pub fn spec(config: &LoadedConfig, subject: Subject, seed: u64) -> StageSpec {
+    let kind = Kmeans { subject, seed, cfg: config.config.kmeans.clone() };
     // Its own seed, not the list: adding a seed must not re-run the others.
-    super::stage(id(run, seed), kind)
+    let spec = super::stage(id(subject, seed), kind)
         .params(config.params(&["kmeans.k", "kmeans.max_iter", "kmeans.tol"]))
-        .param("kmeans.seed", seed)
-        .param("arch", run.arch.name())
-        .input(&super::encode::id(run), super::encode::LATENT)
-        .outputs(&[ASSIGNMENTS, SUMMARY])
+        .param("kmeans.seed", seed);
+    let spec = match subject {
+        Subject::Model(run) => spec.param("arch", run.arch.name()),
+        Subject::Baseline(b) => spec.param("baseline", b.tag()),
+    };
+    spec.input(&subject.source(), super::encode::LATENT).outputs(&[ASSIGNMENTS, SUMMARY])
 }
 
 impl StageKind for Kmeans {
@@ -44,7 +47,7 @@ impl StageKind for Kmeans {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(self.run), super::encode::LATENT)?)?;
+        let (latent, n, d) = super::encode::read_latent(ctx.input(&self.subject.source(), super::encode::LATENT)?)?;
         anyhow::ensure!(n >= self.cfg.k, "{}: kmeans.k = {} exceeds the {n} points to cluster; lower kmeans.k", ctx.stage_id, self.cfg.k);
         tracing::info!(
             stage = ctx.stage_id,

@@ -2,6 +2,7 @@
 //! the list of stage specs that the engine runs. Each stage reads only the config keys it
 //! declares here, so an edit re-runs exactly the stages that read the edited key.
 
+pub mod baseline;
 pub mod download;
 pub mod encode;
 pub mod kmeans;
@@ -19,15 +20,18 @@ use crate::pipeline::StageSpec;
 /// Every stage id of the pipeline. Ids are formatted, and parsed back, here and nowhere else.
 ///
 /// `download`; per model and training seed `s`: `train-<model>-s<s>`, `encode-<model>-s<s>`,
-/// `pca-<model>-s<s>` and, per k-means seed `k`, `kmeans-<model>-s<s>-<k>`; `score`; `plot`.
-/// Every axis is in every id, so adding a seed or a model never renames a stage.
+/// `pca-<model>-s<s>`; per baseline: `baseline-pixels`, `baseline-pixels-pca<d>`; per
+/// clustered representation and k-means seed `k`: `kmeans-<model>-s<s>-<k>`,
+/// `kmeans-pixels-<k>`, `kmeans-pixels-pca<d>-<k>`; `score`; `plot`. Every axis is in every
+/// id, so adding a seed, a model or a baseline never renames a stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageId {
     Download,
     Train(Run),
     Encode(Run),
     Pca(Run),
-    Kmeans(Run, u64),
+    Baseline(Baseline),
+    Kmeans(Subject, u64),
     Score,
     Plot,
 }
@@ -55,6 +59,92 @@ impl Run {
     }
 }
 
+/// A representation clustered without training: the control a latent space must beat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// The raw pixels (784-d).
+    Pixels,
+    /// PCA of the pixels (fit on the training images) to this many dimensions.
+    PixelsPca(usize),
+}
+
+impl Baseline {
+    /// `pixels`, `pixels-pca9`.
+    pub fn tag(&self) -> String {
+        match self {
+            Baseline::Pixels => "pixels".into(),
+            Baseline::PixelsPca(d) => format!("pixels-pca{d}"),
+        }
+    }
+
+    fn parse(tag: &str) -> Option<Self> {
+        match tag {
+            "pixels" => Some(Baseline::Pixels),
+            _ => Some(Baseline::PixelsPca(tag.strip_prefix("pixels-pca")?.parse().ok()?)),
+        }
+    }
+
+    /// The baselines of the config: raw pixels, and PCA of the pixels at each model's latent
+    /// size ("does the autoencoder beat PCA at the same dimension?").
+    pub fn all(config: &LoadedConfig) -> Vec<Baseline> {
+        let mut out = Vec::new();
+        for kind in &config.config.baselines {
+            match kind {
+                crate::config::BaselineKind::Pixels => out.push(Baseline::Pixels),
+                crate::config::BaselineKind::PixelsPca => {
+                    let mut dims: Vec<usize> = Arch::ALL.iter().map(|a| a.latent_dim()).collect();
+                    dims.sort_unstable();
+                    dims.dedup();
+                    out.extend(dims.into_iter().map(Baseline::PixelsPca));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What a k-means stage clusters: a trained model's latents or a baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Model(Run),
+    Baseline(Baseline),
+}
+
+impl Subject {
+    /// `simple-s42`, `pixels-pca9`.
+    pub fn tag(&self) -> String {
+        match self {
+            Subject::Model(r) => r.tag(),
+            Subject::Baseline(b) => b.tag(),
+        }
+    }
+
+    /// The stage whose `latent.safetensors` holds the vectors to cluster.
+    pub fn source(&self) -> String {
+        match self {
+            Subject::Model(r) => StageId::Encode(*r).to_string(),
+            Subject::Baseline(b) => StageId::Baseline(*b).to_string(),
+        }
+    }
+
+    /// The row name in the metrics: the model (`simple`) or the baseline (`pixels-pca9`).
+    pub fn name(&self) -> String {
+        match self {
+            Subject::Model(r) => r.arch.name().to_owned(),
+            Subject::Baseline(b) => b.tag(),
+        }
+    }
+
+    fn parse(tag: &str) -> Option<Self> {
+        if let Some((arch, seed)) = tag.rsplit_once("-s") {
+            if let Some(arch) = Arch::ALL.into_iter().find(|a| a.name() == arch) {
+                return Some(Subject::Model(Run::new(arch, seed.parse().ok()?)));
+            }
+        }
+        Baseline::parse(tag).map(Subject::Baseline)
+    }
+}
+
 impl std::fmt::Display for StageId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -62,7 +152,8 @@ impl std::fmt::Display for StageId {
             StageId::Train(r) => write!(f, "train-{}", r.tag()),
             StageId::Encode(r) => write!(f, "encode-{}", r.tag()),
             StageId::Pca(r) => write!(f, "pca-{}", r.tag()),
-            StageId::Kmeans(r, k) => write!(f, "kmeans-{}-{k}", r.tag()),
+            StageId::Baseline(b) => write!(f, "baseline-{}", b.tag()),
+            StageId::Kmeans(subject, k) => write!(f, "kmeans-{}-{k}", subject.tag()),
             StageId::Score => f.write_str(score::ID),
             StageId::Plot => f.write_str(plot::ID),
         }
@@ -79,18 +170,18 @@ impl StageId {
             _ => {}
         }
         let (kind, rest) = id.split_once('-')?;
-        let run = |tag: &str| -> Option<Run> {
-            let (arch, seed) = tag.rsplit_once("-s")?;
-            let arch = Arch::ALL.into_iter().find(|a| a.name() == arch)?;
-            Some(Run::new(arch, seed.parse().ok()?))
+        let run = |tag: &str| match Subject::parse(tag)? {
+            Subject::Model(r) => Some(r),
+            Subject::Baseline(_) => None,
         };
         let parsed = match kind {
             "train" => StageId::Train(run(rest)?),
             "encode" => StageId::Encode(run(rest)?),
             "pca" => StageId::Pca(run(rest)?),
+            "baseline" => StageId::Baseline(Baseline::parse(rest)?),
             "kmeans" => {
                 let (tag, k) = rest.rsplit_once('-')?;
-                StageId::Kmeans(run(tag)?, k.parse().ok()?)
+                StageId::Kmeans(Subject::parse(tag)?, k.parse().ok()?)
             }
             _ => return None,
         };
@@ -106,8 +197,11 @@ pub fn plan(config: &LoadedConfig) -> Vec<StageSpec> {
     stages.extend(runs.iter().map(|&r| train::spec(config, r)));
     stages.extend(runs.iter().map(|&r| encode::spec(config, r)));
     stages.extend(runs.iter().map(|&r| pca::spec(config, r)));
-    for &run in &runs {
-        stages.extend(config.config.kmeans.seeds.iter().map(|&k| kmeans::spec(config, run, k)));
+    let baselines = Baseline::all(config);
+    stages.extend(baselines.iter().map(|&b| baseline::spec(config, b)));
+    let subjects = runs.iter().map(|&r| Subject::Model(r)).chain(baselines.iter().map(|&b| Subject::Baseline(b)));
+    for subject in subjects {
+        stages.extend(config.config.kmeans.seeds.iter().map(|&k| kmeans::spec(config, subject, k)));
     }
     stages.push(score::spec(config));
     stages.push(plot::spec(config));
@@ -165,19 +259,26 @@ mod tests {
     #[test]
     fn stage_ids_round_trip_and_reject_other_spellings() {
         let r = Run::new(Arch::Conv, 42);
+        let (m, p9) = (Subject::Model(r), Subject::Baseline(Baseline::PixelsPca(9)));
         for id in [
             StageId::Download,
             StageId::Train(r),
             StageId::Encode(r),
             StageId::Pca(r),
-            StageId::Kmeans(r, 7),
+            StageId::Baseline(Baseline::Pixels),
+            StageId::Baseline(Baseline::PixelsPca(9)),
+            StageId::Kmeans(m, 7),
+            StageId::Kmeans(p9, 0),
+            StageId::Kmeans(Subject::Baseline(Baseline::Pixels), 3),
             StageId::Score,
             StageId::Plot,
         ] {
             assert_eq!(StageId::parse(&id.to_string()), Some(id), "{id}");
         }
-        assert_eq!(StageId::Kmeans(r, 7).to_string(), "kmeans-conv-s42-7");
-        for bad in ["train-conv", "train-conv-s042", "train-conv-s+1", "kmeans-conv-s42", "train-wide-s1", "nope"] {
+        assert_eq!(StageId::Kmeans(m, 7).to_string(), "kmeans-conv-s42-7");
+        assert_eq!(StageId::Kmeans(p9, 0).to_string(), "kmeans-pixels-pca9-0");
+        let bad = ["train-conv", "train-conv-s042", "train-conv-s+1", "kmeans-conv-s42", "train-wide-s1", "nope"];
+        for bad in bad.into_iter().chain(["train-pixels", "baseline-pixels-pca09", "kmeans-pixels", "baseline-conv-s42"]) {
             assert_eq!(StageId::parse(bad), None, "{bad}");
         }
     }

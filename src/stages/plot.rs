@@ -141,7 +141,7 @@ impl StageKind for Plot {
             )?;
             let shown = metrics
                 .model(arch.name())
-                .and_then(|m| m.runs.iter().find(|r| r.training_seed == self.shown))
+                .and_then(|m| m.runs.iter().find(|r| r.training_seed == Some(self.shown)))
                 .ok_or_else(|| anyhow::anyhow!("score/metrics.json has no {} model of training seed {}", arch.name(), self.shown))?;
             figures::heatmap(
                 &ctx.output(&contingency_figure(arch)),
@@ -157,6 +157,7 @@ impl StageKind for Plot {
                 let strips = metrics
                     .models
                     .iter()
+                    .chain(&metrics.baselines)
                     .map(|m| figures::Strip {
                         name: &m.model,
                         clusterings: m.runs.iter().flat_map(|r| r.metric(metric).per_seed.clone()).collect(),

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
-use super::Run;
+use super::{Baseline, Run, Subject};
 use crate::analysis::metrics;
-use crate::analysis::stats::{self, Stats, Welch};
+use crate::analysis::stats::{self, Stats, TTest};
 use crate::config::LoadedConfig;
 use crate::data::CLASSES;
 use crate::models::Arch;
@@ -21,6 +21,7 @@ pub const METRICS: &str = "metrics.json";
 
 pub struct Score {
     runs: Vec<Run>,
+    baselines: Vec<Baseline>,
     kmeans_seeds: Vec<u64>,
     training_seeds: Vec<u64>,
     k: usize,
@@ -29,15 +30,26 @@ pub struct Score {
 pub fn spec(config: &LoadedConfig) -> StageSpec {
     let c = &config.config;
     let runs = Run::all(config);
-    let kind = Score { runs: runs.clone(), kmeans_seeds: c.kmeans.seeds.clone(), training_seeds: c.train.seeds.clone(), k: c.kmeans.k };
+    let baselines = Baseline::all(config);
+    let kind = Score {
+        runs: runs.clone(),
+        baselines: baselines.clone(),
+        kmeans_seeds: c.kmeans.seeds.clone(),
+        training_seeds: c.train.seeds.clone(),
+        k: c.kmeans.k,
+    };
     let mut spec = super::stage(ID, kind)
         // The order of the seeds is the order of the per-seed lists; k sizes the contingency.
         .params(config.params(&["kmeans.seeds", "kmeans.k", "train.seeds"]))
         .outputs(&[METRICS]);
     for &run in &runs {
-        spec = spec.input(&super::train::id(run), super::train::METRICS).input(&super::encode::id(run), super::encode::LATENT);
+        spec = spec.input(&super::train::id(run), super::train::METRICS);
+    }
+    let subjects = runs.iter().map(|&r| Subject::Model(r)).chain(baselines.iter().map(|&b| Subject::Baseline(b)));
+    for subject in subjects {
+        spec = spec.input(&subject.source(), super::encode::LATENT);
         for &seed in &c.kmeans.seeds {
-            spec = spec.input(&super::kmeans::id(run, seed), super::kmeans::ASSIGNMENTS);
+            spec = spec.input(&super::kmeans::id(subject, seed), super::kmeans::ASSIGNMENTS);
         }
     }
     spec
@@ -75,8 +87,13 @@ pub struct Metrics {
     pub k: usize,
     /// In `Arch::ALL` order.
     pub models: Vec<ModelMetrics>,
+    /// The baselines (`pixels`, `pixels-pca<d>`), each with one run (no training seed).
+    #[serde(default)]
+    pub baselines: Vec<ModelMetrics>,
     /// Every pair of models, for each clustering metric and the test MSE: Welch's t-test over
-    /// the training seeds of the per-seed values (the mean over k-means seeds).
+    /// the training seeds of the per-seed values (the mean over k-means seeds); and every
+    /// model against every baseline: a one-sample t-test of the model's per-seed values
+    /// against the baseline's value.
     pub comparisons: Vec<Comparison>,
 }
 
@@ -93,8 +110,10 @@ pub struct ModelMetrics {
 /// One trained model (a training seed) clustered with every k-means seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMetrics {
-    pub training_seed: u64,
-    pub test_mse: f64,
+    /// `None` for a baseline.
+    pub training_seed: Option<u64>,
+    /// `None` for a baseline.
+    pub test_mse: Option<f64>,
     pub purity: Summary,
     pub nmi: Summary,
     pub ari: Summary,
@@ -121,8 +140,10 @@ pub struct Comparison {
     pub a: String,
     pub b: String,
     pub metric: String,
+    /// `welch` (two models) or `one-sample` (a model against a baseline).
+    pub test: String,
     /// `None` with fewer than two training seeds (no variance to test against).
-    pub welch: Option<Welch>,
+    pub result: Option<TTest>,
 }
 
 impl Metrics {
@@ -148,9 +169,26 @@ impl ModelMetrics {
         self.runs.iter().map(|r| r.metric(metric).mean).sum::<f64>() / self.runs.len() as f64
     }
 
-    /// The mean test MSE over the training seeds.
-    pub fn test_mse(&self) -> f64 {
-        self.runs.iter().map(|r| r.test_mse).sum::<f64>() / self.runs.len() as f64
+    /// The mean test MSE over the training seeds (`None` for a baseline).
+    pub fn test_mse(&self) -> Option<f64> {
+        let values: Vec<f64> = self.runs.iter().filter_map(|r| r.test_mse).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    }
+
+    /// Per run: the test MSE, or a clustering metric's mean over the k-means seeds.
+    pub fn per_run(&self, metric: &str) -> Vec<f64> {
+        self.runs.iter().filter_map(|r| if metric == "test_mse" { r.test_mse } else { Some(r.metric(metric).mean) }).collect()
+    }
+
+    fn of(name: String, runs: Vec<RunMetrics>) -> Self {
+        let mut m = Self { model: name, runs, over_training_seeds: BTreeMap::new() };
+        for metric in CLUSTER_METRICS.into_iter().chain(["test_mse"]) {
+            let values = m.per_run(metric);
+            if !values.is_empty() {
+                m.over_training_seeds.insert(metric.to_owned(), Stats::of(&values));
+            }
+        }
+        m
     }
 }
 
@@ -169,27 +207,39 @@ impl StageKind for Score {
         for arch in Arch::ALL {
             let mut runs = Vec::new();
             for run in self.runs.iter().filter(|r| r.arch == arch) {
-                runs.push(self.score_run(ctx, *run)?);
+                runs.push(self.score_subject(ctx, Subject::Model(*run))?);
             }
-            let mut over = BTreeMap::new();
-            over.insert("test_mse".to_owned(), Stats::of(&runs.iter().map(|r| r.test_mse).collect::<Vec<_>>()));
-            for metric in CLUSTER_METRICS {
-                over.insert(metric.to_owned(), Stats::of(&runs.iter().map(|r| r.metric(metric).mean).collect::<Vec<_>>()));
-            }
-            models.push(ModelMetrics { model: arch.name().to_owned(), runs, over_training_seeds: over });
+            models.push(ModelMetrics::of(arch.name().to_owned(), runs));
+        }
+        let mut baselines = Vec::new();
+        for &b in &self.baselines {
+            baselines.push(ModelMetrics::of(b.tag(), vec![self.score_subject(ctx, Subject::Baseline(b))?]));
         }
         let mut comparisons = Vec::new();
         for (i, a) in models.iter().enumerate() {
             for b in &models[i + 1..] {
                 for metric in CLUSTER_METRICS.into_iter().chain(["test_mse"]) {
-                    let values = |m: &ModelMetrics| -> Vec<f64> {
-                        m.runs.iter().map(|r| if metric == "test_mse" { r.test_mse } else { r.metric(metric).mean }).collect()
-                    };
+                    let result = stats::welch(&a.per_run(metric), &b.per_run(metric));
                     comparisons.push(Comparison {
                         a: a.model.clone(),
                         b: b.model.clone(),
                         metric: metric.to_owned(),
-                        welch: stats::welch(&values(a), &values(b)),
+                        test: "welch".into(),
+                        result,
+                    });
+                }
+            }
+        }
+        for a in &models {
+            for b in &baselines {
+                for metric in CLUSTER_METRICS {
+                    let result = stats::one_sample(&a.per_run(metric), b.per_run(metric)[0]);
+                    comparisons.push(Comparison {
+                        a: a.model.clone(),
+                        b: b.model.clone(),
+                        metric: metric.to_owned(),
+                        test: "one-sample".into(),
+                        result,
                     });
                 }
             }
@@ -199,6 +249,7 @@ impl StageKind for Score {
             kmeans_seeds: self.kmeans_seeds.clone(),
             k: self.k,
             models,
+            baselines,
             comparisons,
         };
         super::write_json(&ctx.output(METRICS), &metrics)?;
@@ -207,15 +258,22 @@ impl StageKind for Score {
 }
 
 impl Score {
-    fn score_run(&self, ctx: &StageContext<'_>, run: Run) -> anyhow::Result<RunMetrics> {
-        let trained = super::read_json(ctx.input(&super::train::id(run), super::train::METRICS)?)?;
-        let test_mse =
-            trained["test_mse"].as_f64().ok_or_else(|| anyhow::anyhow!("{}: metrics.json has no test_mse", super::train::id(run)))?;
-        let labels = super::encode::read_labels(ctx.input(&super::encode::id(run), super::encode::LATENT)?)?;
+    fn score_subject(&self, ctx: &StageContext<'_>, subject: Subject) -> anyhow::Result<RunMetrics> {
+        let (training_seed, test_mse) = match subject {
+            Subject::Model(run) => {
+                let trained = super::read_json(ctx.input(&super::train::id(run), super::train::METRICS)?)?;
+                let mse = trained["test_mse"]
+                    .as_f64()
+                    .ok_or_else(|| anyhow::anyhow!("{}: metrics.json has no test_mse", super::train::id(run)))?;
+                (Some(run.seed), Some(mse))
+            }
+            Subject::Baseline(_) => (None, None),
+        };
+        let labels = super::encode::read_labels(ctx.input(&subject.source(), super::encode::LATENT)?)?;
         let (mut purity, mut nmi, mut ari, mut acc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut best: Option<(f64, u64, Vec<Vec<u64>>)> = None;
         for &seed in &self.kmeans_seeds {
-            let path = ctx.input(&super::kmeans::id(run, seed), super::kmeans::ASSIGNMENTS)?;
+            let path = ctx.input(&super::kmeans::id(subject, seed), super::kmeans::ASSIGNMENTS)?;
             let file = TensorFile::open(path)?;
             let clusters = tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
             anyhow::ensure!(
@@ -240,7 +298,7 @@ impl Score {
         }
         let (_, best_purity_seed, contingency) = best.expect("at least one seed");
         Ok(RunMetrics {
-            training_seed: run.seed,
+            training_seed,
             test_mse,
             purity: Summary::of(purity),
             nmi: Summary::of(nmi),
