@@ -100,17 +100,16 @@ fn baselines_are_clustered_scored_and_compared_like_models() {
     assert_eq!(latent("baseline-pixels").get("latent", safetensors::Dtype::F32).unwrap().0, [20, 784]);
     assert_eq!(latent("baseline-pixels-pca9").get("latent", safetensors::Dtype::F32).unwrap().0, [20, 9]);
 
-    let metrics: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.artifacts().join("score/metrics.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(p.artifacts().join("score/metrics.json")).unwrap()).unwrap();
     let names: Vec<&str> = metrics["baselines"].as_array().unwrap().iter().map(|b| b["model"].as_str().unwrap()).collect();
     assert_eq!(names, ["pixels", "pixels-pca9", "pixels-pca10"]);
     let b = &metrics["baselines"][0]["runs"][0];
     assert!(b["training_seed"].is_null() && b["test_mse"].is_null(), "{b}");
-    let one_sample: Vec<&serde_json::Value> = metrics["comparisons"].as_array().unwrap().iter().filter(|c| c["test"] == "one-sample").collect();
+    let one_sample: Vec<&serde_json::Value> =
+        metrics["comparisons"].as_array().unwrap().iter().filter(|c| c["test"] == "one-sample").collect();
     assert_eq!(one_sample.len(), 2 * 3 * 4, "two models x three baselines x four metrics");
     let c = one_sample.iter().find(|c| c["a"] == "conv" && c["b"] == "pixels-pca10" && c["metric"] == "purity").unwrap();
-    let conv: Vec<f64> =
-        metrics["models"][1]["runs"].as_array().unwrap().iter().map(|r| r["purity"]["mean"].as_f64().unwrap()).collect();
+    let conv: Vec<f64> = metrics["models"][1]["runs"].as_array().unwrap().iter().map(|r| r["purity"]["mean"].as_f64().unwrap()).collect();
     let base = metrics["baselines"][2]["runs"][0]["purity"]["mean"].as_f64().unwrap();
     if let Some(diff) = c["result"]["diff"].as_f64() {
         assert!((diff - ((conv[0] + conv[1]) / 2.0 - base)).abs() < 1e-12, "{c}");

@@ -30,18 +30,26 @@ pub fn fit(points: &[f32], dim: usize, components: usize) -> anyhow::Result<Pca>
         }
     }
     mean.iter_mut().for_each(|m| *m /= n as f64);
-    let mut cov = Array2::<f64>::zeros((dim, dim));
+    // Upper triangle, row by row over the points (the same order of additions as a plain
+    // triple loop, so the same bits), on contiguous slices so that the inner loop vectorises:
+    // 60,000 MNIST images x 784 pixels take seconds, not a minute.
+    let mut upper = vec![0f64; dim * dim];
+    let mut centred = vec![0f64; dim];
     for row in points.chunks_exact(dim) {
+        for ((c, &v), m) in centred.iter_mut().zip(row).zip(&mean) {
+            *c = v as f64 - m;
+        }
         for i in 0..dim {
-            let a = row[i] as f64 - mean[i];
-            for j in i..dim {
-                cov[(i, j)] += a * (row[j] as f64 - mean[j]);
+            let a = centred[i];
+            for (acc, &b) in upper[i * dim + i..(i + 1) * dim].iter_mut().zip(&centred[i..]) {
+                *acc += a * b;
             }
         }
     }
+    let mut cov = Array2::<f64>::zeros((dim, dim));
     for i in 0..dim {
         for j in i..dim {
-            let v = cov[(i, j)] / (n - 1) as f64;
+            let v = upper[i * dim + j] / (n - 1) as f64;
             cov[(i, j)] = v;
             cov[(j, i)] = v;
         }
