@@ -282,4 +282,11 @@ mod tests {
             assert_eq!(StageId::parse(bad), None, "{bad}");
         }
     }
+
+    #[test]
+    fn non_finite_values_are_refused_with_the_stage_and_count() {
+        assert!(ensure_finite("pca-conv-s42", "PCA values", [1.0, 2.0]).is_ok());
+        let e = ensure_finite("pca-conv-s42", "PCA values", [1.0, f32::NAN, f32::INFINITY]).unwrap_err().to_string();
+        assert_eq!(e, "pca-conv-s42: 2 of 3 PCA values are NaN or infinite; nothing was committed");
+    }
 }
