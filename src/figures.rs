@@ -251,10 +251,13 @@ pub struct Strip<'a> {
 /// Side-by-side panels (one per metric) of strips (one per model): the spread of a metric
 /// over k-means seeds and training seeds, the mean over training seeds as a bar.
 pub fn strips(path: &Path, title: &str, panels: &[(&str, Vec<Strip<'_>>)]) -> anyhow::Result<()> {
-    let width = 300 * panels.len().max(1) as u32 + 40;
-    render(path, width, 560, |root| {
-        let root = root.titled(title, (FAMILY, 24)).map_err(plot_err)?;
-        for (area, (metric, groups)) in root.split_evenly((1, panels.len().max(1))).iter().zip(panels) {
+    // Two panels a row; each wide enough for its group labels.
+    let groups = panels.iter().map(|(_, g)| g.len()).max().unwrap_or(1) as u32;
+    let (cols, rows) = (2u32.min(panels.len().max(1) as u32), panels.len().max(1).div_ceil(2) as u32);
+    let panel_w = (110 * groups).max(450);
+    render(path, panel_w * cols + 40, 420 * rows + 40, |root| {
+        let root = root.titled(title, (FAMILY, 22)).map_err(plot_err)?;
+        for (area, (metric, groups)) in root.split_evenly((rows as usize, cols as usize)).iter().zip(panels) {
             let all = groups.iter().flat_map(|g| g.clusterings.iter().chain(&g.per_seed)).copied();
             let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
             let pad = ((hi - lo) * 0.1).max(1e-3);

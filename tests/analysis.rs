@@ -54,7 +54,7 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     let plot = p.artifacts().join("plot");
     for (file, (w, h)) in [
         ("loss.png", (1000, 600)),
-        ("spread.png", (1240, 560)),
+        ("spread.png", (940, 880)),
         ("pca-simple.png", (900, 800)),
         ("pca-conv.png", (900, 800)),
         ("contingency-simple.png", (900, 820)),
