@@ -127,7 +127,7 @@ enum PipelineCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: DagFormat,
     },
-    /// The metrics table of the current run, beside the seed's numbers.
+    /// The metrics table of the current run, beside the notebook's numbers.
     Metrics {
         #[arg(long)]
         json: bool,

@@ -156,7 +156,7 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
         assert!(front.contains(needle), "front matter lacks {needle}:\n{front}");
     }
     for needle in [
-        "seed's purity",
+        "notebook's purity",
         "![Training loss](report/loss.png)",
         "cargo xtask pipeline run",
         &format!("cargo xtask pipeline pull --repo {REPO} --revision main"),

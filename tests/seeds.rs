@@ -54,6 +54,16 @@ fn training_seeds_are_an_axis_with_statistics() {
         let half = 12.706204736174694 * sd / 2f64.sqrt();
         assert!((over["ci95"][1].as_f64().unwrap() - over["mean"].as_f64().unwrap() - half).abs() < 1e-9, "{over}");
     }
+    // The label-free choice: the k-means seed of lowest inertia, and its scores.
+    let simple2 = &metrics["models"][0]["runs"][1];
+    let inertia = |k: u64| -> f64 {
+        let path = p.artifacts().join(format!("kmeans-simple-s2-{k}/kmeans.json"));
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).unwrap()).unwrap()["inertia"].as_f64().unwrap()
+    };
+    let lowest = if inertia(0) <= inertia(1) { 0 } else { 1 };
+    assert_eq!(simple2["lowest_inertia_seed"], lowest, "{simple2}");
+    assert_eq!(simple2["label_free"]["purity"], simple2["purity"]["per_seed"][lowest as usize], "{simple2}");
+
     let comparisons = metrics["comparisons"].as_array().unwrap();
     assert_eq!(comparisons.len(), 5, "simple vs conv, for four clustering metrics and the test MSE");
     assert!(comparisons.iter().all(|c| c["a"] == "simple" && c["b"] == "conv"));

@@ -99,7 +99,7 @@ pub fn render(input: &CardInput) -> String {
         c.kmeans.k
     );
     out.push_str("## Metrics\n\n");
-    out.push_str("Test MSE is the mean squared reconstruction error on the test split. Clustering metrics are given as best (mean ± population std) over the k-means seeds; the seed's numbers are those of the original notebook.\n\n");
+    out.push_str("Test MSE is the mean squared reconstruction error on the test split. Clustering metrics are given as best (mean ± population std) over the k-means seeds, the best chosen by purity (which uses the labels, as the notebook did) and beside it the seed of lowest inertia (chosen without labels); the notebook's numbers are those of the original notebook.\n\n");
     out.push_str(&report::metrics_table(input.metrics));
     out.push('\n');
     out.push_str("## Training\n\n| model | epochs | batch | learning rate | weight decay |\n| --- | --- | --- | --- | --- |\n");

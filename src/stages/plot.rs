@@ -1,5 +1,5 @@
 //! `plot`: the figures (loss curves, reconstructions, PCA scatters, contingency heat maps)
-//! and `report.md`, which sets the metrics beside the seed's numbers and embeds the figures.
+//! and `report.md`, which sets the metrics beside the notebook's numbers and embeds the figures.
 
 use safetensors::Dtype;
 use serde_json::Value;

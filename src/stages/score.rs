@@ -49,7 +49,9 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
     for subject in subjects {
         spec = spec.input(&subject.source(), super::encode::LATENT);
         for &seed in &c.kmeans.seeds {
-            spec = spec.input(&super::kmeans::id(subject, seed), super::kmeans::ASSIGNMENTS);
+            spec = spec
+                .input(&super::kmeans::id(subject, seed), super::kmeans::ASSIGNMENTS)
+                .input(&super::kmeans::id(subject, seed), super::kmeans::SUMMARY);
         }
     }
     spec
@@ -118,7 +120,15 @@ pub struct RunMetrics {
     pub nmi: Summary,
     pub ari: Summary,
     pub acc: Summary,
+    /// The k-means seed with the highest purity: a choice that uses the labels (the
+    /// notebook's "best of 10").
     pub best_purity_seed: u64,
+    /// The k-means seed with the lowest inertia: the choice a user without labels can make.
+    #[serde(default)]
+    pub lowest_inertia_seed: u64,
+    /// Purity, NMI, ARI and ACC of the lowest-inertia seed.
+    #[serde(default)]
+    pub label_free: BTreeMap<String, f64>,
     /// True label x cluster counts of the best-purity k-means seed.
     pub contingency: Vec<Vec<u64>>,
 }
@@ -197,7 +207,7 @@ impl StageKind for Score {
         "score"
     }
 
-    /// 2: training seeds; statistics over them; typed metrics.json.
+    /// 2: training seeds; statistics over them; typed metrics.json; the label-free choice.
     fn version(&self) -> u32 {
         2
     }
@@ -272,7 +282,12 @@ impl Score {
         let labels = super::encode::read_labels(ctx.input(&subject.source(), super::encode::LATENT)?)?;
         let (mut purity, mut nmi, mut ari, mut acc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut best: Option<(f64, u64, Vec<Vec<u64>>)> = None;
+        let mut lowest: Option<(f64, u64, [f64; 4])> = None;
         for &seed in &self.kmeans_seeds {
+            let summary = super::read_json(ctx.input(&super::kmeans::id(subject, seed), super::kmeans::SUMMARY)?)?;
+            let inertia = summary["inertia"]
+                .as_f64()
+                .ok_or_else(|| anyhow::anyhow!("{}: kmeans.json has no inertia", super::kmeans::id(subject, seed)))?;
             let path = ctx.input(&super::kmeans::id(subject, seed), super::kmeans::ASSIGNMENTS)?;
             let file = TensorFile::open(path)?;
             let clusters = tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
@@ -287,16 +302,22 @@ impl Score {
                 anyhow::bail!("{}: cluster {bad} is not below kmeans.k = {}", path.display(), self.k);
             }
             let m = metrics::contingency(&labels, &clusters, CLASSES, self.k);
-            let p = metrics::purity(&m);
-            purity.push(p);
-            nmi.push(metrics::nmi(&m));
-            ari.push(metrics::ari(&m));
-            acc.push(metrics::accuracy(&m));
+            let values = [metrics::purity(&m), metrics::nmi(&m), metrics::ari(&m), metrics::accuracy(&m)];
+            let p = values[0];
+            purity.push(values[0]);
+            nmi.push(values[1]);
+            ari.push(values[2]);
+            acc.push(values[3]);
+            if lowest.as_ref().is_none_or(|(li, _, _)| inertia < *li) {
+                lowest = Some((inertia, seed, values));
+            }
             if best.as_ref().is_none_or(|(bp, _, _)| p > *bp) {
                 best = Some((p, seed, m));
             }
         }
         let (_, best_purity_seed, contingency) = best.expect("at least one seed");
+        let (_, lowest_inertia_seed, values) = lowest.expect("at least one seed");
+        let label_free = CLUSTER_METRICS.iter().zip(values).map(|(k, v)| (k.to_string(), v)).collect();
         Ok(RunMetrics {
             training_seed,
             test_mse,
@@ -305,6 +326,8 @@ impl Score {
             ari: Summary::of(ari),
             acc: Summary::of(acc),
             best_purity_seed,
+            lowest_inertia_seed,
+            label_free,
             contingency,
         })
     }
