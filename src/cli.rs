@@ -116,8 +116,12 @@ enum PipelineCommand {
     },
     /// Fresh or stale, and why, for every stage.
     Status {
+        /// Print the rows as JSON: [{"stage", "fresh", "reason"}].
         #[arg(long)]
         json: bool,
+        /// Exit with status 1 when any stage is stale (for CI gates), 0 when all are fresh.
+        #[arg(long, short = 'q')]
+        check: bool,
         /// Re-hash every artefact instead of trusting size and mtime.
         #[arg(long)]
         verify: bool,
@@ -165,8 +169,13 @@ enum PipelineCommand {
     },
     /// Remove store entries that the lock file does not reference.
     Gc {
+        /// Fail at once if another run holds the artefacts folder.
         #[arg(long)]
         no_wait: bool,
+        /// Say what would be removed and freed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON: {"entries_removed", "bytes_freed"}.
         #[arg(long)]
         json: bool,
     },
@@ -178,7 +187,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match execute(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -214,7 +223,9 @@ fn load(common: &Common) -> anyhow::Result<Graph> {
     Ok(Graph::new(crate::stages::plan(&config))?)
 }
 
-fn execute(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; the exit status is 0, or 1 for `status --check` with stale stages (errors
+/// exit 1 too, with a message on stderr).
+fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let args = match cli.command {
         Command::Pipeline(args) => args,
         Command::Bench(BenchCommand::Train { steps, device, model, batch, json }) => {
@@ -233,7 +244,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", report.table());
             }
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
     };
     let common = &args.common;
@@ -252,15 +263,20 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             } else {
                 if dry_run {
                     for id in &summary.ran {
-                        writeln!(out, "would run: {id}")?;
+                        writeln!(out, "would run: {id} ({})", summary.reasons.get(id).map_or("", String::as_str))?;
                     }
                 }
                 writeln!(out, "{summary}")?;
+                if !dry_run && summary.ran.iter().any(|id| id == crate::stages::plot::ID) {
+                    let report = common.artifacts.join(crate::stages::plot::ID).join(crate::stages::plot::REPORT);
+                    writeln!(out, "report: {}; metrics: `pipeline metrics`", report.display())?;
+                }
             }
         }
-        PipelineCommand::Status { json, verify } => {
+        PipelineCommand::Status { json, check, verify } => {
             let graph = load(common)?;
             let rows = pipeline::status(&graph, &common.artifacts, verify)?;
+            let stale = rows.iter().filter(|r| !r.fresh).count();
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
@@ -269,6 +285,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                     let state = if r.fresh { "fresh" } else { "stale" };
                     writeln!(out, "{:width$}  {state}  {}", r.stage, r.reason)?;
                 }
+            }
+            if check && stale > 0 {
+                out.flush()?;
+                return Ok(ExitCode::from(1));
             }
         }
         PipelineCommand::Dag { format } => {
@@ -349,16 +369,20 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 writeln!(out, "{report}")?;
             }
         }
-        PipelineCommand::Gc { no_wait, json } => {
-            let report = pipeline::gc(&common.artifacts, !no_wait).with_context(|| format!("gc of {}", common.artifacts.display()))?;
+        PipelineCommand::Gc { no_wait, dry_run, json } => {
+            let report =
+                pipeline::gc(&common.artifacts, !no_wait, dry_run).with_context(|| format!("gc of {}", common.artifacts.display()))?;
+            let size = crate::hub::publish::human_bytes(report.bytes_freed);
             if json {
                 writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            } else if dry_run {
+                writeln!(out, "would remove {} store entries, freeing {size}", report.entries_removed)?;
             } else {
-                writeln!(out, "removed {} store entries, freed {} bytes", report.entries_removed, report.bytes_freed)?;
+                writeln!(out, "removed {} store entries, freed {size}", report.entries_removed)?;
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The `run` command line that reproduces the current configuration (for the model card).

@@ -127,14 +127,14 @@ pub fn metrics_table(metrics: &Metrics) -> String {
     for c in metrics.comparisons.iter().filter(|c| c.test == "welch") {
         comparison_row(&mut out, c);
     }
-    if metrics.comparisons.iter().any(|c| c.test == "one-sample") {
+    if metrics.comparisons.iter().any(|c| c.test == "welch-baseline") {
         let _ = write!(
             out,
-            "\nModels against baselines: a one-sample t-test of the model's {n} per-seed values against the baseline's \
-             value (a baseline has no training seed), two-sided.\n\n"
+            "\nModels against baselines: Welch's t-test of the model's {n} per-training-seed values against the baseline's \
+             per-k-means-seed values (a baseline has no training seed; the spread over k-means seeds is its noise), two-sided.\n\n"
         );
         out.push_str("| metric | difference | 95% CI | t | df | p |\n| --- | --- | --- | --- | --- | --- |\n");
-        for c in metrics.comparisons.iter().filter(|c| c.test == "one-sample") {
+        for c in metrics.comparisons.iter().filter(|c| c.test == "welch-baseline") {
             comparison_row(&mut out, c);
         }
     }

@@ -61,6 +61,12 @@ fn run_json_status_and_dag() {
     assert!(view.is_file());
     let gc = p.ok(&["pipeline", "gc"]);
     assert!(gc.contains("removed 0 store entries"), "{gc}");
+    assert!(p.ok(&["pipeline", "gc", "--dry-run"]).contains("would remove 0 store entries, freeing 0 B"));
+
+    // `status --check` gates CI: 0 when the selection is fresh, 1 when anything is stale.
+    assert_eq!(p.run(&["pipeline", "status", "--check"]).status.code(), Some(1), "train and the rest never ran");
+    let dry = p.ok(&["pipeline", "run", "--dry-run", "train-*"]);
+    assert!(dry.contains("would run: train-simple-s42 (never run)") && !dry.contains("would run: download"), "{dry}");
 }
 
 #[test]

@@ -291,12 +291,50 @@ fn gc_frees_unreferenced_entries() {
     let h = Harness::new();
     h.run(&h.graph(&[], 0, Cost::Light));
     h.run(&h.graph(&[("a", "x")], 0, Cost::Light));
-    let report = pipeline::gc(h.dir.path(), true).unwrap();
+    let preview = pipeline::gc(h.dir.path(), true, true).unwrap();
+    assert_eq!(preview.entries_removed, 4, "{preview:?}");
+    assert_eq!(pipeline::gc(h.dir.path(), true, true).unwrap().entries_removed, 4, "a dry run removes nothing");
+    let report = pipeline::gc(h.dir.path(), true, false).unwrap();
+    assert_eq!(report.bytes_freed, preview.bytes_freed);
     assert_eq!(report.entries_removed, 4, "{report:?}");
     assert!(report.bytes_freed > 0);
     let g = h.graph(&[("a", "x")], 0, Cost::Light);
     assert!(h.status(&g).values().all(|(fresh, _)| *fresh));
-    assert_eq!(pipeline::gc(h.dir.path(), true).unwrap().entries_removed, 0);
+    assert_eq!(pipeline::gc(h.dir.path(), true, false).unwrap().entries_removed, 0);
+}
+
+#[test]
+fn gc_refuses_while_a_lock_record_is_unreadable() {
+    let h = Harness::new();
+    let g = h.graph(&[], 0, Cost::Light);
+    h.run(&g);
+    let path = h.dir.path().join("pipeline.lock");
+    let mut lock: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    lock["stages"]["b"].as_object_mut().unwrap().remove("fingerprint");
+    std::fs::write(&path, serde_json::to_string(&lock).unwrap()).unwrap();
+    let e = pipeline::gc(h.dir.path(), true, false).unwrap_err().to_string();
+    assert!(e.contains("unreadable records (b)"), "{e}");
+    assert_eq!(h.run(&g).ran, Vec::<String>::new(), "b's entry is still there: restored, not re-run");
+    assert_eq!(pipeline::gc(h.dir.path(), true, false).unwrap().entries_removed, 0);
+
+    // Without a lock file every entry would look unreferenced: gc refuses; a run restores it.
+    std::fs::remove_file(&path).unwrap();
+    let e = pipeline::gc(h.dir.path(), true, false).unwrap_err().to_string();
+    assert!(e.contains("does not exist") && e.contains("run `pipeline run` first"), "{e}");
+    assert_eq!(h.run(&g).ran, Vec::<String>::new());
+    assert_eq!(pipeline::gc(h.dir.path(), true, false).unwrap().entries_removed, 0);
+}
+
+#[test]
+fn targets_and_force_accept_globs() {
+    let h = Harness::new();
+    let g = h.graph(&[], 0, Cost::Light);
+    let s = h.run_with(&g, RunOptions { targets: ids(&["?"]), ..RunOptions::default() });
+    assert_eq!(s.ran.len(), 4);
+    let s = h.run_with(&g, RunOptions { force: ids(&["c*", "*d", "d"]), ..RunOptions::default() }).ran;
+    assert_eq!(s, ids(&["c", "d"]));
+    let e = pipeline::run(&g, h.dir.path(), &RunOptions { targets: ids(&["z*"]), ..RunOptions::default() }).unwrap_err();
+    assert!(e.to_string().contains("no stage id matches z*"), "{e}");
 }
 
 #[test]

@@ -83,6 +83,8 @@ fn training_seeds_are_an_axis_with_statistics() {
     assert_eq!(run(&p, "[1,2]"), BTreeSet::new());
     // Re-adding it is a run-cache restore too.
     assert_eq!(run(&p, "[1,2,3]"), BTreeSet::new());
+    let args: Vec<&str> = ["pipeline", "status", "--check"].into_iter().chain(SMALL).chain(["--set", "train.seeds=[1,2,3]"]).collect();
+    assert_eq!(p.run(&args).status.code(), Some(0), "all fresh");
 }
 
 #[test]
@@ -115,10 +117,10 @@ fn baselines_are_clustered_scored_and_compared_like_models() {
     assert_eq!(names, ["pixels", "pixels-pca9", "pixels-pca10"]);
     let b = &metrics["baselines"][0]["runs"][0];
     assert!(b["training_seed"].is_null() && b["test_mse"].is_null(), "{b}");
-    let one_sample: Vec<&serde_json::Value> =
-        metrics["comparisons"].as_array().unwrap().iter().filter(|c| c["test"] == "one-sample").collect();
-    assert_eq!(one_sample.len(), 2 * 3 * 4, "two models x three baselines x four metrics");
-    let c = one_sample.iter().find(|c| c["a"] == "conv" && c["b"] == "pixels-pca10" && c["metric"] == "purity").unwrap();
+    let vs_baselines: Vec<&serde_json::Value> =
+        metrics["comparisons"].as_array().unwrap().iter().filter(|c| c["test"] == "welch-baseline").collect();
+    assert_eq!(vs_baselines.len(), 2 * 3 * 4, "two models x three baselines x four metrics");
+    let c = vs_baselines.iter().find(|c| c["a"] == "conv" && c["b"] == "pixels-pca10" && c["metric"] == "purity").unwrap();
     let conv: Vec<f64> = metrics["models"][1]["runs"].as_array().unwrap().iter().map(|r| r["purity"]["mean"].as_f64().unwrap()).collect();
     let base = metrics["baselines"][2]["runs"][0]["purity"]["mean"].as_f64().unwrap();
     if let Some(diff) = c["result"]["diff"].as_f64() {

@@ -162,6 +162,14 @@ fn symlinked_tmp_or_store_is_refused_and_its_target_untouched() {
         fs::remove_file(&inner).unwrap();
         fs::rename(&moved, &inner).unwrap();
     }
+    // The write lock is not opened through a link either (it would truncate the target).
+    let lock = p.artifacts().join(".run.lock");
+    fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(outside.join("keep.txt"), &lock).unwrap();
+    let e = p.fails(&small(&["pipeline", "run", "--force", "download"]));
+    assert!(e.contains(".run.lock") && e.contains("symbolic link"), "{e}");
+    assert_eq!(fs::read_to_string(outside.join("keep.txt")).unwrap(), "mine");
+    fs::remove_file(&lock).unwrap();
     assert_eq!(p.status(&small(&[]))["download"], (true, String::new()));
 }
 
@@ -212,9 +220,10 @@ fn new_mtimes_with_the_same_content_are_not_corruption() {
     assert!(ran(&v).is_empty(), "{v}");
 
     // `touch`: the quick check re-hashes, finds the same content and records the new mtime.
-    let later = SystemTime::now() + Duration::from_secs(5);
+    // (In the past: a file modified in the last 2 s is never trusted by its mtime.)
+    let other = SystemTime::now() - Duration::from_secs(60);
     for f in files_under(&p.artifacts().join(".store")) {
-        set_mtime(&f, later);
+        set_mtime(&f, other);
     }
     let st = p.status(&small(&[]));
     assert!(st["train-simple-s42"].0 && st["download"].0, "{st:?}");

@@ -195,8 +195,10 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
                 && store.check(l, true).is_intact()
         });
         if same {
-            store.set_view(id, &rec.fingerprint)?;
+            // The lock names an entry before a view points at it (the runner's order).
             lock.stages.insert(id.clone(), local.expect("checked"));
+            lock.save(&opts.artifacts)?;
+            store.set_view(id, &rec.fingerprint)?;
             report.present.push(id.clone());
             bar.inc(rec.outputs.values().map(|f| f.size).sum());
             continue;
@@ -226,9 +228,10 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
         }
         let declared: Vec<String> = rec.outputs.keys().cloned().collect();
         let committed = store.commit(id, &scratch, &declared, rec.clone(), true)?;
-        store.set_view(id, &committed.fingerprint)?;
+        let fingerprint = committed.fingerprint.clone();
         lock.stages.insert(id.clone(), committed);
         lock.save(&opts.artifacts)?;
+        store.set_view(id, &fingerprint)?;
         report.pulled.push(id.clone());
     }
     lock.save(&opts.artifacts)?;

@@ -7,18 +7,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::hash_file;
-use super::store::{mtime_ns, remove_atomic_leftovers, write_atomic, StoreError};
+use super::store::{mtime_ns, remove_atomic_leftovers, write_atomic, StoreError, RACY};
 
 pub const FILE: &str = ".file-hashes.json";
-
-/// A file modified this recently is hashed but not cached: a write in the same mtime tick
-/// after the hash would otherwise go unnoticed (git's "racily clean" problem).
-const RACY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
@@ -93,6 +89,7 @@ fn inode(_: &std::fs::Metadata) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn cached_until_size_mtime_or_inode_change() {

@@ -23,6 +23,8 @@ pub enum GraphError {
     Cycle(Vec<String>),
     #[error("unknown stage id {id}; known stages: {known}")]
     UnknownStage { id: String, known: String },
+    #[error("no stage id matches {pattern}; known stages: {known}")]
+    NoMatch { pattern: String, known: String },
 }
 
 /// Output format of [`Graph::render`].
@@ -116,6 +118,33 @@ impl Graph {
         Ok(())
     }
 
+    /// Stage ids from ids and glob patterns (`*` any run of characters, `?` one), each
+    /// matching stage once, in pipeline order. A pattern that matches nothing is an error, like
+    /// an unknown id.
+    pub fn expand(&self, patterns: &[String]) -> Result<Vec<String>, GraphError> {
+        let mut out: Vec<String> = Vec::new();
+        for pattern in patterns {
+            if !pattern.contains(['*', '?']) {
+                self.check_ids([pattern])?;
+                if !out.contains(pattern) {
+                    out.push(pattern.clone());
+                }
+                continue;
+            }
+            let matched: Vec<&str> = self.ordered().map(|s| s.id.as_str()).filter(|id| glob_match(pattern, id)).collect();
+            if matched.is_empty() {
+                let known = self.ordered().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ");
+                return Err(GraphError::NoMatch { pattern: pattern.clone(), known });
+            }
+            for id in matched {
+                if !out.iter().any(|o| o == id) {
+                    out.push(id.to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The given stages and all their ancestors.
     pub fn with_ancestors(&self, ids: &[String]) -> Result<BTreeSet<String>, GraphError> {
         self.check_ids(ids)?;
@@ -169,9 +198,43 @@ impl Graph {
     }
 }
 
+/// Shell-style matching of a whole id: `*` any run of characters (also none), `?` exactly one.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            // Let the last star swallow one more character.
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs_match_whole_ids() {
+        assert!(glob_match("kmeans-conv-*", "kmeans-conv-s42-3"));
+        assert!(glob_match("*-s42-?", "kmeans-conv-s42-3"));
+        assert!(!glob_match("*-s42-?", "kmeans-conv-s42-13"));
+        assert!(glob_match("train-*-s4*", "train-simple-s42"));
+        assert!(!glob_match("train-*", "pca-simple-s42"));
+        assert!(glob_match("*", "") && glob_match("a*b*c", "aXbYbc") && !glob_match("a*b*c", "aXbYb"));
+    }
     use crate::pipeline::spec::{StageContext, StageKind, StageReport};
     use std::sync::Arc;
 

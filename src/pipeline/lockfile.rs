@@ -115,6 +115,9 @@ impl RunLock {
         std::fs::create_dir_all(artifacts).map_err(|err| LockError::Io { path: artifacts.to_owned(), err })?;
         let path = artifacts.join(RUN_LOCK);
         let err = |err| LockError::Io { path: path.clone(), err };
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(super::store::StoreError::Symlink { target: std::fs::read_link(&path).ok(), path }.into());
+        }
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(err)?;
         match file.try_lock() {
             Ok(()) => {}

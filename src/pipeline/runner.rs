@@ -55,6 +55,9 @@ impl Default for RunOptions {
 pub struct RunSummary {
     pub ran: Vec<String>,
     pub cached: Vec<String>,
+    /// With `--dry-run`: why each stage in `ran` would run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, String>,
     /// With `--dry-run`: what would run (nothing ran).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -92,7 +95,10 @@ enum Done {
 
 pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
-    graph.check_ids(opts.targets.iter().chain(&opts.force))?;
+    // Ids and glob patterns (`'kmeans-conv-*'`), as Snakemake and DVC accept.
+    let targets = graph.expand(&opts.targets)?;
+    let force = graph.expand(&opts.force)?;
+    let opts = &RunOptions { targets, force, ..opts.clone() };
     let selected: BTreeSet<String> = if opts.targets.is_empty() {
         graph.stages().iter().map(|s| s.id.clone()).collect()
     } else {
@@ -113,11 +119,13 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
     if opts.dry_run {
         return Ok(preview.summary);
     }
-    if preview.nothing_to_write && !leftovers(artifacts) && !files.is_dirty() {
+    // (The file-hash cache is an accelerator: caching new hashes is no reason to take the lock.)
+    if preview.nothing_to_write && !leftovers(artifacts) {
         // Everything is fresh: a no-op run writes nothing, so it needs no write lock (and
         // works on a read-only artefacts folder).
         let mut summary = preview.summary;
         summary.dry_run = false;
+        summary.reasons.clear();
         summary.wall_time_s = started.elapsed().as_secs_f64();
         return Ok(summary);
     }
@@ -252,7 +260,9 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
         Ok(())
     })?;
     progress.finish_and_clear();
-    files.save()?;
+    if let Err(e) = files.save() {
+        tracing::warn!("could not save the file-hash cache (the next run re-hashes the local data): {e}");
+    }
     if let Some(e) = failure {
         return Err(e);
     }
@@ -362,6 +372,8 @@ fn dry_run(
         if runs {
             will_run.insert(spec.id.clone());
             summary.ran.push(spec.id.clone());
+            let reason = if forced.contains(spec.id.as_str()) { "forced".to_owned() } else { ev.reason() };
+            summary.reasons.insert(spec.id.clone(), reason);
         } else {
             summary.cached.push(spec.id.clone());
         }

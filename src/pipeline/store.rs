@@ -24,6 +24,10 @@ use crate::config::Params;
 
 pub const MANIFEST: &str = ".manifest.json";
 
+/// A file modified this recently is never trusted by its mtime: a write in the same timestamp
+/// tick after a hash would go unnoticed (git's "racily clean" problem).
+pub const RACY: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The io error is part of the message and deliberately not a `source`, so that a
@@ -198,7 +202,17 @@ impl Store {
             if !hash_file(&path).is_ok_and(|h| h == want.blake3) {
                 return Health::Corrupt(name.clone());
             }
-            if mtime != want.mtime_ns {
+            // Record a new mtime only if the file did not change while it was hashed and is
+            // not so recent that a write in the same timestamp tick could follow unnoticed.
+            let settled = fs::symlink_metadata(&path).ok().is_some_and(|after| {
+                mtime_ns(&after) == Some(mtime)
+                    && after
+                        .modified()
+                        .ok()
+                        .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+                        .is_some_and(|age| age >= RACY)
+            });
+            if mtime != want.mtime_ns && settled {
                 touched.insert(name.clone(), mtime);
             }
         }
@@ -273,7 +287,13 @@ impl Store {
             if !replace {
                 // The same fingerprint was committed before (an identical stage, or a run-cache
                 // entry): keep it if its content is intact, checked by hash.
-                let intact = self.manifest(&record.fingerprint).ok().flatten().filter(|e| self.check(e, true) == Health::Ok);
+                let same_outputs = |e: &RunRecord| {
+                    e.fingerprint == record.fingerprint
+                        && e.outputs.len() == declared.len()
+                        && declared.iter().all(|d| e.outputs.contains_key(d))
+                };
+                let intact =
+                    self.manifest(&record.fingerprint).ok().flatten().filter(|e| same_outputs(e) && self.check(e, true) == Health::Ok);
                 if let Some(intact) = intact {
                     let _ = fs::remove_dir_all(scratch);
                     return Ok(intact);

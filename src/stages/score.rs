@@ -94,8 +94,8 @@ pub struct Metrics {
     pub baselines: Vec<ModelMetrics>,
     /// Every pair of models, for each clustering metric and the test MSE: Welch's t-test over
     /// the training seeds of the per-seed values (the mean over k-means seeds); and every
-    /// model against every baseline: a one-sample t-test of the model's per-seed values
-    /// against the baseline's value.
+    /// model against every baseline: Welch's t-test of the model's per-seed values against the
+    /// baseline's per-k-means-seed values.
     pub comparisons: Vec<Comparison>,
 }
 
@@ -150,7 +150,7 @@ pub struct Comparison {
     pub a: String,
     pub b: String,
     pub metric: String,
-    /// `welch` (two models) or `one-sample` (a model against a baseline).
+    /// `welch` (two models) or `welch-baseline` (a model against a baseline).
     pub test: String,
     /// `None` with fewer than two training seeds (no variance to test against).
     pub result: Option<TTest>,
@@ -208,8 +208,9 @@ impl StageKind for Score {
     }
 
     /// 2: training seeds; statistics over them; typed metrics.json; the label-free choice.
+    /// 3: models against baselines by Welch's test (the baseline's k-means spread counts).
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -240,15 +241,18 @@ impl StageKind for Score {
                 }
             }
         }
+        // A baseline has no training seed, but its value is a mean over the k-means seeds with
+        // noise of its own: Welch's test of the model's per-training-seed values against the
+        // baseline's per-k-means-seed values accounts for both.
         for a in &models {
             for b in &baselines {
                 for metric in CLUSTER_METRICS {
-                    let result = stats::one_sample(&a.per_run(metric), b.per_run(metric)[0]);
+                    let result = stats::welch(&a.per_run(metric), &b.runs[0].metric(metric).per_seed);
                     comparisons.push(Comparison {
                         a: a.model.clone(),
                         b: b.model.clone(),
                         metric: metric.to_owned(),
-                        test: "one-sample".into(),
+                        test: "welch-baseline".into(),
                         result,
                     });
                 }

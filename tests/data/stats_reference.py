@@ -17,5 +17,3 @@ for t, df in [(0.5, 3), (-2.0, 7), (3.3, 12.4)]:
     print("cdf", t, df, repr(stats.t.cdf(t, df)))
 m = np.mean(a); s = np.std(a, ddof=1); h = stats.t.ppf(0.975, len(a) - 1) * s / np.sqrt(len(a))
 print("mean", repr(m), "sd", repr(s), "ci", repr(m - h), repr(m + h))
-r = stats.ttest_1samp(a, 0.66)
-print("one-sample t", repr(r.statistic), "p", repr(r.pvalue))
