@@ -110,6 +110,10 @@ enum PipelineCommand {
         /// Fail at once if another run holds the artefacts folder.
         #[arg(long)]
         no_wait: bool,
+        /// After a failure, run every stage that does not depend on a failed one (the run still
+        /// fails and names every failed stage).
+        #[arg(long, short = 'k')]
+        keep_going: bool,
         /// Print the summary as JSON on stdout (logs stay on stderr).
         #[arg(long)]
         json: bool,
@@ -250,9 +254,9 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let common = &args.common;
     let mut out = std::io::stdout().lock();
     match args.command {
-        PipelineCommand::Run { ids, force, dry_run, jobs, verify, no_wait, json } => {
+        PipelineCommand::Run { ids, force, dry_run, jobs, verify, no_wait, keep_going, json } => {
             let graph = load(common)?;
-            let mut opts = RunOptions { targets: ids, force, dry_run, verify, wait: !no_wait, ..RunOptions::default() };
+            let mut opts = RunOptions { targets: ids, force, dry_run, verify, wait: !no_wait, keep_going, ..RunOptions::default() };
             if let Some(j) = jobs {
                 anyhow::ensure!(j >= 1, "--jobs must be at least 1");
                 opts.jobs = j;

@@ -239,6 +239,27 @@ fn a_panicking_stage_fails_the_run_instead_of_hanging_it() {
 }
 
 #[test]
+fn keep_going_runs_what_does_not_depend_on_a_failure() {
+    // One slot, so b (which fails) runs before d, which depends only on a.
+    let h = Harness::new();
+    let g = h.graph(&[("b", "fail")], 0, Cost::Light);
+    let stop = RunOptions { jobs: 1, ..RunOptions::default() };
+    assert!(pipeline::run(&g, h.dir.path(), &stop).is_err());
+    assert!(!h.runs().contains_key("d"), "the default stops at the first failure");
+
+    let h = Harness::new();
+    let g = h.graph(&[("b", "fail")], 0, Cost::Light);
+    let err = pipeline::run(&g, h.dir.path(), &RunOptions { keep_going: true, ..stop }).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("1 stage failed (b); 2 ran") && text.contains("not run, downstream of a failure: c"), "{text}");
+    assert!(text.contains("stage b failed: asked to fail"), "{text}");
+    let runs = h.runs();
+    assert!(runs.contains_key("d") && !runs.contains_key("c"), "{runs:?}");
+    let st = h.status(&g);
+    assert!(st["a"].0 && st["d"].0 && !st["b"].0 && !st["c"].0, "{st:?}");
+}
+
+#[test]
 fn failure_commits_nothing_and_skips_descendants() {
     let h = Harness::new();
     let g = h.graph(&[("b", "fail")], 0, Cost::Light);

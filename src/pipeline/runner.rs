@@ -36,6 +36,9 @@ pub struct RunOptions {
     pub verify: bool,
     /// Wait for another process holding the artefacts folder (else fail at once).
     pub wait: bool,
+    /// After a failure, go on with every stage that does not depend on a failed one (as
+    /// `snakemake -k`); the run still fails, naming every failed stage.
+    pub keep_going: bool,
 }
 
 impl Default for RunOptions {
@@ -47,6 +50,7 @@ impl Default for RunOptions {
             jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             verify: false,
             wait: true,
+            keep_going: false,
         }
     }
 }
@@ -161,13 +165,13 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
     let mut launched: BTreeSet<String> = BTreeSet::new();
     let mut running: BTreeMap<String, (usize, Instant)> = BTreeMap::new();
     let mut free = opts.jobs.max(1);
-    let mut failure: Option<anyhow::Error> = None;
+    let mut failures: Vec<(String, anyhow::Error)> = Vec::new();
     let (tx, rx) = mpsc::channel::<(String, Done)>();
 
     std::thread::scope(|scope| -> anyhow::Result<()> {
         loop {
             // Start (or settle without running) every stage whose inputs are ready.
-            if failure.is_none() {
+            if failures.is_empty() || opts.keep_going {
                 for spec in &order {
                     if launched.contains(&spec.id) || !spec.upstream().iter().all(|u| done.contains(*u) || !selected.contains(*u)) {
                         continue;
@@ -249,9 +253,7 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
                 }
                 Done::Failed(e) => {
                     tracing::error!(stage = %id, "failed: {e:#}");
-                    if failure.is_none() {
-                        failure = Some(e.context(format!("stage {id} failed")));
-                    }
+                    failures.push((id, e));
                 }
             }
             progress.inc(1);
@@ -263,7 +265,21 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
     if let Err(e) = files.save() {
         tracing::warn!("could not save the file-hash cache (the next run re-hashes the local data): {e}");
     }
-    if let Some(e) = failure {
+    if !failures.is_empty() {
+        let blocked: Vec<&str> = order.iter().map(|s| s.id.as_str()).filter(|id| !launched.contains(*id)).collect();
+        let names: Vec<String> = failures.iter().map(|(id, _)| id.clone()).collect();
+        let (first, e) = failures.remove(0);
+        let mut e = e.context(format!("stage {first} failed"));
+        if opts.keep_going {
+            e = e.context(format!(
+                "{} failed ({}); {} ran, {} cached{}",
+                if names.len() == 1 { "1 stage".to_owned() } else { format!("{} stages", names.len()) },
+                names.join(", "),
+                summary.ran.len(),
+                summary.cached.len(),
+                if blocked.is_empty() { String::new() } else { format!("; not run, downstream of a failure: {}", blocked.join(", ")) }
+            ));
+        }
         return Err(e);
     }
     summary.wall_time_s = started.elapsed().as_secs_f64();
