@@ -44,6 +44,7 @@ enum BenchCommand {
         /// Batch sizes to measure.
         #[arg(long, value_delimiter = ',', default_value = "32,256")]
         batch: Vec<usize>,
+        /// Print the measurements as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -85,6 +86,7 @@ struct HubArgs {
     /// Fail at once if another run holds the artefacts folder.
     #[arg(long)]
     no_wait: bool,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -132,17 +134,19 @@ enum PipelineCommand {
     },
     /// Print the stage graph.
     Dag {
+        /// text (one line per stage with its upstream), dot (Graphviz) or mermaid.
         #[arg(long, value_enum, default_value = "text")]
         format: DagFormat,
     },
     /// The metrics table of the current run, beside the notebook's numbers.
     Metrics {
+        /// Print metrics.json (or, with --diff, the old and new values) as JSON.
         #[arg(long)]
         json: bool,
         /// Compare with an earlier run: its lock file (copy `artifacts/pipeline.lock` aside to
         /// keep one), a `score/metrics.json`, or a published run: `hub:OWNER/NAME[@REV]`
         /// (HF_ENDPOINT and HF_TOKEN apply).
-        #[arg(long, value_name = "LOCKFILE")]
+        #[arg(long, value_name = "LOCKFILE|METRICS.JSON|hub:OWNER/NAME[@REV]")]
         diff: Option<PathBuf>,
     },
     /// Upload the current run (models, latents, clusterings, metrics, figures, a model card,
@@ -406,4 +410,30 @@ fn run_command(common: &Common) -> String {
         cmd.push_str(&format!(" --set {}", quote(o)));
     }
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "latentscope", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }
