@@ -196,6 +196,10 @@ pub fn main() -> ExitCode {
     init_logging();
     match execute(cli) {
         Ok(code) => code,
+        // `status | head -1`: the reader went away; that is not an error worth a message.
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -155,8 +155,11 @@ impl LoadedConfig {
 
     /// Parses YAML text as if read from `path`.
     pub fn from_yaml(text: &str, path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let mut config: Config =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let mut config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            // The parser calls the text `<input>`; it is this file.
+            message: e.to_string().replace("<input>", &path.display().to_string()),
+        })?;
         let mut tree = serde_json::to_value(&config).expect("config serialises");
         let mut overridden = Vec::new();
         for assignment in overrides {
@@ -367,7 +370,7 @@ mod tests {
     fn wrong_type_is_an_error() {
         let text = SAMPLE.replace("max_iter: 300", "max_iter: lots");
         let e = load(&text, &[]).unwrap_err().to_string();
-        assert!(e.contains("pipeline.yaml"), "{e}");
+        assert!(e.contains("pipeline.yaml") && !e.contains("<input>"), "{e}");
     }
 
     #[test]

@@ -232,7 +232,13 @@ pub fn markdown(metrics: &Metrics, facts: &RunFacts, figures: &[(&str, &str)]) -
 /// The `score` stage's metrics as recorded by a lock file (read from the store entry it names).
 pub fn metrics_of_lock(artifacts: &std::path::Path, lock: &crate::pipeline::LockFile, what: &str) -> anyhow::Result<Value> {
     let id = crate::stages::score::ID;
-    let record = lock.stages.get(id).ok_or_else(|| anyhow::anyhow!("{what} has no {id} stage: run the pipeline first"))?;
+    let record = lock.stages.get(id).ok_or_else(|| {
+        if lock.stages.is_empty() {
+            anyhow::anyhow!("no run yet in {}: `pipeline run` first", artifacts.display())
+        } else {
+            anyhow::anyhow!("{what} has no {id} stage: run the whole pipeline first")
+        }
+    })?;
     let path = crate::pipeline::Store::open_read_only(artifacts)?.entry_dir(&record.fingerprint).join(crate::stages::score::METRICS);
     let bytes = std::fs::read(&path).map_err(|e| {
         anyhow::anyhow!("{what}: the {id} outputs it names are not in the store ({}: {e}); was it removed by gc?", path.display())

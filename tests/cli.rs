@@ -104,3 +104,17 @@ fn sigkill_mid_stage_leaves_nothing_that_counts() {
     assert_eq!(std::fs::read_dir(p.artifacts().join(".tmp")).unwrap().count(), 0);
     assert_eq!(p.status(&[])["download"], (true, String::new()));
 }
+
+#[test]
+fn a_closed_stdout_is_not_an_error_and_metrics_before_a_run_says_so() {
+    let p = Project::new("cli-pipe");
+    let e = p.fails(&["pipeline", "metrics"]);
+    assert!(e.contains("no run yet in artifacts"), "{e}");
+
+    // `status | head -0`: the reader is gone before the first line is written.
+    let mut child = p.cmd(&["pipeline", "dag"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("error"), "{}", text(&out.stderr));
+}

@@ -405,5 +405,8 @@ fn leftovers(artifacts: &Path) -> bool {
 }
 
 fn progress_bar(len: u64) -> ProgressBar {
-    crate::progress::bar(len, "{elapsed_precise} [{bar:30}] {pos}/{len} stages  {wide_msg}")
+    let bar = crate::progress::bar(len, "{elapsed_precise} [{bar:30}] {pos}/{len} stages  {wide_msg}");
+    // The clock ticks through long stages, not only when one finishes.
+    bar.enable_steady_tick(std::time::Duration::from_secs(1));
+    bar
 }

@@ -67,10 +67,11 @@ impl StageKind for Train {
         let device = models::device::select(self.device)?;
         let arch = self.settings.arch;
         tracing::info!(
-            "training {} on {} images ({} epochs, batch {}) on {}",
+            "training {} on {} images ({} epoch{}, batch {}) on {}",
             arch.class_name(),
             train.len(),
             self.settings.epochs,
+            if self.settings.epochs == 1 { "" } else { "s" },
             self.settings.batch_size,
             models::device::name(&device)
         );
