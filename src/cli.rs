@@ -218,6 +218,15 @@ fn pin_thread_count() {
     }
 }
 
+/// The log timer: seconds since the process started, to the hundredth.
+struct Elapsed(std::time::Instant);
+
+impl tracing_subscriber::fmt::time::FormatTime for Elapsed {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{:>7.2}s", self.0.elapsed().as_secs_f64())
+    }
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -225,6 +234,8 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| crate::progress::LogWriter)
+        // Seconds since start (" 12.34s"): short, and what a reader of a run's log wants.
+        .with_timer(Elapsed(std::time::Instant::now()))
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();

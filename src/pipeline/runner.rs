@@ -153,7 +153,11 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
             store.clear_view(id);
         }
         if !gone.is_empty() {
-            tracing::info!("forgetting stages the config no longer has: {}", gone.join(", "));
+            let shown = match gone.len() {
+                n if n > 8 => format!("{} and {} more", gone[..8].join(", "), n - 8),
+                _ => gone.join(", "),
+            };
+            tracing::info!("forgetting {} stages the config no longer has: {shown}", gone.len());
             lock.save(artifacts)?;
         }
     }
