@@ -116,3 +116,27 @@ pub fn save(varmap: &VarMap, path: &Path) -> anyhow::Result<()> {
         tensors.iter().map(|(n, shape, bytes)| crate::tensorfile::Array::raw(n, safetensors::Dtype::F32, shape.clone(), bytes)).collect();
     crate::tensorfile::write(path, &arrays)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `save` writes through tensorfile (for the umask) and must give the bytes candle's own
+    /// writer gives, so trained models hash as before and no train version bump is needed.
+    #[test]
+    fn save_writes_the_bytes_candle_writes() {
+        let dir = std::env::temp_dir().join(format!("latentscope-save-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for arch in Arch::ALL {
+            let (varmap, _) = initialise(arch, 7, &Device::Cpu).unwrap();
+            let ours = dir.join(format!("{}-ours.safetensors", arch.name()));
+            let theirs = dir.join(format!("{}-candle.safetensors", arch.name()));
+            save(&varmap, &ours).unwrap();
+            let tensors: std::collections::HashMap<String, Tensor> =
+                varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+            candle_core::safetensors::save(&tensors, &theirs).unwrap();
+            assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&theirs).unwrap(), "{}", arch.name());
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
