@@ -28,8 +28,7 @@ pub const LOCK: &str = "pipeline.lock";
 
 /// Stages whose outputs are not published.
 pub fn local_only(stage: &str) -> bool {
-    use crate::stages::{Baseline, StageId};
-    matches!(StageId::parse(stage), Some(StageId::Download | StageId::Baseline(Baseline::Pixels)))
+    crate::stages::StageId::parse(stage).is_some() && stage_folder(stage).is_none()
 }
 
 /// The folder (no trailing `/`, empty for the root) of a stage's files, or `None` for a
