@@ -7,16 +7,30 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use crate::data::{Split, PIXELS};
+use crate::data::{Shape, Split};
 use crate::models::adam::{Adam, AdamConfig};
-use crate::models::{self, Arch};
+use crate::models::{self, Architecture};
 use crate::train::batch_tensor;
 
-/// Multiply-accumulates of one forward pass for one image.
-pub fn forward_macs(arch: Arch) -> u64 {
-    match arch {
-        Arch::Simple => arch.parameters().iter().filter(|p| p.shape.len() == 2).map(|p| (p.shape[0] * p.shape[1]) as u64).sum(),
-        Arch::Conv => {
+/// The notebook's models by name: `simple`, `conv`.
+pub fn notebook_model(name: &str) -> Option<&'static str> {
+    NOTEBOOK.iter().map(|(n, _)| *n).find(|n| *n == name)
+}
+
+type Builder = fn() -> Architecture;
+
+const NOTEBOOK: [(&str, Builder); 2] = [("simple", Architecture::notebook_simple), ("conv", Architecture::notebook_conv)];
+
+/// Multiply-accumulates of one forward pass for one MNIST image through a notebook model.
+pub fn forward_macs(model: &str) -> u64 {
+    match model {
+        "simple" => Architecture::notebook_simple()
+            .parameters(Shape::MNIST)
+            .iter()
+            .filter(|p| p.shape.len() == 2)
+            .map(|p| (p.shape[0] * p.shape[1]) as u64)
+            .sum(),
+        _ => {
             let conv1 = 28 * 28 * 8 * 9;
             let conv2 = 14 * 14 * 4 * 8 * 9;
             let linear = 196 * 64 + 64 * 10 + 10 * 64 + 64 * 196;
@@ -28,13 +42,13 @@ pub fn forward_macs(arch: Arch) -> u64 {
 }
 
 /// FLOPs of one training step per image: forward + backward (about twice the forward).
-pub fn train_flops_per_image(arch: Arch) -> f64 {
-    3.0 * 2.0 * forward_macs(arch) as f64
+pub fn train_flops_per_image(model: &str) -> f64 {
+    3.0 * 2.0 * forward_macs(model) as f64
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainBench {
-    pub arch: Arch,
+    pub model: String,
     pub batch_size: usize,
     pub steps: usize,
     pub ms_per_step: f64,
@@ -69,18 +83,19 @@ pub fn matmul_gflops(device: &Device) -> anyhow::Result<f64> {
 }
 
 /// Trains each model for `steps` steps at each batch size on synthetic images.
-pub fn train(steps: usize, device: &Device, only: Option<Arch>, batches: &[usize]) -> anyhow::Result<BenchReport> {
+pub fn train(steps: usize, device: &Device, only: Option<&str>, batches: &[usize]) -> anyhow::Result<BenchReport> {
     let peak = matmul_gflops(device)?;
     let mut rng = models::rng::Rng::new(0);
     let n = 256 * 4;
     let data = Split {
-        images: (0..n * PIXELS).map(|_| if rng.next_f32() < 0.8 { 0 } else { (rng.next_u64() % 256) as u8 }).collect(),
+        shape: Shape::MNIST,
+        images: (0..n * Shape::MNIST.pixels()).map(|_| if rng.next_f32() < 0.8 { 0 } else { (rng.next_u64() % 256) as u8 }).collect(),
         labels: vec![0; n],
     };
     let mut results = Vec::new();
-    for arch in Arch::ALL.into_iter().filter(|a| only.is_none_or(|o| o == *a)) {
+    for (name, arch) in NOTEBOOK.into_iter().filter(|(n, _)| only.is_none_or(|o| o == *n)) {
         for &batch_size in batches {
-            let (varmap, model) = models::initialise(arch, 0, device)?;
+            let (varmap, model) = models::initialise(&arch(), Shape::MNIST, 0, device)?;
             let mut opt = Adam::new(varmap.all_vars(), AdamConfig::new(1e-3, 0.0))?;
             let mut run = |count: usize| -> anyhow::Result<f64> {
                 let t = Instant::now();
@@ -97,12 +112,12 @@ pub fn train(steps: usize, device: &Device, only: Option<Arch>, batches: &[usize
             let secs = run(steps)?;
             let samples_per_s = (steps * batch_size) as f64 / secs;
             results.push(TrainBench {
-                arch,
+                model: name.to_owned(),
                 batch_size,
                 steps,
                 ms_per_step: secs * 1e3 / steps as f64,
                 samples_per_s,
-                fraction_of_matmul_peak: samples_per_s * train_flops_per_image(arch) / (peak * 1e9),
+                fraction_of_matmul_peak: samples_per_s * train_flops_per_image(name) / (peak * 1e9),
                 epoch_s: 60000.0 / samples_per_s,
             });
         }
@@ -123,7 +138,7 @@ impl BenchReport {
             let _ = writeln!(
                 s,
                 "{:<7} {:>5} {:>6} {:>9.3} {:>10.0} {:>9.2} {:>7.1}%",
-                r.arch.name(),
+                r.model,
                 r.batch_size,
                 r.steps,
                 r.ms_per_step,

@@ -243,6 +243,7 @@ fn init_logging() {
 
 fn load(common: &Common) -> anyhow::Result<Graph> {
     let config = LoadedConfig::load(&common.config, &common.overrides)?;
+    crate::stages::check_shapes(&config)?;
     Ok(Graph::new(crate::stages::plan(&config))?)
 }
 
@@ -253,10 +254,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pipeline(args) => args,
         Command::Bench(BenchCommand::Train { steps, device, model, batch, json }) => {
             let only = model
-                .map(|m| {
-                    serde_json::from_value::<crate::models::Arch>(serde_json::Value::String(m.clone()))
-                        .map_err(|_| anyhow::anyhow!("--model {m}: expected simple or conv"))
-                })
+                .map(|m| crate::bench::notebook_model(&m).ok_or_else(|| anyhow::anyhow!("--model {m}: expected simple or conv")))
                 .transpose()?;
             anyhow::ensure!(!batch.is_empty() && batch.iter().all(|b| *b > 0), "--batch needs positive sizes");
             let choice: crate::config::DeviceChoice = serde_json::from_value(serde_json::Value::String(device.clone()))
@@ -384,8 +382,14 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         PipelineCommand::Pull { hub: HubArgs { repo, revision, endpoint, no_wait, json } } => {
             let opts = crate::hub::PullOptions { repo, revision, endpoint, artifacts: common.artifacts.clone(), wait: !no_wait };
             // Without a local config there is nothing to compare with; pulling still works.
-            let graph = if common.config.exists() { Some(load(common)?) } else { None };
-            let report = crate::hub::pull(&opts, graph.as_ref()).with_context(|| format!("pull from {}", opts.repo))?;
+            let local = if common.config.exists() {
+                let config = LoadedConfig::load(&common.config, &common.overrides)?;
+                Some((Graph::new(crate::stages::plan(&config))?, crate::hub::layout::published_stages(&config)))
+            } else {
+                None
+            };
+            let local = local.as_ref().map(|(graph, published)| crate::hub::pull::LocalPlan { graph, published: published.clone() });
+            let report = crate::hub::pull(&opts, local.as_ref()).with_context(|| format!("pull from {}", opts.repo))?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
             } else {

@@ -9,8 +9,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::models::Architecture;
 
 /// A flat map from dotted key (`kmeans.max_iter`) to the value that key holds.
 pub type Params = BTreeMap<String, Value>;
@@ -43,9 +46,11 @@ pub enum DeviceChoice {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub device: DeviceChoice,
-    pub dataset: DatasetConfig,
+    /// Name -> source, in file order. Every dataset runs through every model.
+    pub datasets: IndexMap<String, DatasetConfig>,
     pub train: TrainConfig,
-    pub models: ModelsConfig,
+    /// Name -> architecture and training settings, in file order.
+    pub models: IndexMap<String, ModelConfig>,
     pub pca: PcaConfig,
     pub kmeans: KmeansConfig,
     /// Representations clustered and scored like the models' latents, as controls.
@@ -63,28 +68,53 @@ pub enum BaselineKind {
     PixelsPca,
 }
 
+/// Where a dataset comes from: local IDX files (used first when present), else the Hub.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
     /// Directory of (gzip) IDX files, relative to the config file; used first when present.
+    #[serde(default)]
     pub local: Option<PathBuf>,
-    pub hub: HubDataset,
+    #[serde(default)]
+    pub hub: Option<HubDataset>,
 }
 
+/// Parquet files of an image-classification dataset repository on the Hub.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubDataset {
     pub repo: String,
+    /// A commit sha (40 hex digits): a branch or tag can move under a finished run.
     pub revision: String,
     pub train: HubFile,
     pub test: HubFile,
+    #[serde(default)]
+    pub columns: Columns,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubFile {
     pub file: String,
-    pub sha256: String,
+    /// Optional: when absent the computed one is recorded in `dataset.json`, and a later
+    /// download that gets other bytes fails.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// The parquet columns: an image (PNG or JPEG bytes, or a struct with a `bytes` field, as
+/// the `datasets` library writes images) and an integer label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Columns {
+    pub image: String,
+    pub label: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self { image: "image".into(), label: "label".into() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,20 +127,77 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelsConfig {
-    pub simple: ModelConfig,
-    pub conv: ModelConfig,
+/// An architecture family; its sizes sit beside it in [`ModelConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchFamily {
+    Mlp,
+    Conv,
 }
 
+/// `models.<name>`: an architecture and how to train it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    pub arch: ArchFamily,
+    /// mlp: layer widths from the input (channels x height x width) to the latent size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<Vec<usize>>,
+    /// conv: output channels of each conv block (each halves the image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<usize>>,
+    /// conv: widths of the linear layers between the last block and the latent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense: Option<Vec<usize>>,
+    /// conv: the latent size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent: Option<usize>,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
     pub weight_decay: f64,
+}
+
+impl ModelConfig {
+    /// The architecture these settings describe (checked by validation).
+    pub fn architecture(&self) -> Architecture {
+        self.try_architecture().expect("validated config")
+    }
+
+    /// The architecture, or the key that is missing or misplaced and why.
+    fn try_architecture(&self) -> Result<Architecture, (&'static str, String)> {
+        let family = format!("{:?}", self.arch).to_lowercase();
+        let stray = |key: &'static str, set: bool| if set { Err((key, format!("is not a setting of arch {family}"))) } else { Ok(()) };
+        let need = |key: &'static str| (key, format!("is required for arch {family}"));
+        match self.arch {
+            ArchFamily::Mlp => {
+                stray("channels", self.channels.is_some())?;
+                stray("dense", self.dense.is_some())?;
+                stray("latent", self.latent.is_some())?;
+                let encoder = self.encoder.clone().ok_or_else(|| need("encoder"))?;
+                if encoder.len() < 2 || encoder.contains(&0) {
+                    return Err(("encoder", "must list the input size and at least the latent size, none of them 0".into()));
+                }
+                Ok(Architecture::Mlp { encoder })
+            }
+            ArchFamily::Conv => {
+                stray("encoder", self.encoder.is_some())?;
+                let channels = self.channels.clone().ok_or_else(|| need("channels"))?;
+                if channels.is_empty() || channels.contains(&0) || channels.len() > 8 {
+                    return Err(("channels", "must list 1 to 8 positive channel counts".into()));
+                }
+                let dense = self.dense.clone().ok_or_else(|| need("dense"))?;
+                if dense.contains(&0) {
+                    return Err(("dense", "widths must be positive".into()));
+                }
+                let latent = self.latent.ok_or_else(|| need("latent"))?;
+                if latent == 0 {
+                    return Err(("latent", "must be at least 1".into()));
+                }
+                Ok(Architecture::Conv { channels, dense, latent })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,10 +258,28 @@ impl LoadedConfig {
             } else {
                 serde_saphyr::from_str(raw).map_err(|e| fail(format!("value is not YAML: {e}")))?
             };
-            let slot = lookup_mut(&mut tree, key).ok_or_else(|| fail(format!("unknown key {key}")))?;
+            let unknown = || fail(format!("unknown key {key}"));
+            // A key the tree lacks may be a new map entry (`models.wide`) or an optional
+            // setting (`models.conv.dense`); serde then says whether it exists.
+            let added = lookup(&tree, key).is_none();
+            let slot = match key.rsplit_once('.') {
+                _ if !added => lookup_mut(&mut tree, key).expect("present"),
+                Some((parent, last)) => {
+                    let parent = lookup_mut(&mut tree, parent).and_then(Value::as_object_mut).ok_or_else(unknown)?;
+                    parent.entry(last.to_owned()).or_insert(Value::Null)
+                }
+                None => return Err(unknown()),
+            };
             *slot = value;
             overridden.push(key.to_owned());
-            config = serde_json::from_value(tree.clone()).map_err(|e| fail(format!("{key}: {e}")))?;
+            config = serde_json::from_value(tree.clone()).map_err(|e| {
+                let e = e.to_string();
+                if added && e.starts_with("unknown field") {
+                    unknown()
+                } else {
+                    fail(format!("{key}: {e}"))
+                }
+            })?;
             // Re-serialise so that the tree holds canonical values (e.g. 1e-3 == 0.001).
             tree = serde_json::to_value(&config).expect("config serialises");
         }
@@ -226,7 +331,27 @@ impl LoadedConfig {
                 None => ConfigError::Invalid { path: self.path.clone(), key: key.into(), message: message.into() },
             })
         };
-        for (name, m) in [("simple", &c.models.simple), ("conv", &c.models.conv)] {
+        if c.datasets.is_empty() {
+            return bad("datasets", "must name at least one dataset");
+        }
+        if c.models.is_empty() {
+            return bad("models", "must name at least one model");
+        }
+        for name in c.datasets.keys() {
+            if let Err(why) = check_name(name) {
+                return bad(&format!("datasets.{name}"), &format!("is not a usable name: {why}"));
+            }
+        }
+        for (name, m) in &c.models {
+            if let Err(why) = check_name(name) {
+                return bad(&format!("models.{name}"), &format!("is not a usable name: {why}"));
+            }
+            if name.starts_with("pixels") {
+                return bad(&format!("models.{name}"), "is not a usable name: names starting with pixels are the baselines'");
+            }
+            if let Err((key, why)) = m.try_architecture() {
+                return bad(&format!("models.{name}.{key}"), &why);
+            }
             if m.epochs == 0 {
                 return bad(&format!("models.{name}.epochs"), "must be at least 1");
             }
@@ -240,6 +365,43 @@ impl LoadedConfig {
                 return bad(&format!("models.{name}.weight_decay"), "must be zero or positive");
             }
         }
+        // Stage ids join dataset and model names with `-`; two pairs must not read the same.
+        let mut joined = std::collections::BTreeMap::new();
+        for d in c.datasets.keys() {
+            for m in c.models.keys() {
+                if let Some((d0, m0)) = joined.insert(format!("{d}-{m}"), (d, m)) {
+                    return bad(
+                        "models",
+                        &format!("dataset {d0} with model {m0} and dataset {d} with model {m} would share stage ids ({d}-{m}); rename one"),
+                    );
+                }
+            }
+        }
+        for (name, d) in &c.datasets {
+            if d.local.is_none() && d.hub.is_none() {
+                return bad(&format!("datasets.{name}"), "needs local (IDX folder) or hub (parquet files), or both");
+            }
+            let Some(hub) = &d.hub else { continue };
+            if hub.revision.len() != 40 || !hub.revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad(
+                    &format!("datasets.{name}.hub.revision"),
+                    &format!(
+                        "{:?} is not a commit sha (40 hex digits); a branch or tag can move, and the run would no longer say which data it used. Pin the commit the Hub shows for it",
+                        hub.revision
+                    ),
+                );
+            }
+            if !hub.repo.contains('/') {
+                return bad(&format!("datasets.{name}.hub.repo"), &format!("{:?} is not OWNER/NAME", hub.repo));
+            }
+            for (split, f) in [("train", &hub.train), ("test", &hub.test)] {
+                if let Some(sha) = &f.sha256 {
+                    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return bad(&format!("datasets.{name}.hub.{split}.sha256"), "must be 64 hexadecimal digits");
+                    }
+                }
+            }
+        }
         if c.train.seeds.is_empty() {
             return bad("train.seeds", "must list at least one seed");
         }
@@ -250,8 +412,9 @@ impl LoadedConfig {
         if c.train.limit == Some(0) {
             return bad("train.limit", "must be null or at least 1");
         }
-        if !(1..=9).contains(&c.pca.components) {
-            return bad("pca.components", "must be between 1 and 9 (the smaller latent size)");
+        let smallest = c.models.values().map(|m| m.architecture().latent_dim()).min().unwrap_or(1);
+        if !(1..=smallest).contains(&c.pca.components) {
+            return bad("pca.components", &format!("must be between 1 and {smallest} (the smallest latent size)"));
         }
         if c.kmeans.k < 2 {
             return bad("kmeans.k", "must be at least 2");
@@ -276,12 +439,20 @@ impl LoadedConfig {
         if c.plot.samples == 0 || c.plot.samples > 100 {
             return bad("plot.samples", "must be between 1 and 100");
         }
-        for (key, f) in [("dataset.hub.train.sha256", &c.dataset.hub.train), ("dataset.hub.test.sha256", &c.dataset.hub.test)] {
-            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return bad(key, "must be 64 hexadecimal digits");
-            }
-        }
         Ok(())
+    }
+}
+
+/// Dataset and model names appear in stage ids and folder names: lowercase letters, digits,
+/// `-` and `_`, starting with a letter or digit.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    let ok = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    match name.bytes().next() {
+        None => Err("it is empty"),
+        Some(first) if !first.is_ascii_alphanumeric() => Err("it must start with a letter or digit"),
+        _ if !ok => Err("use lowercase letters, digits, - and _"),
+        _ if name.len() > 40 => Err("it is longer than 40 characters"),
+        _ => Ok(()),
     }
 }
 
@@ -321,22 +492,82 @@ mod tests {
     fn shipped_config_loads() {
         let c = load(SAMPLE, &[]).unwrap();
         assert_eq!(c.config.kmeans.seeds.len(), 10);
-        assert_eq!(c.config.models.simple.weight_decay, 1e-8);
+        assert_eq!(c.config.models["simple"].weight_decay, 1e-8);
+        assert_eq!(c.config.models["simple"].architecture(), Architecture::notebook_simple());
+        assert_eq!(c.config.models["conv"].architecture(), Architecture::notebook_conv());
+        // File order is plan and report order.
+        assert_eq!(c.config.models.keys().collect::<Vec<_>>(), ["simple", "conv"]);
     }
 
     #[test]
     fn example_configs_load_and_find_the_shipped_data() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let default = load(SAMPLE, &[]).unwrap();
+        for name in ["five-seeds.yaml", "fashion-mnist.yaml", "architectures.yaml"] {
+            let c = LoadedConfig::load(&dir.join(name), &[]).unwrap();
+            let mnist = &c.config.datasets["mnist"];
+            assert!(crate::data::idx::present(&c.resolve(mnist.local.as_deref().unwrap())), "{name}");
+            assert_eq!(mnist, &default.config.datasets["mnist"].clone().with_local("../data/mnist"), "{name}");
+            assert_eq!(c.config.models["conv"], default.config.models["conv"], "{name}");
+            assert_eq!((&c.config.kmeans, &c.config.pca), (&default.config.kmeans, &default.config.pca), "{name}");
+        }
         let c = LoadedConfig::load(&dir.join("five-seeds.yaml"), &[]).unwrap();
         assert_eq!(c.config.train.seeds, [42, 43, 44, 45, 46]);
-        let local = c.resolve(c.config.dataset.local.as_deref().unwrap());
-        assert!(crate::data::idx::present(&local), "{}", local.display());
-        // Everything but the training seeds is the default experiment.
-        let default = load(SAMPLE, &[]).unwrap();
-        assert_eq!(
-            (&c.config.models, &c.config.kmeans, &c.config.pca),
-            (&default.config.models, &default.config.kmeans, &default.config.pca)
-        );
+        assert_eq!(c.config.models, default.config.models);
+        let c = LoadedConfig::load(&dir.join("architectures.yaml"), &[]).unwrap();
+        assert_eq!(c.config.models["wide"].architecture(), Architecture::Mlp { encoder: vec![784, 512, 128, 10] });
+    }
+
+    impl DatasetConfig {
+        fn with_local(mut self, p: &str) -> Self {
+            self.local = Some(p.into());
+            self
+        }
+    }
+
+    #[test]
+    fn bad_matrix_configs_name_the_key_and_the_reason() {
+        let cases: [(&str, &str, &str); 9] = [
+            ("datasets.mnist.hub.revision=main", "datasets.mnist.hub.revision", "\"main\" is not a commit sha"),
+            (
+                "models.wide={arch: mlp, epochs: 1, batch_size: 2, lr: 0.1, weight_decay: 0.0}",
+                "models.wide.encoder",
+                "is required for arch mlp",
+            ),
+            ("models.conv.encoder=[784, 9]", "models.conv.encoder", "is not a setting of arch conv"),
+            ("models.conv.channels=[]", "models.conv.channels", "must list 1 to 8"),
+            (
+                "models.Big={arch: mlp, encoder: [784, 9], epochs: 1, batch_size: 2, lr: 0.1, weight_decay: 0.0}",
+                "models.Big",
+                "use lowercase letters",
+            ),
+            (
+                "models.pixels2={arch: mlp, encoder: [784, 9], epochs: 1, batch_size: 2, lr: 0.1, weight_decay: 0.0}",
+                "models.pixels2",
+                "are the baselines'",
+            ),
+            ("datasets.other={}", "datasets.other", "needs local (IDX folder) or hub"),
+            ("datasets.mnist.hub.train.sha256=abc", "datasets.mnist.hub.train.sha256", "must be 64"),
+            ("models.conv.latent=1", "pca.components", "must be between 1 and 1"),
+        ];
+        for (set, key, want) in cases {
+            // New map entries go in through the file; changes through --set.
+            let (text, sets): (String, Vec<&str>) = match set.split_once('=') {
+                Some((k, v)) if k.starts_with("models.") && !k.contains("conv") => {
+                    (SAMPLE.replace("models:", &format!("models:\n  {}: {v}", &k[7..])), vec![])
+                }
+                Some(("datasets.other", v)) => (SAMPLE.replace("datasets:", &format!("datasets:\n  other: {v}")), vec![]),
+                _ => (SAMPLE.to_owned(), vec![set]),
+            };
+            let e = load(&text, &sets).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(want), "{set}: {e}");
+        }
+        // Two (dataset, model) pairs that would spell the same stage ids.
+        let collide = SAMPLE
+            .replace("datasets:", "datasets:\n  a-b: {local: x}\n  a: {local: y}")
+            .replace("models:", "models:\n  c: {arch: mlp, encoder: [784, 9], epochs: 1, batch_size: 2, lr: 0.1, weight_decay: 0.0}\n  b-c: {arch: mlp, encoder: [784, 9], epochs: 1, batch_size: 2, lr: 0.1, weight_decay: 0.0}");
+        let e = load(&collide, &[]).unwrap_err().to_string();
+        assert!(e.contains("would share stage ids (a-b-c)"), "{e}");
     }
 
     #[test]
@@ -388,7 +619,9 @@ mod tests {
         let e = load(SAMPLE, &["kmeans.seeds=[1,1]"]).unwrap_err().to_string();
         assert!(e.starts_with("invalid --set kmeans.seeds:") && !e.contains("pipeline.yaml"), "{e}");
         // A whole section set at once is named as it was set.
-        let e = load(SAMPLE, &["models.simple={epochs: 0, batch_size: 32, lr: 0.001, weight_decay: 0.0}"]).unwrap_err().to_string();
+        let e = load(SAMPLE, &["models.simple={arch: mlp, encoder: [784, 9], epochs: 0, batch_size: 32, lr: 0.001, weight_decay: 0.0}"])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("invalid --set models.simple:") && e.contains("models.simple.epochs"), "{e}");
         // The same bad value in the file is blamed on the file.
         let e = load(&SAMPLE.replace("k: 10,", "k: 1,"), &[]).unwrap_err().to_string();
@@ -402,7 +635,15 @@ mod tests {
         let keys: Vec<_> = p.keys().cloned().collect();
         assert_eq!(
             keys,
-            ["models.simple.batch_size", "models.simple.epochs", "models.simple.lr", "models.simple.weight_decay", "train.limit"]
+            [
+                "models.simple.arch",
+                "models.simple.batch_size",
+                "models.simple.encoder",
+                "models.simple.epochs",
+                "models.simple.lr",
+                "models.simple.weight_decay",
+                "train.limit"
+            ]
         );
     }
 }

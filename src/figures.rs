@@ -134,25 +134,28 @@ fn moving_average(values: &[f32], window: usize) -> Vec<f64> {
     out
 }
 
-/// Rows of 28x28 grey images ([0, 1] floats), each row labelled on the left.
-pub fn image_rows(path: &Path, title: &str, rows: &[(&str, &[f32])], columns: usize) -> anyhow::Result<()> {
-    const SCALE: u32 = 4;
-    const CELL: u32 = 28 * SCALE + 8;
+/// Rows of images of `shape` ([0, 1] floats, channel-first; grey for one channel, RGB for
+/// three), each row labelled on the left. Images are scaled to about 112 pixels high.
+pub fn image_rows(path: &Path, title: &str, shape: crate::data::Shape, rows: &[(&str, &[f32])], columns: usize) -> anyhow::Result<()> {
+    let (w, h, plane) = (shape.width as u32, shape.height as u32, shape.height * shape.width);
+    let scale = (112 / h.max(w)).clamp(1, 8);
+    let (cell_w, cell_h) = (w * scale + 8, h * scale + 8);
     let (label_w, top) = (150u32, 50u32);
-    let width = label_w + CELL * columns as u32 + 10;
-    let height = top + CELL * rows.len() as u32 + 10;
-    render(path, width, height, |root| {
+    let width = label_w + cell_w * columns as u32 + 10;
+    let height = top + cell_h * rows.len() as u32 + 10;
+    render(path, width.max(400), height, |root| {
         root.draw(&Text::new(title.to_owned(), (10, 12), (FAMILY, 24).into_font())).map_err(plot_err)?;
         for (r, (label, pixels)) in rows.iter().enumerate() {
-            let y0 = (top + CELL * r as u32) as i32;
-            root.draw(&Text::new(label.to_string(), (10, y0 + (CELL / 2) as i32 - 10), (FAMILY, 20).into_font())).map_err(plot_err)?;
-            for (c, image) in pixels.chunks_exact(784).take(columns).enumerate() {
-                let x0 = (label_w + CELL * c as u32) as i32;
-                for (i, &v) in image.iter().enumerate() {
-                    let g = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-                    let (px, py) = (x0 + (i % 28) as i32 * SCALE as i32, y0 + (i / 28) as i32 * SCALE as i32);
-                    root.draw(&Rectangle::new([(px, py), (px + SCALE as i32, py + SCALE as i32)], RGBColor(g, g, g).filled()))
-                        .map_err(plot_err)?;
+            let y0 = (top + cell_h * r as u32) as i32;
+            root.draw(&Text::new(label.to_string(), (10, y0 + (cell_h / 2) as i32 - 10), (FAMILY, 20).into_font())).map_err(plot_err)?;
+            for (c, image) in pixels.chunks_exact(shape.pixels()).take(columns).enumerate() {
+                let x0 = (label_w + cell_w * c as u32) as i32;
+                for i in 0..plane {
+                    let level = |ch: usize| (image[ch * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8;
+                    let color =
+                        if shape.channels >= 3 { RGBColor(level(0), level(1), level(2)) } else { RGBColor(level(0), level(0), level(0)) };
+                    let (px, py) = (x0 + (i % shape.width) as i32 * scale as i32, y0 + (i / shape.width) as i32 * scale as i32);
+                    root.draw(&Rectangle::new([(px, py), (px + scale as i32, py + scale as i32)], color.filled())).map_err(plot_err)?;
                 }
             }
         }
@@ -177,14 +180,15 @@ pub fn scatter(path: &Path, title: &str, points: &[f32], labels: &[u8], axis: (&
             .build_cartesian_2d(bound(0), bound(1))
             .map_err(plot_err)?;
         chart.configure_mesh().x_desc(axis.0).y_desc(axis.1).label_style((FAMILY, 15)).draw().map_err(plot_err)?;
-        for digit in 0..10u8 {
-            let colour = DIGIT_COLOURS[digit as usize];
-            let pts = points.chunks_exact(2).zip(labels).filter(|(_, l)| **l == digit).map(|(p, _)| (p[0] as f64, p[1] as f64));
-            chart
-                .draw_series(pts.map(|p| Circle::new(p, 2, colour.mix(0.6).filled())))
-                .map_err(plot_err)?
-                .label(format!("{digit}"))
-                .legend(move |(x, y)| Circle::new((x + 8, y), 5, colour.filled()));
+        // One colour a class; past the palette, colours repeat and the legend stops at it.
+        let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+        for class in 0..classes {
+            let colour = DIGIT_COLOURS[class % DIGIT_COLOURS.len()];
+            let pts = points.chunks_exact(2).zip(labels).filter(|(_, l)| **l as usize == class).map(|(p, _)| (p[0] as f64, p[1] as f64));
+            let series = chart.draw_series(pts.map(|p| Circle::new(p, 2, colour.mix(0.6).filled()))).map_err(plot_err)?;
+            if class < DIGIT_COLOURS.len() {
+                series.label(format!("{class}")).legend(move |(x, y)| Circle::new((x + 8, y), 5, colour.filled()));
+            }
         }
         legend(&mut chart, SeriesLabelPosition::UpperRight)
     })

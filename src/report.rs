@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::analysis::stats::Stats;
-use crate::models::Arch;
-use crate::stages::score::{Comparison, Metrics, Summary, CLUSTER_METRICS};
+use crate::models::Architecture;
+use crate::stages::score::{Comparison, Metrics, ModelMetrics, Summary, CLUSTER_METRICS};
 
 /// What the notebook reported for a model: test MSE and best-of-10 purity.
 #[derive(Debug, Clone, Copy)]
@@ -15,10 +15,15 @@ pub struct SeedNumbers {
     pub purity: f64,
 }
 
-pub fn seed_numbers(arch: Arch) -> SeedNumbers {
-    match arch {
-        Arch::Simple => SeedNumbers { test_mse: 0.021359, purity: 0.6589 },
-        Arch::Conv => SeedNumbers { test_mse: 0.016341, purity: 0.7059 },
+/// The notebook's numbers for its own experiment: its two architectures on MNIST.
+pub fn notebook_numbers(dataset: &str, arch: Option<&Architecture>) -> Option<SeedNumbers> {
+    if dataset != "mnist" {
+        return None;
+    }
+    match arch? {
+        a if *a == Architecture::notebook_simple() => Some(SeedNumbers { test_mse: 0.021359, purity: 0.6589 }),
+        a if *a == Architecture::notebook_conv() => Some(SeedNumbers { test_mse: 0.016341, purity: 0.7059 }),
+        _ => None,
     }
 }
 
@@ -39,17 +44,27 @@ fn stats_cell(s: &Stats, digits: usize) -> String {
     }
 }
 
-/// The metrics tables (Markdown) of a `score/metrics.json`: every trained model beside the
-/// notebook's numbers; with several training seeds also the statistics over them and
-/// the model comparisons.
+/// The metrics tables (Markdown) of a `score/metrics.json`, per dataset: every trained model
+/// (beside the notebook's numbers where the notebook ran it); with several training seeds also
+/// the statistics over them and the model comparisons.
 pub fn metrics_table(metrics: &Metrics) -> String {
-    let several = metrics.training_seeds.len() > 1;
     let mut out = String::new();
+    for (i, dataset) in metrics.datasets.iter().enumerate() {
+        if metrics.datasets.len() > 1 {
+            let _ = write!(out, "{}### Dataset {dataset}\n\n", if i > 0 { "\n" } else { "" });
+        }
+        dataset_tables(&mut out, metrics, dataset);
+    }
+    out
+}
+
+fn dataset_tables(out: &mut String, metrics: &Metrics, dataset: &str) {
+    let several = metrics.training_seeds.len() > 1;
+    let num = |v: Option<f64>, digits: usize| v.map_or("—".to_owned(), |v| format!("{v:.digits$}"));
     out.push_str("| model | test MSE | notebook's test MSE | purity, best by label (mean ± std) | purity, lowest inertia | notebook's purity | NMI | ARI | ACC |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-    for m in &metrics.models {
-        let Some(arch) = Arch::ALL.into_iter().find(|a| a.name() == m.model) else { continue };
-        let seed = seed_numbers(arch);
+    for m in metrics.models_of(dataset) {
+        let seed = notebook_numbers(dataset, m.arch.as_ref());
         for r in &m.runs {
             let label = match r.training_seed {
                 Some(s) if several => format!("{} (training seed {s})", m.model),
@@ -57,19 +72,20 @@ pub fn metrics_table(metrics: &Metrics) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {label} | {} | {:.5} | {} | {} | {:.4} | {} | {} | {} |",
-                r.test_mse.map_or("—".to_owned(), |v| format!("{v:.5}")),
-                seed.test_mse,
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                num(r.test_mse, 5),
+                num(seed.map(|s| s.test_mse), 5),
                 summary(&r.purity),
                 label_free(r),
-                seed.purity,
+                num(seed.map(|s| s.purity), 4),
                 summary(&r.nmi),
                 summary(&r.ari),
                 summary(&r.acc),
             );
         }
     }
-    for b in &metrics.baselines {
+    let baselines: Vec<&ModelMetrics> = metrics.baselines_of(dataset).collect();
+    for b in &baselines {
         for r in &b.runs {
             let _ = writeln!(
                 out,
@@ -83,14 +99,14 @@ pub fn metrics_table(metrics: &Metrics) -> String {
             );
         }
     }
-    if !metrics.baselines.is_empty() {
+    if !baselines.is_empty() {
         out.push_str(
-            "\nBaselines: `pixels` clusters the raw test images (784-d); `pixels-pca<d>` their projection on the first d \
+            "\nBaselines: `pixels` clusters the raw test images; `pixels-pca<d>` their projection on the first d \
              principal components of the training images, d being a model's latent size.\n",
         );
     }
     if !several {
-        return out;
+        return;
     }
     let n = metrics.training_seeds.len();
     let _ = write!(
@@ -101,7 +117,7 @@ pub fn metrics_table(metrics: &Metrics) -> String {
     );
     out.push_str("| model | test MSE | purity | NMI | ARI | ACC |\n| --- | --- | --- | --- | --- | --- |\n");
     let rows =
-        metrics.models.iter().map(|m| (m, m.model.clone())).chain(metrics.baselines.iter().map(|b| (b, format!("{} (baseline)", b.model))));
+        metrics.models_of(dataset).map(|m| (m, m.model.clone())).chain(baselines.iter().map(|b| (*b, format!("{} (baseline)", b.model))));
     for (m, label) in rows {
         let cell = |key: &str, digits: usize| m.over_training_seeds.get(key).map_or("—".to_owned(), |s| stats_cell(s, digits));
         let _ = writeln!(
@@ -114,31 +130,33 @@ pub fn metrics_table(metrics: &Metrics) -> String {
             cell("acc", 4)
         );
     }
-    // Why not a permutation test: with n + n seeds there are only C(2n, n) relabellings.
-    let relabellings = (1..=n).fold(1f64, |c, i| c * (n + i) as f64 / i as f64).round();
-    let _ = write!(
-        out,
-        "\nModel differences over the training seeds: Welch's t-test, two-sided (it does not assume that both models vary \
-         alike across seeds; a permutation test over {n} + {n} seeds has only {relabellings} relabellings, so its p-value \
-         could not go below {:.3}).\n\n",
-        2.0 / relabellings
-    );
-    out.push_str("| metric | difference | 95% CI | t | df | p |\n| --- | --- | --- | --- | --- | --- |\n");
-    for c in metrics.comparisons.iter().filter(|c| c.test == "welch") {
-        comparison_row(&mut out, c);
+    let comparisons = |test: &'static str| metrics.comparisons.iter().filter(move |c| c.dataset == dataset && c.test == test);
+    if comparisons("welch").next().is_some() {
+        // Why not a permutation test: with n + n seeds there are only C(2n, n) relabellings.
+        let relabellings = (1..=n).fold(1f64, |c, i| c * (n + i) as f64 / i as f64).round();
+        let _ = write!(
+            out,
+            "\nModel differences over the training seeds: Welch's t-test, two-sided (it does not assume that both models vary \
+             alike across seeds; a permutation test over {n} + {n} seeds has only {relabellings} relabellings, so its p-value \
+             could not go below {:.3}).\n\n",
+            2.0 / relabellings
+        );
+        out.push_str("| metric | difference | 95% CI | t | df | p |\n| --- | --- | --- | --- | --- | --- |\n");
+        for c in comparisons("welch") {
+            comparison_row(out, c);
+        }
     }
-    if metrics.comparisons.iter().any(|c| c.test == "welch-baseline") {
+    if comparisons("welch-baseline").next().is_some() {
         let _ = write!(
             out,
             "\nModels against baselines: Welch's t-test of the model's {n} per-training-seed values against the baseline's \
              per-k-means-seed values (a baseline has no training seed; the spread over k-means seeds is its noise), two-sided.\n\n"
         );
         out.push_str("| metric | difference | 95% CI | t | df | p |\n| --- | --- | --- | --- | --- | --- |\n");
-        for c in metrics.comparisons.iter().filter(|c| c.test == "welch-baseline") {
-            comparison_row(&mut out, c);
+        for c in comparisons("welch-baseline") {
+            comparison_row(out, c);
         }
     }
-    out
 }
 
 fn comparison_row(out: &mut String, c: &Comparison) {
@@ -172,7 +190,18 @@ pub fn p_value(p: f64) -> String {
 /// The facts of one run that the report states: every number comes from the run.
 #[derive(Debug, Clone)]
 pub struct RunFacts {
-    /// Training images each model saw, in `Arch::ALL` order.
+    /// Per dataset: its shape and class count, the training images each model saw (in config
+    /// order) and the test images.
+    pub datasets: Vec<DatasetFacts>,
+    /// Per model: its name and a one-line description (`ConvAE, 10-d latent`).
+    pub models: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatasetFacts {
+    pub name: String,
+    pub shape: crate::data::Shape,
+    pub classes: usize,
     pub train_images: Vec<usize>,
     pub test_images: usize,
 }
@@ -194,27 +223,46 @@ pub fn thousands(n: u64) -> String {
 pub fn markdown(metrics: &Metrics, facts: &RunFacts, figures: &[(&str, &str)]) -> String {
     let mut out = String::new();
     out.push_str("# latentscope report\n\n");
-    out.push_str("Does an autoencoder's latent space, learned without labels, group MNIST digits by class? ");
-    let dims: Vec<String> = Arch::ALL.iter().map(|a| format!("{}, {}-d latent", a.class_name(), a.latent_dim())).collect();
-    let trained = match facts.train_images.as_slice() {
-        [n, rest @ ..] if rest.iter().all(|m| m == n) => format!("{} training images", thousands(*n as u64)),
-        counts => format!("{} training images respectively", counts.iter().map(|&n| thousands(n as u64)).collect::<Vec<_>>().join(" and ")),
-    };
+    let names: Vec<&str> = facts.datasets.iter().map(|d| d.name.as_str()).collect();
+    let _ =
+        write!(out, "Does an autoencoder's latent space, learned without labels, group the images of {} by class? ", names.join(" and "));
+    let models: Vec<String> = facts.models.iter().map(|(name, what)| format!("{name}: {what}")).collect();
     let list = |seeds: &[u64]| seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     let training = match metrics.training_seeds.as_slice() {
         [one] => format!("training seed {one}"),
         many => format!("each with {} training seeds ({})", many.len(), list(many)),
     };
+    let count = facts.models.len();
     let _ = write!(
         out,
-        "Two autoencoders ({}) were trained on {trained}, {training}; their encodings of the {} test images were \
-         clustered with k-means (k = {}, k-means++) for each of {} seeds ({}) and scored against the true labels.\n\n",
-        dims.join("; "),
-        thousands(facts.test_images as u64),
+        "{} autoencoder{} ({}) were trained on each dataset, {training}; their encodings of the test images were clustered \
+         with k-means (k = {}, k-means++) for each of {} seeds ({}) and scored against the true labels.\n\n",
+        match count {
+            1 => "One".to_owned(),
+            2 => "Two".to_owned(),
+            n => n.to_string(),
+        },
+        if count == 1 { "" } else { "s" },
+        models.join("; "),
         metrics.k,
         metrics.kmeans_seeds.len(),
         list(&metrics.kmeans_seeds)
     );
+    for d in &facts.datasets {
+        let trained = match d.train_images.as_slice() {
+            [n, rest @ ..] if rest.iter().all(|m| m == n) => format!("{} training images", thousands(*n as u64)),
+            counts => format!("{} training images (per model)", counts.iter().map(|&n| thousands(n as u64)).collect::<Vec<_>>().join(", ")),
+        };
+        let _ = writeln!(
+            out,
+            "- {}: {trained}, {} test images, {} images, {} classes",
+            d.name,
+            thousands(d.test_images as u64),
+            d.shape,
+            d.classes
+        );
+    }
+    out.push('\n');
     out.push_str("## Metrics\n\n");
     out.push_str(&metrics_table(metrics));
     out.push_str("\nPurity as the notebook defines it (each cluster counts its most common label); NMI with arithmetic ");
@@ -248,23 +296,23 @@ pub fn metrics_of_lock(artifacts: &std::path::Path, lock: &crate::pipeline::Lock
     Ok(serde_json::from_slice(&bytes)?)
 }
 
-/// The (model, metric, value) rows compared by `metrics --diff`, from a `metrics.json` of this
-/// version or of the one before training seeds (one block per model). With one training
-/// seed the keys are `simple.purity.best`; with several, `simple.s42.purity.best` per trained
-/// model and `simple.purity.mean_over_seeds` (and `.std_over_seeds`) over them.
+/// The (dataset.model.metric, value) rows compared by `metrics --diff`, from a `metrics.json`
+/// of this version or an older one (those were MNIST only). With one training seed the keys
+/// are `mnist.simple.purity.best`; with several, `mnist.simple.s42.purity.best` per trained
+/// model and `mnist.simple.purity.mean_over_seeds` (and `.std_over_seeds`) over them.
 pub fn flat_metrics(metrics: &Value) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     let Ok(m) = serde_json::from_value::<Metrics>(metrics.clone()) else {
-        // The format before training seeds: {"simple": {"test_mse": ..., "purity": {...}}, ...}.
-        for arch in Arch::ALL {
-            let block = &metrics[arch.name()];
+        // The format before training seeds (MNIST only): {"simple": {"test_mse": ..., "purity": {...}}, ...}.
+        for name in ["simple", "conv"] {
+            let block = &metrics[name];
             if let Some(v) = block["test_mse"].as_f64() {
-                out.push((format!("{}.test_mse", arch.name()), v));
+                out.push((format!("mnist.{name}.test_mse"), v));
             }
             for key in CLUSTER_METRICS {
                 for stat in ["best", "mean", "std"] {
                     if let Some(v) = block[key][stat].as_f64() {
-                        out.push((format!("{}.{key}.{stat}", arch.name()), v));
+                        out.push((format!("mnist.{name}.{key}.{stat}"), v));
                     }
                 }
             }
@@ -273,10 +321,11 @@ pub fn flat_metrics(metrics: &Value) -> Vec<(String, f64)> {
     };
     let several = m.training_seeds.len() > 1;
     for model in m.models.iter().chain(&m.baselines) {
+        let name = format!("{}.{}", model.dataset, model.model);
         for r in &model.runs {
             let prefix = match r.training_seed {
-                Some(s) if several => format!("{}.s{s}", model.model),
-                _ => model.model.clone(),
+                Some(s) if several => format!("{name}.s{s}"),
+                _ => name.clone(),
             };
             if let Some(mse) = r.test_mse {
                 out.push((format!("{prefix}.test_mse"), mse));
@@ -290,9 +339,9 @@ pub fn flat_metrics(metrics: &Value) -> Vec<(String, f64)> {
         }
         if several && model.runs.len() > 1 {
             for (key, s) in &model.over_training_seeds {
-                out.push((format!("{}.{key}.mean_over_seeds", model.model), s.mean));
+                out.push((format!("{name}.{key}.mean_over_seeds"), s.mean));
                 if let Some(sd) = s.std {
-                    out.push((format!("{}.{key}.std_over_seeds", model.model), sd));
+                    out.push((format!("{name}.{key}.std_over_seeds"), sd));
                 }
             }
         }

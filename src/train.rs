@@ -5,16 +5,19 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use indicatif::ProgressBar;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::data::{Split, PIXELS};
+use crate::data::Split;
 use crate::models::adam::{Adam, AdamConfig};
 use crate::models::rng::Rng;
-use crate::models::{self, Arch, Autoencoder};
+use crate::models::{self, Architecture, Autoencoder};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
-    pub arch: Arch,
+    /// The stage that trains (`train-mnist-conv-s42`), for progress and logs.
+    pub label: String,
+    #[serde(flatten)]
+    pub arch: Architecture,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -22,7 +25,7 @@ pub struct TrainSettings {
     pub seed: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
     pub epoch: usize,
     pub mean_loss: f64,
@@ -30,10 +33,9 @@ pub struct EpochStats {
     pub samples_per_s: f64,
 }
 
-/// `history.json`.
-#[derive(Debug, Clone, Serialize)]
+/// `history.json`: written by training, read by `plot` and the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct History {
-    pub arch: Arch,
     pub settings: TrainSettings,
     pub train_images: usize,
     pub device: String,
@@ -79,21 +81,21 @@ pub fn batch_tensor(split: &Split, indices: impl IntoIterator<Item = usize>, dev
     for i in indices {
         buf.extend(split.image(i).iter().map(|&p| p as f32 / 255.0));
     }
-    let n = buf.len() / PIXELS;
-    Tensor::from_vec(buf, (n, PIXELS), device)
+    let p = split.shape.pixels();
+    let n = buf.len() / p;
+    Tensor::from_vec(buf, (n, p), device)
 }
 
 /// Trains a fresh model on `train`; returns its variables, the model and the history.
 pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<(candle_nn::VarMap, Box<dyn Autoencoder>, History)> {
     anyhow::ensure!(!train.is_empty(), "no training images");
-    let (varmap, model) = models::initialise(s.arch, s.seed, device)?;
+    let (varmap, model) = models::initialise(&s.arch, train.shape, s.seed, device)?;
     let mut opt = Adam::new(varmap.all_vars(), AdamConfig::new(s.lr, s.weight_decay))?;
     let mut shuffle = Rng::derive(s.seed, "shuffle");
     let n = train.len();
     let steps_per_epoch = n.div_ceil(s.batch_size);
     let mut order: Vec<usize> = (0..n).collect();
     let mut history = History {
-        arch: s.arch,
         settings: s.clone(),
         train_images: n,
         device: models::device::name(device),
@@ -107,7 +109,7 @@ pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<
     let _ftz = FlushDenormals::on();
     for epoch in 1..=s.epochs {
         shuffle.shuffle(&mut order);
-        let bar = epoch_bar(s.arch, epoch, s.epochs, steps_per_epoch);
+        let bar = epoch_bar(&s.label, epoch, s.epochs, steps_per_epoch);
         // Asked once per epoch: it is a terminal query, not something for the step loop.
         let quiet = bar.is_hidden();
         let epoch_start = Instant::now();
@@ -129,8 +131,8 @@ pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<
             if quiet {
                 if last_log.elapsed().as_secs() >= 10 {
                     tracing::info!(
-                        "train-{} epoch {epoch}/{}: step {}/{steps_per_epoch}, loss {:.5}, {rate:.0} samples/s",
-                        s.arch.name(),
+                        "{} epoch {epoch}/{}: step {}/{steps_per_epoch}, loss {:.5}, {rate:.0} samples/s",
+                        s.label,
                         s.epochs,
                         step + 1,
                         sum / (step + 1) as f64
@@ -155,8 +157,8 @@ pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<
         let wall = epoch_start.elapsed().as_secs_f64();
         let stats = EpochStats { epoch, mean_loss: sum / steps_per_epoch as f64, wall_time_s: wall, samples_per_s: n as f64 / wall };
         tracing::info!(
-            "train-{} epoch {epoch}/{}: loss {:.5}, {:.1} s, {:.0} samples/s",
-            s.arch.name(),
+            "{} epoch {epoch}/{}: loss {:.5}, {:.1} s, {:.0} samples/s",
+            s.label,
             s.epochs,
             stats.mean_loss,
             wall,
@@ -215,9 +217,9 @@ impl Drop for FlushDenormals {
     }
 }
 
-fn epoch_bar(arch: Arch, epoch: usize, epochs: usize, steps: usize) -> ProgressBar {
+fn epoch_bar(label: &str, epoch: usize, epochs: usize, steps: usize) -> ProgressBar {
     let bar = crate::progress::bar(steps as u64, "{prefix} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}");
-    bar.set_prefix(format!("train-{} epoch {epoch}/{epochs}", arch.name()));
+    bar.set_prefix(format!("{label} epoch {epoch}/{epochs}"));
     bar
 }
 
@@ -229,7 +231,7 @@ pub fn mse(model: &dyn Autoencoder, split: &Split, device: &Device) -> anyhow::R
         let se = model.forward(&x)?.sub(&x)?.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
         sum += se;
     }
-    Ok(sum / (split.len() * PIXELS) as f64)
+    Ok(sum / (split.len() * split.shape.pixels()) as f64)
 }
 
 /// The encoder's output for every image of `split`: [n, latent] row-major.
@@ -242,7 +244,7 @@ pub fn encode(model: &dyn Autoencoder, split: &Split, device: &Device) -> anyhow
     Ok(out)
 }
 
-/// Reconstructions of the first `n` images: [n, 784].
+/// Reconstructions of the first `n` images: [n, pixels].
 pub fn reconstruct(model: &dyn Autoencoder, split: &Split, n: usize, device: &Device) -> anyhow::Result<Vec<f32>> {
     let x = batch_tensor(split, 0..n.min(split.len()), device)?;
     Ok(model.forward(&x)?.flatten_all()?.to_vec1::<f32>()?)

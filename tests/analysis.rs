@@ -6,7 +6,12 @@ mod common;
 use std::time::Instant;
 
 use common::Project;
-use latentscope::models::Arch;
+use latentscope::models::Architecture;
+
+/// The notebook's two models, by the names the shipped config gives them.
+fn notebook() -> [(&'static str, Architecture); 2] {
+    [("simple", Architecture::notebook_simple()), ("conv", Architecture::notebook_conv())]
+}
 use latentscope::tensorfile::TensorFile;
 use safetensors::Dtype;
 
@@ -16,16 +21,16 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     p.ok(&["pipeline", "run", "--set", "kmeans.seeds=[0,1,2]"]);
     let sets = ["--set", "kmeans.seeds=[0,1,2]"];
 
-    for arch in Arch::ALL {
-        let pca = TensorFile::open(&p.artifacts().join(format!("pca-{}-s42/pca.safetensors", arch.name()))).unwrap();
+    for (name, arch) in notebook() {
+        let pca = TensorFile::open(&p.artifacts().join(format!("pca-mnist-{name}-s42/pca.safetensors"))).unwrap();
         assert_eq!(pca.get("points", Dtype::F32).unwrap().0, [10000, 2]);
         assert_eq!(pca.get("components", Dtype::F32).unwrap().0, [2, arch.latent_dim()]);
         let summary: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(p.artifacts().join(format!("pca-{}-s42/pca.json", arch.name()))).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(p.artifacts().join(format!("pca-mnist-{name}-s42/pca.json"))).unwrap()).unwrap();
         let ratios: Vec<f64> = summary["explained_variance_ratio"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert!(ratios[0] >= ratios[1] && ratios[1] > 0.0 && ratios.iter().sum::<f64>() <= 1.0 + 1e-9, "{ratios:?}");
 
-        let km = TensorFile::open(&p.artifacts().join(format!("kmeans-{}-s42-1/assignments.safetensors", arch.name()))).unwrap();
+        let km = TensorFile::open(&p.artifacts().join(format!("kmeans-mnist-{name}-s42-1/assignments.safetensors"))).unwrap();
         assert_eq!(km.get("labels", Dtype::U32).unwrap().0, [10000]);
         assert_eq!(km.get("centroids", Dtype::F32).unwrap().0, [10, arch.latent_dim()]);
     }
@@ -53,19 +58,20 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     // The figures are PNGs of the expected sizes; the report embeds them beside the metrics.
     let plot = p.artifacts().join("plot");
     for (file, (w, h)) in [
-        ("loss.png", (1000, 600)),
-        ("spread.png", (940, 880)),
-        ("pca-simple.png", (900, 800)),
-        ("pca-conv.png", (900, 800)),
-        ("contingency-simple.png", (900, 820)),
-        ("contingency-conv.png", (900, 820)),
+        ("loss-mnist.png", (1000, 600)),
+        ("spread-mnist.png", (940, 880)),
+        ("pca-mnist-simple.png", (900, 800)),
+        ("pca-mnist-conv.png", (900, 800)),
+        ("contingency-mnist-simple.png", (900, 820)),
+        ("contingency-mnist-conv.png", (900, 820)),
     ] {
         let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(plot.join(file)).unwrap()));
         let info = decoder.read_info().unwrap().info().clone();
         assert_eq!((info.width, info.height), (w, h), "{file}");
     }
     let report = std::fs::read_to_string(plot.join("report.md")).unwrap();
-    for needle in ["| simple |", "| conv |", "0.6589", "0.7059", "![Training loss](loss.png)", "(contingency-conv.png)"] {
+    for needle in ["| simple |", "| conv |", "0.6589", "0.7059", "![mnist: training loss](loss-mnist.png)", "(contingency-mnist-conv.png)"]
+    {
         assert!(report.contains(needle), "report.md lacks {needle}:\n{report}");
     }
     let table = p.ok(&["pipeline", "metrics", "--set", "kmeans.seeds=[0,1,2]"]);
@@ -77,12 +83,13 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     edited.extend(["--set", "kmeans.max_iter=50"]);
     let st = p.status(&edited);
     let stale: Vec<&String> = st.iter().filter(|(_, (fresh, _))| !fresh).map(|(id, _)| id).collect();
-    let mut expected: Vec<String> = ["simple", "conv"].iter().flat_map(|m| (0..3).map(move |s| format!("kmeans-{m}-s42-{s}"))).collect();
+    let mut expected: Vec<String> =
+        ["simple", "conv"].iter().flat_map(|m| (0..3).map(move |s| format!("kmeans-mnist-{m}-s42-{s}"))).collect();
     expected.extend(["score".into(), "plot".into()]);
     expected.sort();
     assert_eq!(stale, expected.iter().collect::<Vec<_>>());
-    assert_eq!(st["kmeans-conv-s42-2"].1, "params changed: kmeans.max_iter 300 -> 50");
-    assert_eq!(st["score"].1, "upstream stale: kmeans-simple-s42-0");
+    assert_eq!(st["kmeans-mnist-conv-s42-2"].1, "params changed: kmeans.max_iter 300 -> 50");
+    assert_eq!(st["score"].1, "upstream stale: kmeans-mnist-simple-s42-0");
 
     let started = Instant::now();
     let mut args = vec!["pipeline", "run", "--json"];
@@ -96,7 +103,7 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     assert!(ran.len() >= 6, "{ran:?}");
     assert!(took.as_secs_f64() < 3.0, "clustering re-run took {took:?}");
     let diff = p.ok(&["pipeline", "metrics", "--diff", "before.lock"]);
-    assert!(diff.lines().next().unwrap().contains("old") && diff.contains("simple.purity.best"), "{diff}");
+    assert!(diff.lines().next().unwrap().contains("old") && diff.contains("mnist.simple.purity.best"), "{diff}");
 
     // Adding a seed runs only that seed's k-means (per model) and score.
     let out: serde_json::Value =
@@ -104,5 +111,5 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
             .unwrap();
     let mut ran: Vec<String> = serde_json::from_value(out["ran"].clone()).unwrap();
     ran.sort();
-    assert_eq!(ran, ["kmeans-conv-s42-3", "kmeans-simple-s42-3", "plot", "score"]);
+    assert_eq!(ran, ["kmeans-mnist-conv-s42-3", "kmeans-mnist-simple-s42-3", "plot", "score"]);
 }

@@ -23,7 +23,7 @@ fn bad_yaml_unknown_keys_and_unknown_stages_are_clear_errors() {
 
     std::fs::write(&cfg, &good).unwrap();
     let e = p.fails(&["pipeline", "run", "no-such-stage"]);
-    assert!(e.contains("unknown stage id no-such-stage") && e.contains("download"), "{e}");
+    assert!(e.contains("unknown stage id no-such-stage") && e.contains("download-mnist"), "{e}");
     let e = p.fails(&["pipeline", "run", "--set", "kmeans.k=ten"]);
     assert!(e.contains("kmeans.k"), "{e}");
     let e = p.fails(&["pipeline", "status", "--config", "missing.yaml"]);
@@ -34,30 +34,33 @@ fn bad_yaml_unknown_keys_and_unknown_stages_are_clear_errors() {
 #[test]
 fn run_json_status_and_dag() {
     let p = Project::new("cli-json");
-    let out = p.ok(&["pipeline", "run", "download", "--json"]);
+    let out = p.ok(&["pipeline", "run", "download-mnist", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("stdout is only JSON");
-    assert_eq!(v["ran"], serde_json::json!(["download"]));
+    assert_eq!(v["ran"], serde_json::json!(["download-mnist"]));
     assert_eq!(v["cached"], serde_json::json!([]));
 
-    let out = p.ok(&["pipeline", "run", "download"]);
+    let out = p.ok(&["pipeline", "run", "download-mnist"]);
     assert!(out.contains("0 ran, 1 cached"), "{out}");
 
     let rows: serde_json::Value = serde_json::from_str(&p.ok(&["pipeline", "status", "--json"])).unwrap();
-    assert_eq!(rows[0]["stage"], "download");
+    assert_eq!(rows[0]["stage"], "download-mnist");
     assert_eq!(rows[0]["fresh"], true);
 
     // Only the keys a stage reads matter: changing k-means settings leaves download fresh,
     // changing the dataset source does not.
-    assert_eq!(p.status(&["--set", "kmeans.max_iter=50"])["download"], (true, String::new()));
-    let (fresh, reason) = &p.status(&["--set", "dataset.hub.revision=main"])["download"];
-    assert!(!fresh && reason.contains("params changed: dataset.hub.revision"), "{reason}");
+    assert_eq!(p.status(&["--set", "kmeans.max_iter=50"])["download-mnist"], (true, String::new()));
+    let (fresh, reason) = &p.status(&["--set", "datasets.mnist.hub.revision=0123456789abcdef0123456789abcdef01234567"])["download-mnist"];
+    assert!(!fresh && reason.contains("params changed: datasets.mnist.hub.revision"), "{reason}");
 
     let dag = p.ok(&["pipeline", "dag"]);
-    assert!(dag.contains("download [download]") && dag.contains("encode-conv-s42 [encode] <- train-conv-s42, download"), "{dag}");
+    assert!(
+        dag.contains("download-mnist [download]") && dag.contains("encode-mnist-conv-s42 [encode] <- train-mnist-conv-s42, download-mnist"),
+        "{dag}"
+    );
     assert!(p.ok(&["pipeline", "dag", "--format", "dot"]).starts_with("digraph"));
     assert!(p.ok(&["pipeline", "dag", "--format", "mermaid"]).starts_with("flowchart"));
 
-    let view = p.artifacts().join("download/dataset.safetensors");
+    let view = p.artifacts().join("download-mnist/dataset.safetensors");
     assert!(view.is_file());
     let gc = p.ok(&["pipeline", "gc"]);
     assert!(gc.contains("removed 0 store entries"), "{gc}");
@@ -66,7 +69,7 @@ fn run_json_status_and_dag() {
     // `status --check` gates CI: 0 when the selection is fresh, 1 when anything is stale.
     assert_eq!(p.run(&["pipeline", "status", "--check"]).status.code(), Some(1), "train and the rest never ran");
     let dry = p.ok(&["pipeline", "run", "--dry-run", "train-*"]);
-    assert!(dry.contains("would run: train-simple-s42 (never run)") && !dry.contains("would run: download"), "{dry}");
+    assert!(dry.contains("would run: train-mnist-simple-s42 (never run)") && !dry.contains("would run: download"), "{dry}");
 }
 
 #[test]
@@ -74,7 +77,7 @@ fn sigkill_mid_stage_leaves_nothing_that_counts() {
     let p = Project::new("cli-kill");
     let mut child = p
         .cmd(&["pipeline", "run"])
-        .env(latentscope::pipeline::runner::PAUSE_ENV, "download")
+        .env(latentscope::pipeline::runner::PAUSE_ENV, "download-mnist")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -94,15 +97,15 @@ fn sigkill_mid_stage_leaves_nothing_that_counts() {
     child.wait().unwrap();
     assert!(std::fs::read_dir(p.artifacts().join(".tmp")).unwrap().count() > 0, "scratch should hold the killed stage's files");
     assert_eq!(std::fs::read_dir(p.artifacts().join(".store")).unwrap().count(), 0);
-    assert!(!p.artifacts().join("download").exists());
-    assert_eq!(p.status(&[])["download"], (false, "never run".to_owned()));
+    assert!(!p.artifacts().join("download-mnist").exists());
+    assert_eq!(p.status(&[])["download-mnist"], (false, "never run".to_owned()));
 
     // The next run is not blocked by the dead process's lock, cleans up and completes.
-    let out = p.run(&["pipeline", "run", "download", "--no-wait"]);
+    let out = p.run(&["pipeline", "run", "download-mnist", "--no-wait"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("1 ran, 0 cached"));
     assert_eq!(std::fs::read_dir(p.artifacts().join(".tmp")).unwrap().count(), 0);
-    assert_eq!(p.status(&[])["download"], (true, String::new()));
+    assert_eq!(p.status(&[])["download-mnist"], (true, String::new()));
 }
 
 #[test]

@@ -17,12 +17,17 @@ fn real_mnist_label_counts() {
     let cfg = p.path().join("pipeline.yaml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace("local: data", &format!("local: {}", mnist_dir().display()));
     std::fs::write(&cfg, text).unwrap();
-    p.ok(&["pipeline", "run", "download"]);
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(p.artifacts().join("download/dataset.json")).unwrap()).unwrap();
+    p.ok(&["pipeline", "run", "download-mnist"]);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.artifacts().join("download-mnist/dataset.json")).unwrap()).unwrap();
     assert_eq!(summary["train"]["labels"], serde_json::json!([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]));
     assert_eq!(summary["test"]["labels"], serde_json::json!([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]));
-    assert!(summary["checksums"].as_array().unwrap().iter().all(|c| c["canonical_mnist"] == true));
-    let data = Dataset::read(&p.artifacts().join("download/dataset.safetensors")).unwrap();
+    assert!(summary["source"]["checksums"].as_array().unwrap().iter().all(|c| c["canonical_mnist"] == true));
+    assert_eq!(
+        (summary["shape"].clone(), summary["classes"].clone()),
+        (serde_json::json!({"channels": 1, "height": 28, "width": 28}), 10.into())
+    );
+    let data = Dataset::read(&p.artifacts().join("download-mnist/dataset.safetensors")).unwrap();
     assert_eq!((data.train.len(), data.test.len()), (60000, 10000));
 }
 
@@ -30,13 +35,13 @@ fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A project whose `dataset.local` is absent, pointing at a mock Hub serving `data`.
+/// A project whose `datasets.mnist.local` is absent, pointing at a mock Hub serving `data`.
 fn hub_project(tag: &str, data: &Dataset, corrupt_sha: bool) -> (Project, HubMock, TempDir) {
     let p = Project::new(tag);
     let files = TempDir::new("parquet");
     let (tr, te) = (files.path().join("train.parquet"), files.path().join("test.parquet"));
-    hub::write_parquet(&tr, &data.train).unwrap();
-    hub::write_parquet(&te, &data.test).unwrap();
+    hub::write_parquet(&tr, &data.train, &Default::default()).unwrap();
+    hub::write_parquet(&te, &data.test, &Default::default()).unwrap();
     let (tr, te) = (std::fs::read(tr).unwrap(), std::fs::read(te).unwrap());
     let prefix = format!("/datasets/ylecun/mnist/resolve/{REV}/mnist");
     let mut served = HashMap::new();
@@ -58,13 +63,13 @@ fn hub_and_idx_sources_give_the_same_tensors() {
     let (p, mock, _files) = hub_project("dl-hub", &data, false);
     let hf_home = p.path().join("hf-home");
     let run = |p: &Project| {
-        let out = p.cmd(&["pipeline", "run", "download"]).env("HF_ENDPOINT", &mock.url).env("HF_HOME", &hf_home).output().unwrap();
+        let out = p.cmd(&["pipeline", "run", "download-mnist"]).env("HF_ENDPOINT", &mock.url).env("HF_HOME", &hf_home).output().unwrap();
         assert!(out.status.success(), "{}", common::text(&out.stderr));
     };
     run(&p);
-    let via_hub = blake3_file(&p.artifacts().join("download/dataset.safetensors"));
-    assert_eq!(Dataset::read(&p.artifacts().join("download/dataset.safetensors")).unwrap(), data);
-    let summary = std::fs::read_to_string(p.artifacts().join("download/dataset.json")).unwrap();
+    let via_hub = blake3_file(&p.artifacts().join("download-mnist/dataset.safetensors"));
+    assert_eq!(Dataset::read(&p.artifacts().join("download-mnist/dataset.safetensors")).unwrap(), data);
+    let summary = std::fs::read_to_string(p.artifacts().join("download-mnist/dataset.json")).unwrap();
     assert!(summary.contains("\"hub\""), "{summary}");
     let gets = mock.requests().iter().filter(|r| r.method == "GET").count();
     assert_eq!(gets, 2, "{:?}", mock.requests());
@@ -72,12 +77,13 @@ fn hub_and_idx_sources_give_the_same_tensors() {
     // The same images as IDX files give byte-identical output.
     let q = Project::new("dl-idx");
     latentscope::data::idx::write_dir(&q.path().join("data"), &data).unwrap();
-    q.ok(&["pipeline", "run", "download"]);
-    assert_eq!(blake3_file(&q.artifacts().join("download/dataset.safetensors")), via_hub);
+    q.ok(&["pipeline", "run", "download-mnist"]);
+    assert_eq!(blake3_file(&q.artifacts().join("download-mnist/dataset.safetensors")), via_hub);
 
     // A second download (forced) finds the parquet files in the hf-hub cache.
     let before = mock.requests().iter().filter(|r| r.method == "GET").count();
-    let out = p.cmd(&["pipeline", "run", "--force", "download"]).env("HF_ENDPOINT", &mock.url).env("HF_HOME", &hf_home).output().unwrap();
+    let out =
+        p.cmd(&["pipeline", "run", "--force", "download-mnist"]).env("HF_ENDPOINT", &mock.url).env("HF_HOME", &hf_home).output().unwrap();
     assert!(out.status.success());
     assert_eq!(mock.requests().iter().filter(|r| r.method == "GET").count(), before, "cache first");
 }
@@ -86,8 +92,12 @@ fn hub_and_idx_sources_give_the_same_tensors() {
 fn hub_checksum_mismatch_fails_and_caches_nothing() {
     let data = fake_dataset(10, 5);
     let (p, mock, _files) = hub_project("dl-badsha", &data, true);
-    let out =
-        p.cmd(&["pipeline", "run", "download"]).env("HF_ENDPOINT", &mock.url).env("HF_HOME", p.path().join("hf-home")).output().unwrap();
+    let out = p
+        .cmd(&["pipeline", "run", "download-mnist"])
+        .env("HF_ENDPOINT", &mock.url)
+        .env("HF_HOME", p.path().join("hf-home"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let e = common::text(&out.stderr);
     assert!(e.contains("checksum mismatch") && e.contains("train-00000-of-00001.parquet"), "{e}");
@@ -101,7 +111,7 @@ fn bad_local_data_fails_with_file_and_problem() {
     let mut bytes = std::fs::read(&f).unwrap();
     bytes.truncate(bytes.len() - 3);
     std::fs::write(&f, bytes).unwrap();
-    let e = p.fails(&["pipeline", "run", "download"]);
+    let e = p.fails(&["pipeline", "run", "download-mnist"]);
     assert!(e.contains("t10k-labels-idx1-ubyte") && e.contains("truncated"), "{e}");
     assert_eq!(std::fs::read_dir(p.artifacts().join(".store")).unwrap().count(), 0);
 }
@@ -115,7 +125,7 @@ fn unreachable_hub_is_a_clear_error() {
     // A port that refuses connections.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = p
-        .cmd(&["pipeline", "run", "download"])
+        .cmd(&["pipeline", "run", "download-mnist"])
         .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
         .env("HF_HOME", p.path().join("hf-home"))
         .output()

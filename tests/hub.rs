@@ -72,7 +72,7 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
 
     // A stale pipeline is refused, naming the stages, before any request.
     let err = fails(hub_cmd(&p, &hub.url, Some(TOKEN), &publish), "publish of a stale pipeline");
-    assert!(err.contains("stale stage") && err.contains("train-simple-s42") && err.contains("plot"), "{err}");
+    assert!(err.contains("stale stage") && err.contains("train-mnist-simple-s42") && err.contains("plot"), "{err}");
     assert!(hub.requests().is_empty());
 
     p.ok(&["pipeline", "run"]);
@@ -108,15 +108,15 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
         "pipeline.yaml",
         "pipeline.lock",
         "metrics.json",
-        "models/simple/s42/model.safetensors",
-        "models/simple/s42/config.json",
-        "models/conv/s42/history.json",
-        "latents/conv/s42/latent.safetensors",
-        "pca/simple/s42/pca.safetensors",
-        "kmeans/conv/s42/seed-1/assignments.safetensors",
+        "models/mnist/simple/s42/model.safetensors",
+        "models/mnist/simple/s42/config.json",
+        "models/mnist/conv/s42/history.json",
+        "latents/mnist/conv/s42/latent.safetensors",
+        "pca/mnist/simple/s42/pca.safetensors",
+        "kmeans/mnist/conv/s42/seed-1/assignments.safetensors",
         "report/report.md",
-        "report/loss.png",
-        "report/contingency-conv.png",
+        "report/loss-mnist.png",
+        "report/contingency-mnist-conv.png",
     ]
     .map(String::from)
     .into();
@@ -127,11 +127,11 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     let tree = hub.tree(REPO, "main").unwrap();
     let arts = p.artifacts();
     for (repo_path, local) in [
-        ("models/simple/s42/model.safetensors", "train-simple-s42/model.safetensors"),
-        ("latents/conv/s42/latent.safetensors", "encode-conv-s42/latent.safetensors"),
-        ("kmeans/simple/s42/seed-0/kmeans.json", "kmeans-simple-s42-0/kmeans.json"),
+        ("models/mnist/simple/s42/model.safetensors", "train-mnist-simple-s42/model.safetensors"),
+        ("latents/mnist/conv/s42/latent.safetensors", "encode-mnist-conv-s42/latent.safetensors"),
+        ("kmeans/mnist/simple/s42/seed-0/kmeans.json", "kmeans-mnist-simple-s42-0/kmeans.json"),
         ("metrics.json", "score/metrics.json"),
-        ("report/pca-conv.png", "plot/pca-conv.png"),
+        ("report/pca-mnist-conv.png", "plot/pca-mnist-conv.png"),
     ] {
         assert_eq!(tree[repo_path], std::fs::read(arts.join(local)).unwrap(), "{repo_path}");
     }
@@ -157,14 +157,20 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     }
     for needle in [
         "notebook's purity",
-        "![Training loss](report/loss.png)",
+        "![mnist: training loss](report/loss-mnist.png)",
+        "| mnist | local IDX copy of ylecun/mnist | 1x28x28 | 10 |",
+        "`conv`: conv, channels [8, 4], dense [64], latent 10",
         "cargo xtask pipeline run",
         &format!("cargo xtask pipeline pull --repo {REPO} --revision main"),
     ] {
         assert!(card.contains(needle), "card lacks {needle}:\n{card}");
     }
-    let config: serde_json::Value = serde_json::from_slice(&tree["models/conv/s42/config.json"]).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&tree["models/mnist/conv/s42/config.json"]).unwrap();
     assert_eq!(config["architecture"], "ConvAE");
+    assert_eq!(
+        (config["arch"].clone(), config["latent"].clone(), config["input_shape"].clone()),
+        ("conv".into(), 10.into(), serde_json::json!([1, 28, 28]))
+    );
 
     // Large (binary) files were offered to the LFS batch endpoint under their sha256. This
     // server offers plain LFS ("basic"), and hf-hub 1.0 uploads LFS objects only through xet:
@@ -206,9 +212,12 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     let (stdout, _) = ok(hub_cmd(&p, &hub.url, Some(TOKEN), &["pipeline", "pull", "--repo", REPO, "--json"]), "pull");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["pulled"].as_array().unwrap().len(), stages_before.len() - 1, "{report}");
-    assert_eq!(std::fs::read(arts.join("train-conv-s42/model.safetensors")).unwrap(), tree["models/conv/s42/model.safetensors"]);
+    assert_eq!(
+        std::fs::read(arts.join("train-mnist-conv-s42/model.safetensors")).unwrap(),
+        tree["models/mnist/conv/s42/model.safetensors"]
+    );
     let summary: serde_json::Value = serde_json::from_str(&p.ok(&["pipeline", "run", "--json"])).unwrap();
-    assert_eq!(summary["ran"], serde_json::json!(["download"]), "{summary}");
+    assert_eq!(summary["ran"], serde_json::json!(["download-mnist"]), "{summary}");
     assert_eq!(summary["cached"].as_array().unwrap().len(), stages_before.len() - 1, "{summary}");
     assert!(p.status(&["--verify"]).values().all(|(fresh, _)| *fresh));
 
@@ -234,9 +243,9 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
         ),
         "pull under other settings",
     );
-    assert!(stdout.contains("kmeans-simple-s42-2: not in the published run"), "{stdout}");
-    assert!(stdout.contains("train-conv-s42: models.conv.epochs 3 here, 2 published"), "{stdout}");
-    assert!(!stdout.contains("train-simple-s42:"), "{stdout}");
+    assert!(stdout.contains("kmeans-mnist-simple-s42-2: not in the published run"), "{stdout}");
+    assert!(stdout.contains("train-mnist-conv-s42: models.conv.epochs 3 here, 2 published"), "{stdout}");
+    assert!(!stdout.contains("train-mnist-simple-s42:"), "{stdout}");
 
     // The local run against the published one, like `dvc metrics diff`.
     let diff = p
@@ -262,14 +271,14 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
 
     // A published file that does not match the published lock: the pull fails naming it, and
     // that stage's entry does not enter the store.
-    hub.tamper(REPO, "main", "models/conv/s42/model.safetensors", b"not the weights");
+    hub.tamper(REPO, "main", "models/mnist/conv/s42/model.safetensors", b"not the weights");
     let q = project("hub-tampered");
     let err = fails(hub_cmd(&q, &hub.url, Some(TOKEN), &["pipeline", "pull", "--repo", REPO]), "pull of a tampered file");
-    assert!(err.contains("models/conv/s42/model.safetensors") && err.contains("hash mismatch"), "{err}");
-    assert!(!q.artifacts().join("train-conv-s42").exists());
+    assert!(err.contains("models/mnist/conv/s42/model.safetensors") && err.contains("hash mismatch"), "{err}");
+    assert!(!q.artifacts().join("train-mnist-conv-s42").exists());
     let lock: serde_json::Value =
         serde_json::from_slice(&std::fs::read(q.artifacts().join("pipeline.lock")).unwrap_or(b"{\"stages\":{}}".to_vec())).unwrap();
-    assert!(lock["stages"].get("train-conv-s42").is_none(), "{lock}");
+    assert!(lock["stages"].get("train-mnist-conv-s42").is_none(), "{lock}");
 }
 
 #[test]
@@ -316,7 +325,7 @@ fn publish_failures_are_clear_and_leave_the_remote_unchanged() {
     assert!(err.contains("cannot reach the Hub at") && err.contains(&url), "{err}");
 
     // A file changed behind the store's back (same size, same mtime): publish re-hashes and refuses.
-    let victim = p.artifacts().join("kmeans-simple-s42-0/kmeans.json");
+    let victim = p.artifacts().join("kmeans-mnist-simple-s42-0/kmeans.json");
     let mtime = std::fs::metadata(&victim).unwrap().modified().unwrap();
     let mut bytes = std::fs::read(&victim).unwrap();
     let i = bytes.iter().position(|b| b.is_ascii_digit()).unwrap();
@@ -324,7 +333,7 @@ fn publish_failures_are_clear_and_leave_the_remote_unchanged() {
     std::fs::write(&victim, &bytes).unwrap();
     std::fs::File::options().write(true).open(&victim).unwrap().set_modified(mtime).unwrap();
     let err = fails(hub_cmd(&p, &url, Some(TOKEN), &publish), "publish of a corrupted artefact");
-    assert!(err.contains("kmeans-simple-s42-0/kmeans.json does not match the lock file"), "{err}");
+    assert!(err.contains("kmeans-mnist-simple-s42-0/kmeans.json does not match the lock file"), "{err}");
 
     // Pull of a repository that latentscope did not publish.
     let hub = HubMock::new();

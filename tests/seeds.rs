@@ -21,10 +21,10 @@ fn seed_stages(seed: u64) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for m in ["simple", "conv"] {
         for kind in ["train", "encode", "pca"] {
-            out.insert(format!("{kind}-{m}-s{seed}"));
+            out.insert(format!("{kind}-mnist-{m}-s{seed}"));
         }
         for k in [0, 1] {
-            out.insert(format!("kmeans-{m}-s{seed}-{k}"));
+            out.insert(format!("kmeans-mnist-{m}-s{seed}-{k}"));
         }
     }
     out
@@ -57,7 +57,7 @@ fn training_seeds_are_an_axis_with_statistics() {
     // The label-free choice: the k-means seed of lowest inertia, and its scores.
     let simple2 = &metrics["models"][0]["runs"][1];
     let inertia = |k: u64| -> f64 {
-        let path = p.artifacts().join(format!("kmeans-simple-s2-{k}/kmeans.json"));
+        let path = p.artifacts().join(format!("kmeans-mnist-simple-s2-{k}/kmeans.json"));
         serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).unwrap()).unwrap()["inertia"].as_f64().unwrap()
     };
     let lowest = if inertia(0) <= inertia(1) { 0 } else { 1 };
@@ -69,7 +69,9 @@ fn training_seeds_are_an_axis_with_statistics() {
     assert!(comparisons.iter().all(|c| c["a"] == "simple" && c["b"] == "conv"));
 
     let report = std::fs::read_to_string(p.artifacts().join("plot/report.md")).unwrap();
-    for needle in ["simple (training seed 2)", "Over the 2 training seeds", "Welch's t-test", "purity (simple − conv)", "(spread.png)"] {
+    for needle in
+        ["simple (training seed 2)", "Over the 2 training seeds", "Welch's t-test", "purity (simple − conv)", "(spread-mnist.png)"]
+    {
         assert!(report.contains(needle), "report.md lacks {needle}:\n{report}");
     }
     let args: Vec<&str> = ["pipeline", "metrics"].into_iter().chain(SMALL).chain(["--set", "train.seeds=[1,2]"]).collect();
@@ -101,16 +103,16 @@ fn baselines_are_clustered_scored_and_compared_like_models() {
     let ran: BTreeSet<String> = v["ran"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect();
     let mut expected: BTreeSet<String> = ["score", "plot"].map(String::from).into();
     for rep in ["pixels", "pixels-pca9", "pixels-pca10"] {
-        expected.insert(format!("baseline-{rep}"));
+        expected.insert(format!("baseline-mnist-{rep}"));
         for k in [0, 1] {
-            expected.insert(format!("kmeans-{rep}-{k}"));
+            expected.insert(format!("kmeans-mnist-{rep}-{k}"));
         }
     }
     assert_eq!(ran, expected);
 
     let latent = |id: &str| latentscope::tensorfile::TensorFile::open(&p.artifacts().join(id).join("latent.safetensors")).unwrap();
-    assert_eq!(latent("baseline-pixels").get("latent", safetensors::Dtype::F32).unwrap().0, [20, 784]);
-    assert_eq!(latent("baseline-pixels-pca9").get("latent", safetensors::Dtype::F32).unwrap().0, [20, 9]);
+    assert_eq!(latent("baseline-mnist-pixels").get("latent", safetensors::Dtype::F32).unwrap().0, [20, 784]);
+    assert_eq!(latent("baseline-mnist-pixels-pca9").get("latent", safetensors::Dtype::F32).unwrap().0, [20, 9]);
 
     let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(p.artifacts().join("score/metrics.json")).unwrap()).unwrap();
     let names: Vec<&str> = metrics["baselines"].as_array().unwrap().iter().map(|b| b["model"].as_str().unwrap()).collect();

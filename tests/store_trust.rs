@@ -88,22 +88,22 @@ fn assert_lock_and_views_agree(p: &Project) {
 #[test]
 fn verify_repairs_a_corrupt_entry() {
     let p = Project::new("trust-repair");
-    run_json(&p, &["pipeline", "run", "encode-conv-s42"]);
-    let file = p.artifacts().join("encode-conv-s42/latent.safetensors");
+    run_json(&p, &["pipeline", "run", "encode-mnist-conv-s42"]);
+    let file = p.artifacts().join("encode-mnist-conv-s42/latent.safetensors");
     let good = fs::read(&file).unwrap();
     flip_byte_keep_mtime(&file);
 
     let st = p.status(&small(&["--verify"]));
-    assert_eq!(st["encode-conv-s42"], (false, "corrupt: encode-conv-s42/latent.safetensors".into()));
+    assert_eq!(st["encode-mnist-conv-s42"], (false, "corrupt: encode-mnist-conv-s42/latent.safetensors".into()));
     let v = run_json(&p, &["pipeline", "run", "--verify"]);
-    assert!(ran(&v).contains(&"encode-conv-s42".to_owned()), "{v}");
+    assert!(ran(&v).contains(&"encode-mnist-conv-s42".to_owned()), "{v}");
     assert_eq!(fs::read(&file).unwrap(), good, "the entry still holds the flipped byte");
     let st = p.status(&small(&["--verify"]));
     assert!(st.values().all(|(fresh, _)| *fresh), "{st:?}");
     assert_lock_and_views_agree(&p);
 }
 
-// 2. The files of `dataset.local` are inputs: replacing them makes `download` stale.
+// 2. The files of `datasets.mnist.local` are inputs: replacing them makes `download` stale.
 #[test]
 fn replacing_local_data_makes_download_stale() {
     let p = Project::new("trust-local");
@@ -112,19 +112,19 @@ fn replacing_local_data_makes_download_stale() {
     for f in files_under(&p.path().join("data")) {
         set_mtime(&f, old);
     }
-    run_json(&p, &["pipeline", "run", "download"]);
-    assert_eq!(p.status(&small(&[]))["download"], (true, String::new()));
+    run_json(&p, &["pipeline", "run", "download-mnist"]);
+    assert_eq!(p.status(&small(&[]))["download-mnist"], (true, String::new()));
 
     idx::write_dir(&p.path().join("data"), &common::fake_dataset(50, 20)).unwrap();
     for extra in [&[][..], &["--verify"][..]] {
-        let (fresh, reason) = p.status(&small(extra))["download"].clone();
+        let (fresh, reason) = p.status(&small(extra))["download-mnist"].clone();
         assert!(!fresh && reason.contains("input changed: data/train-images-idx3-ubyte"), "{extra:?}: {reason}");
     }
-    let v = run_json(&p, &["pipeline", "run", "download"]);
-    assert_eq!(ran(&v), ["download"]);
-    let summary: serde_json::Value = serde_json::from_slice(&fs::read(p.artifacts().join("download/dataset.json")).unwrap()).unwrap();
+    let v = run_json(&p, &["pipeline", "run", "download-mnist"]);
+    assert_eq!(ran(&v), ["download-mnist"]);
+    let summary: serde_json::Value = serde_json::from_slice(&fs::read(p.artifacts().join("download-mnist/dataset.json")).unwrap()).unwrap();
     assert_eq!(summary["train"]["count"], 50, "the new data is in use");
-    assert_eq!(p.status(&small(&[]))["download"], (true, String::new()));
+    assert_eq!(p.status(&small(&[]))["download-mnist"], (true, String::new()));
     assert!(p.artifacts().join(".file-hashes.json").is_file(), "the hashes are cached for the next check");
 }
 
@@ -133,19 +133,19 @@ fn replacing_local_data_makes_download_stale() {
 fn divergence_is_caught_before_anything_is_committed() {
     // The issue's reproduction: 2,000 MNIST images, one epoch, a learning rate of 1e6.
     let p = Project::mnist("trust-nan", 2000);
-    let e = p.fails(&small(&["pipeline", "run", "encode-simple-s42", "--set", "models.simple.lr=1e6"]));
-    assert!(e.contains("train-simple-s42 diverged at epoch") && e.contains("lower models.simple.lr"), "{e}");
+    let e = p.fails(&small(&["pipeline", "run", "encode-mnist-simple-s42", "--set", "models.simple.lr=1e6"]));
+    assert!(e.contains("train-mnist-simple-s42 diverged at epoch") && e.contains("lower models.simple.lr"), "{e}");
     assert!(e.contains("NaN or infinite"), "{e}");
-    assert!(!p.artifacts().join("train-simple-s42").exists());
-    assert!(lock(&p)["stages"].get("train-simple-s42").is_none());
-    assert!(lock(&p)["stages"].get("encode-simple-s42").is_none());
+    assert!(!p.artifacts().join("train-mnist-simple-s42").exists());
+    assert!(lock(&p)["stages"].get("train-mnist-simple-s42").is_none());
+    assert!(lock(&p)["stages"].get("encode-mnist-simple-s42").is_none());
 }
 
 // 4. A `.tmp` or `.store` that is a symbolic link is refused, and its target is untouched.
 #[test]
 fn symlinked_tmp_or_store_is_refused_and_its_target_untouched() {
     let p = Project::new("trust-symlink");
-    run_json(&p, &["pipeline", "run", "download"]);
+    run_json(&p, &["pipeline", "run", "download-mnist"]);
     let outside = p.path().join("precious");
     for dir in [".tmp", ".store"] {
         let inner = p.artifacts().join(dir);
@@ -166,11 +166,11 @@ fn symlinked_tmp_or_store_is_refused_and_its_target_untouched() {
     let lock = p.artifacts().join(".run.lock");
     fs::remove_file(&lock).unwrap();
     std::os::unix::fs::symlink(outside.join("keep.txt"), &lock).unwrap();
-    let e = p.fails(&small(&["pipeline", "run", "--force", "download"]));
+    let e = p.fails(&small(&["pipeline", "run", "--force", "download-mnist"]));
     assert!(e.contains(".run.lock") && e.contains("symbolic link"), "{e}");
     assert_eq!(fs::read_to_string(outside.join("keep.txt")).unwrap(), "mine");
     fs::remove_file(&lock).unwrap();
-    assert_eq!(p.status(&small(&[]))["download"], (true, String::new()));
+    assert_eq!(p.status(&small(&[]))["download-mnist"], (true, String::new()));
 }
 
 // 5. A failed run leaves the lock and the views consistent; a view pointing elsewhere is stale.
@@ -186,17 +186,17 @@ fn a_failed_run_leaves_lock_and_views_consistent() {
     assert!(e.contains("kmeans.k = 10001 exceeds the 20 points"), "{e}");
     assert_lock_and_views_agree(&p);
     let st = p.status(&small(&[]));
-    assert!(!st["kmeans-simple-s42-1"].0, "seed 1 is no longer recorded, yet status says fresh: {st:?}");
+    assert!(!st["kmeans-mnist-simple-s42-1"].0, "seed 1 is no longer recorded, yet status says fresh: {st:?}");
     let v = run_json(&p, &["pipeline", "run"]);
     assert!(ran(&v).is_empty(), "the forgotten entries come back from the run-cache: {v}");
     assert_lock_and_views_agree(&p);
 
     // A view re-pointed at another stage's entry.
-    let other = fs::read_link(p.artifacts().join("kmeans-simple-s42-0")).unwrap();
-    let view = p.artifacts().join("kmeans-simple-s42-1");
+    let other = fs::read_link(p.artifacts().join("kmeans-mnist-simple-s42-0")).unwrap();
+    let view = p.artifacts().join("kmeans-mnist-simple-s42-1");
     fs::remove_file(&view).unwrap();
     std::os::unix::fs::symlink(&other, &view).unwrap();
-    let (fresh, reason) = p.status(&small(&[]))["kmeans-simple-s42-1"].clone();
+    let (fresh, reason) = p.status(&small(&[]))["kmeans-mnist-simple-s42-1"].clone();
     assert!(!fresh && reason.contains("points at") && reason.contains("in run-cache"), "{reason}");
     let v = run_json(&p, &["pipeline", "run"]);
     assert!(ran(&v).is_empty(), "{v}");
@@ -208,15 +208,15 @@ fn a_failed_run_leaves_lock_and_views_consistent() {
 #[test]
 fn new_mtimes_with_the_same_content_are_not_corruption() {
     let p = Project::new("trust-mtime");
-    run_json(&p, &["pipeline", "run", "train-simple-s42"]);
+    run_json(&p, &["pipeline", "run", "train-mnist-simple-s42"]);
 
     // `cp -r` without -p: new mtimes everywhere, links copied as links.
     let copy = p.path().join("copy");
     let status = std::process::Command::new("cp").arg("-r").arg(p.artifacts()).arg(&copy).status().unwrap();
     assert!(status.success());
     let st = p.status(&small(&["--artifacts", "copy"]));
-    assert!(st["train-simple-s42"].0 && st["download"].0, "{st:?}");
-    let v = run_json(&p, &["pipeline", "run", "train-simple-s42", "--artifacts", "copy", "--verify"]);
+    assert!(st["train-mnist-simple-s42"].0 && st["download-mnist"].0, "{st:?}");
+    let v = run_json(&p, &["pipeline", "run", "train-mnist-simple-s42", "--artifacts", "copy", "--verify"]);
     assert!(ran(&v).is_empty(), "{v}");
 
     // `touch`: the quick check re-hashes, finds the same content and records the new mtime.
@@ -226,11 +226,11 @@ fn new_mtimes_with_the_same_content_are_not_corruption() {
         set_mtime(&f, other);
     }
     let st = p.status(&small(&[]));
-    assert!(st["train-simple-s42"].0 && st["download"].0, "{st:?}");
-    let v = run_json(&p, &["pipeline", "run", "train-simple-s42"]);
+    assert!(st["train-mnist-simple-s42"].0 && st["download-mnist"].0, "{st:?}");
+    let v = run_json(&p, &["pipeline", "run", "train-mnist-simple-s42"]);
     assert!(ran(&v).is_empty(), "{v}");
-    let model = p.artifacts().join("train-simple-s42/model.safetensors");
-    let recorded = lock(&p)["stages"]["train-simple-s42"]["outputs"]["model.safetensors"]["mtime_ns"].as_u64().unwrap() as u128;
+    let model = p.artifacts().join("train-mnist-simple-s42/model.safetensors");
+    let recorded = lock(&p)["stages"]["train-mnist-simple-s42"]["outputs"]["model.safetensors"]["mtime_ns"].as_u64().unwrap() as u128;
     let actual = fs::metadata(&model).unwrap().modified().unwrap().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
     assert_eq!(recorded, actual, "the new mtime is recorded");
 
@@ -238,7 +238,7 @@ fn new_mtimes_with_the_same_content_are_not_corruption() {
     let mut bytes = fs::read(&model).unwrap();
     bytes[100] ^= 1;
     fs::write(&model, bytes).unwrap();
-    assert_eq!(p.status(&small(&[]))["train-simple-s42"], (false, "corrupt: train-simple-s42/model.safetensors".into()));
+    assert_eq!(p.status(&small(&[]))["train-mnist-simple-s42"], (false, "corrupt: train-mnist-simple-s42/model.safetensors".into()));
 }
 
 // 7. Every number in the report comes from the run.
@@ -247,8 +247,8 @@ fn the_report_states_the_runs_numbers() {
     let p = Project::new("trust-report");
     run_json(&p, &["pipeline", "run", "--set", "kmeans.k=5", "--set", "train.limit=30"]);
     let report = fs::read_to_string(p.artifacts().join("plot/report.md")).unwrap();
-    assert!(report.contains("trained on 30 training images"), "{report}");
-    assert!(report.contains("the 20 test images") && report.contains("k = 5,"), "{report}");
+    assert!(report.contains("- mnist: 30 training images, 20 test images, 1x28x28 images, 10 classes"), "{report}");
+    assert!(report.contains("k = 5,"), "{report}");
     assert!(!report.contains("60,000") && !report.contains("10,000") && !report.contains("k = 10"), "{report}");
 }
 
@@ -256,9 +256,9 @@ fn the_report_states_the_runs_numbers() {
 #[test]
 fn leftover_lock_writes_are_cleaned() {
     let p = Project::new("trust-leftover");
-    run_json(&p, &["pipeline", "run", "download"]);
+    run_json(&p, &["pipeline", "run", "download-mnist"]);
     let leftovers = [".pipeline.lock.tmp.99999", ".file-hashes.json.tmp.99999"];
-    for args in [&["pipeline", "run", "download"][..], &["pipeline", "gc"]] {
+    for args in [&["pipeline", "run", "download-mnist"][..], &["pipeline", "gc"]] {
         for name in leftovers {
             fs::write(p.artifacts().join(name), "half").unwrap();
         }
@@ -267,28 +267,28 @@ fn leftover_lock_writes_are_cleaned() {
             assert!(!p.artifacts().join(name).exists(), "{args:?} left {name}");
         }
     }
-    assert_eq!(p.status(&small(&[]))["download"], (true, String::new()));
+    assert_eq!(p.status(&small(&[]))["download-mnist"], (true, String::new()));
 }
 
 // 9. A damaged lock record makes its stage stale (with advice), never an internal error.
 #[test]
 fn a_damaged_lock_record_is_stale_not_an_internal_error() {
     let p = Project::new("trust-lock");
-    run_json(&p, &["pipeline", "run", "encode-simple-s42"]);
+    run_json(&p, &["pipeline", "run", "encode-mnist-simple-s42"]);
     let path = p.artifacts().join("pipeline.lock");
     let mut l = lock(&p);
-    l["stages"]["train-simple-s42"]["outputs"].as_object_mut().unwrap().remove("history.json");
-    l["stages"]["download"].as_object_mut().unwrap().remove("fingerprint");
+    l["stages"]["train-mnist-simple-s42"]["outputs"].as_object_mut().unwrap().remove("history.json");
+    l["stages"]["download-mnist"].as_object_mut().unwrap().remove("fingerprint");
     fs::write(&path, serde_json::to_string_pretty(&l).unwrap()).unwrap();
 
     let st = p.status(&small(&[]));
-    for id in ["download", "train-simple-s42"] {
+    for id in ["download-mnist", "train-mnist-simple-s42"] {
         let (fresh, reason) = &st[id];
         assert!(!fresh && reason.contains("lock record unreadable") && reason.contains("deleting pipeline.lock is safe"), "{id}: {reason}");
     }
-    let v = run_json(&p, &["pipeline", "run", "encode-simple-s42"]);
+    let v = run_json(&p, &["pipeline", "run", "encode-mnist-simple-s42"]);
     assert!(ran(&v).is_empty(), "both records come back from the store: {v}");
-    assert!(p.status(&small(&[]))["encode-simple-s42"].0);
+    assert!(p.status(&small(&[]))["encode-mnist-simple-s42"].0);
 
     // A lock from a newer latentscope is refused, not silently rewritten.
     let mut l = lock(&p);
@@ -303,7 +303,7 @@ fn a_damaged_lock_record_is_stale_not_an_internal_error() {
 #[test]
 fn force_outside_the_selection_is_an_error() {
     let p = Project::new("trust-force");
-    let e = p.fails(&small(&["pipeline", "run", "download", "--force", "plot"]));
+    let e = p.fails(&small(&["pipeline", "run", "download-mnist", "--force", "plot"]));
     assert!(e.contains("--force plot") && e.contains("does not select"), "{e}");
     assert!(!p.artifacts().join("pipeline.lock").exists());
 }
@@ -313,7 +313,7 @@ fn force_outside_the_selection_is_an_error() {
 fn outputs_honour_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     let p = Project::new("trust-mode");
-    run_json(&p, &["pipeline", "run", "encode-simple-s42"]);
+    run_json(&p, &["pipeline", "run", "encode-mnist-simple-s42"]);
     let probe = p.path().join("probe");
     fs::write(&probe, "x").unwrap();
     let want = fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
@@ -330,14 +330,14 @@ fn outputs_honour_the_umask() {
 fn a_fresh_run_takes_no_write_lock() {
     use std::os::unix::fs::PermissionsExt;
     let p = Project::new("trust-readonly");
-    run_json(&p, &["pipeline", "run", "download"]);
+    run_json(&p, &["pipeline", "run", "download-mnist"]);
     fs::remove_file(p.artifacts().join(".run.lock")).unwrap();
     let dirs = [p.artifacts(), p.artifacts().join(".store"), p.artifacts().join(".tmp")];
     for d in &dirs {
         fs::set_permissions(d, fs::Permissions::from_mode(0o555)).unwrap();
     }
     let before = blake3_file(&p.artifacts().join("pipeline.lock"));
-    let out = p.run(&small(&["pipeline", "run", "download"]));
+    let out = p.run(&small(&["pipeline", "run", "download-mnist"]));
     for d in &dirs {
         fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -356,12 +356,12 @@ fn the_hub_fallback_says_what_dataset_local_lacks() {
         .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = p
-        .cmd(&small(&["pipeline", "run", "download"]))
+        .cmd(&small(&["pipeline", "run", "download-mnist"]))
         .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
         .env("HF_HOME", p.path().join("hf-home"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let e = text(&out.stderr);
-    assert!(e.contains("dataset.local (data) lacks train-labels-idx1-ubyte") && e.contains("the Hub"), "{e}");
+    assert!(e.contains("datasets.mnist.local (data) lacks train-labels-idx1-ubyte") && e.contains("the Hub"), "{e}");
 }

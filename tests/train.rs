@@ -4,22 +4,28 @@
 mod common;
 
 use common::{blake3_file, Project};
-use latentscope::models::Arch;
+use latentscope::data::Shape;
+use latentscope::models::Architecture;
+
+/// The notebook's two models, by the names the shipped config gives them.
+fn notebook() -> [(&'static str, Architecture); 2] {
+    [("simple", Architecture::notebook_simple()), ("conv", Architecture::notebook_conv())]
+}
 use latentscope::tensorfile::TensorFile;
 use safetensors::Dtype;
 
 #[test]
 fn trains_and_encodes_both_models() {
     let p = Project::mnist("train", 2000);
-    let out = p.ok(&["pipeline", "run", "--json", "encode-simple-s42", "encode-conv-s42"]);
+    let out = p.ok(&["pipeline", "run", "--json", "encode-mnist-simple-s42", "encode-mnist-conv-s42"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["ran"].as_array().unwrap().len(), 5, "{v}");
 
-    for arch in Arch::ALL {
-        let dir = p.artifacts().join(format!("train-{}-s42", arch.name()));
+    for (name, arch) in notebook() {
+        let dir = p.artifacts().join(format!("train-mnist-{name}-s42"));
         // The weights carry exactly the PyTorch state-dict names and shapes.
         let model = TensorFile::open(&dir.join("model.safetensors")).unwrap();
-        for param in arch.parameters() {
+        for param in arch.parameters(Shape::MNIST) {
             let (shape, _) = model.get(&param.name, Dtype::F32).unwrap();
             assert_eq!(shape, param.shape, "{}", param.name);
         }
@@ -28,15 +34,15 @@ fn trains_and_encodes_both_models() {
         assert_eq!(losses.len(), 2000usize.div_ceil(32));
         let head = losses[..5].iter().sum::<f64>() / 5.0;
         let tail = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
-        assert!(tail < 0.8 * head, "{}: loss did not fall: {head} -> {tail}", arch.name());
+        assert!(tail < 0.8 * head, "{}: loss did not fall: {head} -> {tail}", name);
         assert_eq!(history["epochs"].as_array().unwrap().len(), 1);
         assert!(history["samples_per_s"].as_f64().unwrap() > 0.0);
         assert_eq!(history["device"], "cpu");
         let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap();
         let mse = metrics["test_mse"].as_f64().unwrap();
-        assert!(mse > 0.0 && mse < 0.9 * head, "{}: test MSE {mse}, first losses {head}", arch.name());
+        assert!(mse > 0.0 && mse < 0.9 * head, "{}: test MSE {mse}, first losses {head}", name);
 
-        let enc = p.artifacts().join(format!("encode-{}-s42", arch.name()));
+        let enc = p.artifacts().join(format!("encode-mnist-{name}-s42"));
         let latent = TensorFile::open(&enc.join("latent.safetensors")).unwrap();
         assert_eq!(latent.get("latent", Dtype::F32).unwrap().0, [10000, arch.latent_dim()]);
         let (shape, labels) = latent.get("labels", Dtype::U8).unwrap();
@@ -44,7 +50,7 @@ fn trains_and_encodes_both_models() {
         assert_eq!(labels[..5], [7, 2, 1, 0, 4]);
         let recon = TensorFile::open(&enc.join("reconstructions.safetensors")).unwrap();
         let (shape, bytes) = recon.get("images", Dtype::F32).unwrap();
-        assert_eq!(shape, [9, 28, 28]);
+        assert_eq!(shape, [9, 1, 28, 28]);
         let values = latentscope::tensorfile::f32_values(bytes);
         assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
     }
@@ -52,13 +58,13 @@ fn trains_and_encodes_both_models() {
     // Editing the conv model's settings re-runs only its training and encoding.
     let status = p.ok(&["pipeline", "status", "--set", "models.conv.epochs=2"]);
     let line = |id: &str| status.lines().find(|l| l.starts_with(&format!("{id} "))).unwrap().to_owned();
-    assert!(line("train-simple-s42").contains("fresh"), "{status}");
-    assert!(line("encode-simple-s42").contains("fresh"), "{status}");
-    assert!(line("train-conv-s42").contains("params changed: models.conv.epochs 1 -> 2"), "{status}");
-    assert!(line("encode-conv-s42").contains("upstream stale: train-conv-s42"), "{status}");
-    let out = p.ok(&["pipeline", "run", "--json", "encode-simple-s42", "encode-conv-s42", "--set", "models.conv.epochs=2"]);
+    assert!(line("train-mnist-simple-s42").contains("fresh"), "{status}");
+    assert!(line("encode-mnist-simple-s42").contains("fresh"), "{status}");
+    assert!(line("train-mnist-conv-s42").contains("params changed: models.conv.epochs 1 -> 2"), "{status}");
+    assert!(line("encode-mnist-conv-s42").contains("upstream stale: train-mnist-conv-s42"), "{status}");
+    let out = p.ok(&["pipeline", "run", "--json", "encode-mnist-simple-s42", "encode-mnist-conv-s42", "--set", "models.conv.epochs=2"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["ran"], serde_json::json!(["train-conv-s42", "encode-conv-s42"]));
+    assert_eq!(v["ran"], serde_json::json!(["train-mnist-conv-s42", "encode-mnist-conv-s42"]));
 }
 
 #[test]
@@ -68,9 +74,13 @@ fn training_is_bitwise_reproducible_across_thread_counts() {
         .enumerate()
         .map(|(i, threads)| {
             let p = Project::mnist(&format!("determinism-{i}"), 512);
-            let out = p.cmd(&["pipeline", "run", "train-simple-s42", "train-conv-s42"]).env("RAYON_NUM_THREADS", threads).output().unwrap();
+            let out = p
+                .cmd(&["pipeline", "run", "train-mnist-simple-s42", "train-mnist-conv-s42"])
+                .env("RAYON_NUM_THREADS", threads)
+                .output()
+                .unwrap();
             assert!(out.status.success(), "{}", common::text(&out.stderr));
-            Arch::ALL.iter().map(|a| blake3_file(&p.artifacts().join(format!("train-{}-s42/model.safetensors", a.name())))).collect()
+            notebook().iter().map(|(n, _)| blake3_file(&p.artifacts().join(format!("train-mnist-{n}-s42/model.safetensors")))).collect()
         })
         .collect();
     assert_eq!(hashes[0], hashes[1], "1 thread vs 2 threads");

@@ -1,11 +1,13 @@
-//! MNIST in its original IDX layout (gzip or plain), with every header field checked.
+//! Image data in MNIST's IDX layout (gzip or plain), with every header field checked: MNIST
+//! itself, Fashion-MNIST and KMNIST ship in it under the same file names. Images are [N, H, W]
+//! (one channel) of any size.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{DataError, Dataset, Split, PIXELS, SIDE};
+use super::{DataError, Dataset, Shape, Split};
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
@@ -20,7 +22,7 @@ pub const FILES: [(&str, &str); 4] = [
 ];
 
 /// The sha256 of one decompressed file and whether it is the canonical MNIST file.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Checksum {
     pub file: String,
     pub sha256: String,
@@ -44,6 +46,23 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>, Vec<&'static str>> {
     }
 }
 
+/// The image shape that the training images' header declares, read without loading the
+/// file (`None` when the file is missing or unreadable; reading it later says why).
+pub fn image_shape(dir: &Path) -> Option<Shape> {
+    let path = find(dir, FILES[0].0)?;
+    let file = std::fs::File::open(&path).ok()?;
+    let mut head = [0u8; 16];
+    let mut magic = [0u8; 2];
+    std::io::Read::read_exact(&mut std::fs::File::open(&path).ok()?, &mut magic).ok()?;
+    if magic == [0x1f, 0x8b] {
+        flate2::read::GzDecoder::new(file).read_exact(&mut head).ok()?;
+    } else {
+        std::io::BufReader::new(file).read_exact(&mut head).ok()?;
+    }
+    let dims = header(&path, &head, IMAGES_MAGIC, 3).ok()?;
+    Some(Shape { channels: 1, height: dims[1], width: dims[2] })
+}
+
 fn find(dir: &Path, name: &str) -> Option<PathBuf> {
     [dir.join(format!("{name}.gz")), dir.join(name)].into_iter().find(|p| p.is_file())
 }
@@ -62,20 +81,24 @@ pub fn read_dir(dir: &Path) -> Result<(Dataset, Vec<Checksum>), DataError> {
     let mut split = |images: usize, labels: usize| -> Result<Split, DataError> {
         let (ipath, ibytes) = load(FILES[images].0, FILES[images].1)?;
         let (lpath, lbytes) = load(FILES[labels].0, FILES[labels].1)?;
-        let images = parse_images(&ipath, &ibytes)?;
+        let (shape, images) = parse_images(&ipath, &ibytes)?;
         let labels = parse_labels(&lpath, &lbytes)?;
-        if images.len() != labels.len() * PIXELS {
+        if images.len() != labels.len() * shape.pixels() {
             return Err(DataError::new(
                 lpath.display(),
-                format!("{} labels for {} images in {}", labels.len(), images.len() / PIXELS, ipath.display()),
+                format!("{} labels for {} images in {}", labels.len(), images.len() / shape.pixels(), ipath.display()),
             ));
         }
-        let split = Split { images, labels };
+        let split = Split { shape, images, labels };
         split.validate(&lpath.display().to_string())?;
         Ok(split)
     };
     let train = split(0, 1)?;
     let test = split(2, 3)?;
+    if test.shape != train.shape {
+        let path = find(dir, FILES[2].0).expect("read above");
+        return Err(DataError::new(path.display(), format!("images are {}, the training images {}", test.shape, train.shape)));
+    }
     Ok((Dataset { train, test }, checksums))
 }
 
@@ -116,13 +139,13 @@ fn check_len(path: &Path, bytes: &[u8], shape: &[usize]) -> Result<(), DataError
     Ok(())
 }
 
-fn parse_images(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
-    let shape = header(path, bytes, IMAGES_MAGIC, 3)?;
-    if shape[1] != SIDE || shape[2] != SIDE {
-        return Err(DataError::new(path.display(), format!("images are {}x{}, expected 28x28", shape[1], shape[2])));
+fn parse_images(path: &Path, bytes: &[u8]) -> Result<(Shape, Vec<u8>), DataError> {
+    let dims = header(path, bytes, IMAGES_MAGIC, 3)?;
+    if dims[1] == 0 || dims[2] == 0 {
+        return Err(DataError::new(path.display(), format!("images are {}x{}", dims[1], dims[2])));
     }
-    check_len(path, bytes, &shape)?;
-    Ok(bytes[16..].to_vec())
+    check_len(path, bytes, &dims)?;
+    Ok((Shape { channels: 1, height: dims[1], width: dims[2] }, bytes[16..].to_vec()))
 }
 
 fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
@@ -139,7 +162,8 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub fn encode(split: &Split) -> (Vec<u8>, Vec<u8>) {
     let n = split.len() as u32;
     let mut images = Vec::with_capacity(16 + split.images.len());
-    for w in [IMAGES_MAGIC, n, SIDE as u32, SIDE as u32] {
+    assert_eq!(split.shape.channels, 1, "IDX holds one channel");
+    for w in [IMAGES_MAGIC, n, split.shape.height as u32, split.shape.width as u32] {
         images.extend_from_slice(&w.to_be_bytes());
     }
     images.extend_from_slice(&split.images);
@@ -168,7 +192,8 @@ mod tests {
 
     fn tiny() -> Dataset {
         let split = |n: usize| Split {
-            images: (0..n * PIXELS).map(|i| (i % 251) as u8).collect(),
+            shape: Shape::MNIST,
+            images: (0..n * Shape::MNIST.pixels()).map(|i| (i % 251) as u8).collect(),
             labels: (0..n).map(|i| (i % 10) as u8).collect(),
         };
         Dataset { train: split(12), test: split(5) }
@@ -207,8 +232,8 @@ mod tests {
         let cases: Vec<(usize, Damage, &str)> = vec![
             (0, Box::new(|b: &mut Vec<u8>| b[3] = 0x02), "wrong magic number"),
             (0, Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 7)), "truncated"),
-            (1, Box::new(|b: &mut Vec<u8>| *b.last_mut().unwrap() = 10), "label 10"),
-            (2, Box::new(|b: &mut Vec<u8>| b[11] = 27), "27x28"),
+            (1, Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 1)), "truncated"),
+            (2, Box::new(|b: &mut Vec<u8>| b[11] = 27), "has trailing bytes"),
             (3, Box::new(|b: &mut Vec<u8>| b.truncate(2)), "truncated header"),
         ];
         for (file, corrupt, want) in cases {

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::models::Arch;
 use crate::report::{self, thousands};
+use crate::stages::download::{DatasetSummary, Source};
 use crate::stages::score::Metrics;
 
 /// Everything the card says that is not in the metrics.
@@ -27,8 +27,13 @@ pub struct CardInput<'a> {
     pub source_revision: Option<&'a str>,
     /// Figures (file name, caption), relative to `report/`.
     pub figures: &'a [(String, String)],
-    /// Images in the dataset's training and test splits (`download`'s summary).
-    pub split_sizes: (u64, u64),
+    /// Each dataset's `download` summary (`dataset.json`), in config order.
+    pub datasets: &'a [DatasetSummary],
+}
+
+/// The Hub repository of a dataset, when it has one.
+fn hub_repo(input: &CardInput, dataset: &str) -> Option<String> {
+    input.config.datasets.get(dataset).and_then(|d| d.hub.as_ref()).map(|h| h.repo.clone())
 }
 
 /// `1e-8` rather than `0.00000001`.
@@ -54,16 +59,17 @@ fn model_index(input: &CardInput) -> Value {
         .metrics
         .models
         .iter()
-        .filter_map(|m| Some((Arch::ALL.into_iter().find(|a| a.name() == m.model)?, m)))
-        .map(|(arch, m)| {
+        .map(|m| {
             let mut metrics = vec![metric("mse", "Test MSE".into(), m.test_mse())];
             for (key, kind, label) in [("purity", "purity", "Purity"), ("nmi", "nmi", "NMI"), ("ari", "ari", "ARI"), ("acc", "accuracy", "Clustering accuracy (Hungarian)")] {
                 metrics.push(metric(kind, format!("{label}, best of {over}"), Some(m.best(key))));
                 metrics.push(metric(kind, format!("{label}, mean of {over}"), Some(m.mean(key))));
             }
+            let arch = m.arch.as_ref().map_or("?", |a| a.family());
+            let repo = hub_repo(input, &m.dataset).unwrap_or_else(|| m.dataset.clone());
             json!({
-                "task": {"type": "image-feature-extraction", "name": format!("Latent-space clustering ({}, k-means k={})", arch.class_name(), input.metrics.k)},
-                "dataset": {"type": "ylecun/mnist", "name": "MNIST", "split": "test"},
+                "task": {"type": "image-feature-extraction", "name": format!("Latent-space clustering ({}: {arch}, k-means k={})", m.model, input.metrics.k)},
+                "dataset": {"type": repo, "name": m.dataset, "split": "test"},
                 "metrics": metrics.into_iter().flatten().collect::<Vec<_>>(),
             })
         })
@@ -73,48 +79,81 @@ fn model_index(input: &CardInput) -> Value {
 
 /// The card's text.
 pub fn render(input: &CardInput) -> String {
+    let c = input.config;
+    let mut repos: Vec<String> = c.datasets.keys().filter_map(|d| hub_repo(input, d)).collect();
+    repos.dedup();
+    let mut tags: Vec<String> =
+        ["autoencoder", "k-means", "clustering", "unsupervised", "candle", "latentscope"].map(String::from).to_vec();
+    tags.extend(c.datasets.keys().cloned());
     let front = json!({
         "library_name": "latentscope",
         "license": "apache-2.0",
-        "tags": ["autoencoder", "mnist", "k-means", "clustering", "unsupervised", "candle", "latentscope"],
-        "datasets": ["ylecun/mnist"],
+        "tags": tags,
+        "datasets": repos,
         "metrics": ["mse", "purity", "nmi", "ari", "accuracy"],
         "model-index": model_index(input),
     });
     let yaml = serde_saphyr::to_string(&front).expect("front matter serialises");
-    let c = input.config;
     let seeds = c.kmeans.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     let mut out = format!("---\n{}---\n\n", yaml.trim_start_matches("---\n"));
-    let _ = writeln!(out, "# {}: does an autoencoder's latent space group MNIST digits by class?\n", input.repo);
-    out.push_str("Two autoencoders are trained on MNIST without labels: `SimpleAutoencoder` (fully connected, ");
-    out.push_str("784-128-64-36-18-9, a 9-d latent) and `ConvAE` (convolutional, a 10-d latent). Their encodings of the ");
-    let (n_train, n_test) = input.split_sizes;
+    let names: Vec<&str> = c.datasets.keys().map(String::as_str).collect();
+    let _ = writeln!(out, "# {}: does an autoencoder's latent space group {} images by class?\n", input.repo, names.join(" and "));
     let _ = writeln!(
         out,
-        "{} test images are clustered with k-means (k = {}, k-means++, seeds {seeds}) and the clusters are scored against the true digit labels. \
-         The experiment reproduces a PyTorch notebook; this repository holds one complete run of the \
-         latentscope pipeline: the trained weights, the latent vectors, \
-         the PCA projections, every clustering, the metrics and the figures.\n",
-        thousands(n_test),
+        "{} autoencoder{} ({}) are trained without labels on each dataset. Their encodings of the test images are clustered \
+         with k-means (k = {}, k-means++, seeds {seeds}) and the clusters are scored against the true labels. The experiment \
+         generalises a PyTorch notebook; this repository holds one complete run of the latentscope pipeline: the trained \
+         weights, the latent vectors, the PCA projections, every clustering, the metrics and the figures.\n",
+        c.models.len(),
+        if c.models.len() == 1 { "" } else { "s" },
+        c.models.iter().map(|(n, m)| format!("`{n}`: {}", describe(&m.architecture()))).collect::<Vec<_>>().join("; "),
         c.kmeans.k
     );
+    out.push_str("| dataset | source | images | classes | train | test |\n| --- | --- | --- | --- | --- | --- |\n");
+    for d in input.datasets {
+        let source = match &d.source {
+            Source::Hub { repo, revision, .. } => {
+                format!("[{repo}](https://huggingface.co/datasets/{repo}) at `{}`", &revision[..revision.len().min(12)])
+            }
+            Source::Local { .. } => hub_repo(input, &d.dataset).map_or("local IDX files".to_owned(), |r| format!("local IDX copy of {r}")),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {source} | {} | {} | {} | {} |",
+            d.dataset,
+            d.shape,
+            d.classes,
+            thousands(d.train.count as u64),
+            thousands(d.test.count as u64)
+        );
+    }
+    out.push('\n');
     out.push_str("## Metrics\n\n");
     out.push_str("Test MSE is the mean squared reconstruction error on the test split. Clustering metrics are given as best (mean ± population std) over the k-means seeds, the best chosen by purity (which uses the labels, as the notebook did) and beside it the seed of lowest inertia (chosen without labels); the notebook's numbers are those of the original notebook.\n\n");
     out.push_str(&report::metrics_table(input.metrics));
     out.push('\n');
-    out.push_str("## Training\n\n| model | epochs | batch | learning rate | weight decay |\n| --- | --- | --- | --- | --- |\n");
-    for (arch, m) in [(Arch::Simple, &c.models.simple), (Arch::Conv, &c.models.conv)] {
-        let _ =
-            writeln!(out, "| {} | {} | {} | {} | {} |", arch.class_name(), m.epochs, m.batch_size, number(m.lr), number(m.weight_decay));
+    out.push_str(
+        "## Training\n\n| model | architecture | epochs | batch | learning rate | weight decay |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (name, m) in &c.models {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} |",
+            describe(&m.architecture()),
+            m.epochs,
+            m.batch_size,
+            number(m.lr),
+            number(m.weight_decay)
+        );
     }
     let training_seeds = input.metrics.training_seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         out,
-        "\nAdam (PyTorch semantics), MSE loss, training seed{} {training_seeds}, {} training images.\n",
+        "\nAdam (PyTorch semantics), MSE loss, training seed{} {training_seeds}, {} training images of each dataset.\n",
         if input.metrics.training_seeds.len() > 1 { "s" } else { "" },
         match c.train.limit {
-            Some(n) if (n as u64) < n_train => format!("the first {} of the {}", thousands(n as u64), thousands(n_train)),
-            _ => format!("all {}", thousands(n_train)),
+            Some(n) => format!("at most the first {}", thousands(n as u64)),
+            None => "all".to_owned(),
         }
     );
     out.push_str("## Figures\n\n");
@@ -122,11 +161,14 @@ pub fn render(input: &CardInput) -> String {
         let _ = writeln!(out, "### {caption}\n\n![{caption}](report/{file})\n");
     }
     out.push_str("## Files\n\n| path | what |\n| --- | --- |\n");
-    out.push_str("| `models/<model>/s<training seed>/model.safetensors` | weights, PyTorch state-dict names (`config.json` names the architecture) |\n");
-    out.push_str("| `models/<model>/s<training seed>/history.json`, `metrics.json` | per-epoch losses; test MSE |\n");
-    out.push_str("| `latents/<model>/s<training seed>/latent.safetensors` | test-set latent vectors and labels; `reconstructions.safetensors`: sample reconstructions |\n");
-    out.push_str("| `pca/<model>/s<training seed>/` | 2-d PCA projection of the latents |\n");
-    out.push_str("| `kmeans/<model>/s<training seed>/seed-<n>/` | cluster assignments and centroids of each k-means seed |\n");
+    out.push_str("| `models/<dataset>/<model>/s<training seed>/model.safetensors` | weights, PyTorch state-dict names; `config.json`: the architecture and input shape |\n");
+    out.push_str("| `models/<dataset>/<model>/s<training seed>/history.json`, `metrics.json` | per-epoch losses; test MSE |\n");
+    out.push_str("| `latents/<dataset>/<model>/s<training seed>/latent.safetensors` | test-set latent vectors and labels; `reconstructions.safetensors`: sample reconstructions |\n");
+    out.push_str("| `pca/<dataset>/<model>/s<training seed>/` | 2-d PCA projection of the latents |\n");
+    out.push_str("| `kmeans/<dataset>/<model>/s<training seed>/seed-<n>/` | cluster assignments and centroids of each k-means seed |\n");
+    out.push_str(
+        "| `baselines/<dataset>/pixels-pca<d>/`, `kmeans/<dataset>/<baseline>/seed-<n>/` | the baselines, when the run has them |\n",
+    );
     out.push_str(
         "| `metrics.json` | every metric per model, training seed and k-means seed; statistics over training seeds; model comparisons |\n",
     );
@@ -143,24 +185,21 @@ pub fn render(input: &CardInput) -> String {
     let _ = writeln!(out, "```sh\n{}\n```\n", input.run_command);
     let _ = writeln!(
         out,
-        "or reuse this run as a cache, so that only `download` runs (from the local MNIST copy) and every other stage is found done:\n\n```sh\ncargo xtask pipeline pull --repo {} --revision {}\n{}\n```",
+        "or reuse this run as a cache, so that only the `download` stages run (from local data or the Hub) and every other stage is found done:\n\n```sh\ncargo xtask pipeline pull --repo {} --revision {}\n{}\n```",
         input.repo, input.revision, input.run_command
     );
     out
 }
 
-/// `models/<model>/config.json`: what the weights are.
-pub fn model_config(arch: Arch) -> Value {
-    json!({
-        "library_name": "latentscope",
-        "architecture": arch.class_name(),
-        "model": arch.name(),
-        "latent_dim": arch.latent_dim(),
-        "input_shape": [1, 28, 28],
-        "weights": "model.safetensors",
-        "tensor_names": "PyTorch state-dict names of the seed notebook",
-        "parameters": arch.parameters().iter().map(|p| json!({"name": p.name, "shape": p.shape})).collect::<Vec<_>>(),
-    })
+/// `mlp 784-128-64-36-18-9` or `conv channels [8, 4], dense [64], latent 10`.
+fn describe(arch: &crate::models::Architecture) -> String {
+    let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>();
+    match arch {
+        crate::models::Architecture::Mlp { encoder } => format!("mlp {}", list(encoder).join("-")),
+        crate::models::Architecture::Conv { channels, dense, latent } => {
+            format!("conv, channels [{}], dense [{}], latent {latent}", list(channels).join(", "), list(dense).join(", "))
+        }
+    }
 }
 
 #[cfg(test)]

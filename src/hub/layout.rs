@@ -2,57 +2,62 @@
 //!
 //! ```text
 //! README.md                          model card
-//! latentscope.json                   this manifest: every other file with its size and sha256
+//! latentscope.json                   this manifest: every other file with its size, sha256 and stage
 //! pipeline.yaml                      the effective configuration (overrides applied)
 //! pipeline.lock                      the lock file (mtimes zeroed): every stage's record
 //! metrics.json                       score
-//! models/<model>/s<t>/               train-<model>-s<t>: model.safetensors, config.json, history.json, metrics.json
-//! latents/<model>/s<t>/              encode-<model>-s<t>: latent.safetensors, reconstructions.safetensors
-//! pca/<model>/s<t>/                  pca-<model>-s<t>: pca.safetensors, pca.json
-//! kmeans/<model>/s<t>/seed-<n>/      kmeans-<model>-s<t>-<n>: assignments.safetensors, kmeans.json
-//! baselines/pixels-pca<d>/           baseline-pixels-pca<d>: latent.safetensors
-//! kmeans/<baseline>/seed-<n>/        kmeans-<baseline>-<n>
+//! models/<d>/<m>/s<t>/               train-<d>-<m>-s<t>: model.safetensors, config.json, history.json, metrics.json
+//! latents/<d>/<m>/s<t>/              encode-<d>-<m>-s<t>: latent.safetensors, reconstructions.safetensors
+//! pca/<d>/<m>/s<t>/                  pca-<d>-<m>-s<t>: pca.safetensors, pca.json
+//! kmeans/<d>/<m>/s<t>/seed-<n>/      kmeans-<d>-<m>-s<t>-<n>: assignments.safetensors, kmeans.json
+//! baselines/<d>/pixels-pca<k>/       baseline-<d>-pixels-pca<k>: latent.safetensors
+//! kmeans/<d>/<baseline>/seed-<n>/    kmeans-<d>-<baseline>-<n>
 //! report/                            plot: report.md and the figures
 //! ```
-//! `download` and `baseline-pixels` are not published: their output is MNIST itself, which
-//! every checkout has.
+//! `download-<d>` and `baseline-<d>-pixels` are not published: their output is the dataset
+//! itself, which every checkout gets from its source. A pull finds each file's stage in the
+//! manifest, so it never parses a path or an id.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::stages::{Baseline, StageId, Subject};
 
 pub const MANIFEST: &str = "latentscope.json";
 pub const CARD: &str = "README.md";
 pub const CONFIG: &str = "pipeline.yaml";
 pub const LOCK: &str = "pipeline.lock";
 
-/// Stages whose outputs are not published.
-pub fn local_only(stage: &str) -> bool {
-    crate::stages::StageId::parse(stage).is_some() && stage_folder(stage).is_none()
-}
-
 /// The folder (no trailing `/`, empty for the root) of a stage's files, or `None` for a
-/// stage that is not published or that this layout does not know.
-pub fn stage_folder(stage: &str) -> Option<String> {
-    use crate::stages::{StageId, Subject};
-    Some(match StageId::parse(stage)? {
-        StageId::Download => return None,
+/// stage that is not published.
+pub fn stage_folder(id: &StageId) -> Option<String> {
+    let run = |r: &crate::stages::Run| format!("{}/{}/s{}", r.dataset, r.model, r.seed);
+    Some(match id {
+        StageId::Download(_) | StageId::Baseline(_, Baseline::Pixels) => return None,
         StageId::Score => String::new(),
         StageId::Plot => "report".into(),
-        StageId::Train(r) => format!("models/{}/s{}", r.arch.name(), r.seed),
-        StageId::Encode(r) => format!("latents/{}/s{}", r.arch.name(), r.seed),
-        StageId::Pca(r) => format!("pca/{}/s{}", r.arch.name(), r.seed),
-        // Derived from MNIST alone, like download's output: not published.
-        StageId::Baseline(crate::stages::Baseline::Pixels) => return None,
-        StageId::Baseline(b) => format!("baselines/{}", b.tag()),
-        StageId::Kmeans(Subject::Model(r), k) => format!("kmeans/{}/s{}/seed-{k}", r.arch.name(), r.seed),
-        StageId::Kmeans(Subject::Baseline(b), k) => format!("kmeans/{}/seed-{k}", b.tag()),
+        StageId::Train(r) => format!("models/{}", run(r)),
+        StageId::Encode(r) => format!("latents/{}", run(r)),
+        StageId::Pca(r) => format!("pca/{}", run(r)),
+        StageId::Baseline(d, b) => format!("baselines/{d}/{}", b.tag()),
+        StageId::Kmeans(Subject::Model(r), k) => format!("kmeans/{}/seed-{k}", run(r)),
+        StageId::Kmeans(Subject::Baseline(d, b), k) => format!("kmeans/{d}/{}/seed-{k}", b.tag()),
     })
 }
 
-/// The repository path of output `file` of `stage`.
-pub fn repo_path(stage: &str, file: &str) -> Option<String> {
-    stage_folder(stage).map(|folder| if folder.is_empty() { file.to_owned() } else { format!("{folder}/{file}") })
+/// Every published stage of this config: id -> folder.
+pub fn published_stages(config: &crate::config::LoadedConfig) -> BTreeMap<String, String> {
+    crate::stages::stage_ids(config).into_iter().filter_map(|id| Some((id.to_string(), stage_folder(&id)?))).collect()
+}
+
+/// The repository path of output `file` in `folder`.
+pub fn repo_path(folder: &str, file: &str) -> String {
+    if folder.is_empty() {
+        file.to_owned()
+    } else {
+        format!("{folder}/{file}")
+    }
 }
 
 /// One file of a published repository, as listed in `latentscope.json`.
@@ -79,27 +84,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_stage_of_the_default_plan_has_a_distinct_place() {
-        let sets = ["baselines=[pixels, pixels-pca]".to_owned(), "train.seeds=[1, 2]".to_owned()];
-        let config =
-            crate::config::LoadedConfig::from_yaml(include_str!("../../pipeline.yaml"), std::path::Path::new("pipeline.yaml"), &sets)
-                .unwrap();
+    fn every_stage_of_a_matrix_plan_has_a_distinct_place() {
+        let sets = [
+            "baselines=[pixels, pixels-pca]".to_owned(),
+            "train.seeds=[1, 2]".to_owned(),
+            "datasets.fashion-mnist={local: data/fashion}".to_owned(),
+        ];
+        let text = include_str!("../../pipeline.yaml").replace("datasets:", "datasets:\n  fashion-mnist: {local: data/fashion}");
+        let config = crate::config::LoadedConfig::from_yaml(&text, std::path::Path::new("pipeline.yaml"), &sets[..2]).unwrap();
+        let folders = published_stages(&config);
         let mut seen = std::collections::BTreeSet::new();
         for spec in crate::stages::plan(&config) {
-            let folder = stage_folder(&spec.id);
-            if local_only(&spec.id) {
-                assert_eq!(folder, None);
+            let Some(folder) = folders.get(&spec.id) else {
+                assert!(spec.id.starts_with("download-") || spec.id.ends_with("-pixels"), "{} is not published", spec.id);
                 continue;
-            }
-            assert!(folder.is_some(), "{} has no place in the layout", spec.id);
+            };
             for file in &spec.outputs {
-                assert!(seen.insert(repo_path(&spec.id, file).unwrap()), "{}/{file} collides", spec.id);
+                assert!(seen.insert(repo_path(folder, file)), "{}/{file} collides", spec.id);
             }
         }
-        assert_eq!(repo_path("kmeans-conv-s42-7", "kmeans.json").unwrap(), "kmeans/conv/s42/seed-7/kmeans.json");
-        assert_eq!(repo_path("score", "metrics.json").unwrap(), "metrics.json");
-        assert_eq!(repo_path("kmeans-pixels-pca9-3", "kmeans.json").unwrap(), "kmeans/pixels-pca9/seed-3/kmeans.json");
-        assert_eq!(stage_folder("baseline-pixels"), None);
-        assert_eq!(stage_folder("unknown"), None);
+        assert_eq!(folders["kmeans-mnist-conv-s2-7"], "kmeans/mnist/conv/s2/seed-7");
+        assert_eq!(folders["kmeans-fashion-mnist-pixels-pca9-3"], "kmeans/fashion-mnist/pixels-pca9/seed-3");
+        assert_eq!(folders["train-fashion-mnist-simple-s1"], "models/fashion-mnist/simple/s1");
+        assert_eq!(repo_path(&folders["score"], "metrics.json"), "metrics.json");
+        assert!(!folders.contains_key("baseline-mnist-pixels") && !folders.contains_key("download-mnist"));
     }
 }

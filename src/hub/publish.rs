@@ -13,7 +13,6 @@ use super::layout::{self, Manifest, ManifestFile};
 use super::{auth, card, HubError};
 use crate::config::LoadedConfig;
 use crate::data::idx::hex;
-use crate::models::Arch;
 use crate::pipeline::{self, Graph, LockFile, RunLock, Store};
 
 pub struct PublishOptions {
@@ -185,21 +184,16 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
     let lock = LockFile::load(&opts.artifacts)?;
     let store = Store::open_read_only(&opts.artifacts)?;
     let mut files = Vec::new();
+    let folders = layout::published_stages(config);
     for spec in graph.ordered() {
-        let Some(folder) = layout::stage_folder(&spec.id) else { continue };
+        let Some(folder) = folders.get(&spec.id) else { continue };
         let rec = lock
             .stages
             .get(&spec.id)
             .ok_or_else(|| anyhow::anyhow!("{}: stage {} has no record", LockFile::path(&opts.artifacts).display(), spec.id))?;
         for (name, record) in &rec.outputs {
-            let path = layout::repo_path(&spec.id, name).expect("the folder exists");
+            let path = layout::repo_path(folder, name);
             files.push(planned_store(path, store.entry_dir(&rec.fingerprint).join(name), &spec.id, name, record)?);
-        }
-        if spec.kind.kind() == "train" {
-            let arch: Arch = serde_json::from_value(spec.params.get("arch").cloned().unwrap_or_default())
-                .map_err(|_| anyhow::anyhow!("stage {} declares no known arch", spec.id))?;
-            let text = serde_json::to_string_pretty(&card::model_config(arch))? + "\n";
-            files.push(generated(format!("{folder}/config.json"), text.into_bytes()));
         }
     }
     let metrics_rec = &lock.stages[crate::stages::score::ID];
@@ -209,11 +203,14 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
     files.push(generated(layout::CONFIG.into(), format!("{header}{yaml}").into_bytes()));
     let lock_text = serde_json::to_string_pretty(&published_lock(&lock, graph))? + "\n";
     files.push(generated(layout::LOCK.into(), lock_text.into_bytes()));
-    let download = &lock.stages[crate::stages::download::ID];
-    let summary = crate::stages::read_json(&store.entry_dir(&download.fingerprint).join(crate::stages::download::SUMMARY))?;
-    let split_sizes = (summary["train"]["count"].as_u64().unwrap_or(0), summary["test"]["count"].as_u64().unwrap_or(0));
+    let mut datasets = Vec::new();
+    for name in config.config.datasets.keys() {
+        let download = &lock.stages[&crate::stages::download::id(name)];
+        let path = store.entry_dir(&download.fingerprint).join(crate::stages::download::SUMMARY);
+        datasets.push(crate::stages::download::DatasetSummary::read(&path)?);
+    }
     let source_rev = source_revision(&config.base_dir());
-    let figures = crate::stages::plot::figure_captions();
+    let figures = crate::stages::plot::figure_captions(&metrics.datasets, &config.config.models.keys().cloned().collect::<Vec<_>>());
     let text = card::render(&card::CardInput {
         repo: &opts.repo,
         metrics: &metrics,
@@ -222,7 +219,7 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
         revision: &opts.revision,
         source_revision: source_rev.as_deref(),
         figures: &figures,
-        split_sizes,
+        datasets: &datasets,
     });
     files.push(generated(layout::CARD.into(), text.into_bytes()));
     let manifest = Manifest {

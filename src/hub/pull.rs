@@ -40,11 +40,18 @@ pub struct PullReport {
     pub differs: Vec<String>,
 }
 
+/// The local plan a pull is compared with: its graph, and which of its stages a publication
+/// holds (see [`layout::published_stages`]).
+pub struct LocalPlan<'a> {
+    pub graph: &'a Graph,
+    pub published: std::collections::BTreeMap<String, String>,
+}
+
 /// Where the local plan and the published run disagree: such stages will run.
-pub fn differences(graph: &Graph, published: &LockFile) -> Vec<String> {
+pub fn differences(local: &LocalPlan<'_>, published: &LockFile) -> Vec<String> {
     let mut out = Vec::new();
-    for spec in graph.ordered() {
-        if layout::stage_folder(&spec.id).is_none() {
+    for spec in local.graph.ordered() {
+        if !local.published.contains_key(&spec.id) {
             continue;
         }
         let Some(rec) = published.stages.get(&spec.id) else {
@@ -127,7 +134,7 @@ fn check_names(lock: &LockFile) -> Result<(), HubError> {
 
 /// Pulls `opts.repo` into the store; `graph` (the local plan) is compared with the published
 /// run to say which stages will still run.
-pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullReport> {
+pub fn pull(opts: &PullOptions, local: Option<&LocalPlan<'_>>) -> anyhow::Result<PullReport> {
     let (owner, name) = super::split_repo(&opts.repo)?;
     let endpoint = super::client::endpoint(opts.endpoint.as_deref());
     let hub = Hub::new(&endpoint, &opts.repo, auth::find_token(), Access::Read)?;
@@ -174,7 +181,15 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
     let store = Store::open(&opts.artifacts)?;
     let mut lock = LockFile::load(&opts.artifacts)?;
     lock.version = 1;
-    let stages: Vec<_> = published.stages.iter().filter(|(id, _)| layout::stage_folder(id).is_some()).collect();
+    // Each published output's path, by (stage, file), from the manifest.
+    let mut paths = std::collections::BTreeMap::new();
+    for (path, f) in &manifest.files {
+        if let Some(stage) = &f.stage {
+            let file = path.rsplit('/').next().unwrap_or(path);
+            paths.insert((stage.clone(), file.to_owned()), path.clone());
+        }
+    }
+    let stages: Vec<_> = published.stages.iter().filter(|(id, _)| paths.keys().any(|(s, _)| s == *id)).collect();
     let total: u64 = stages.iter().flat_map(|(_, r)| r.outputs.values()).map(|f| f.size).sum();
     let bar = crate::progress::bar(total, "pull [{bar:30}] {bytes}/{total_bytes}  {msg}");
     let mut report = PullReport {
@@ -185,7 +200,7 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
         present: vec![],
         files: 0,
         bytes: 0,
-        differs: graph.map(|g| differences(g, &published)).unwrap_or_default(),
+        differs: local.map(|l| differences(l, &published)).unwrap_or_default(),
     };
     for (id, rec) in stages {
         let local = store.manifest(&rec.fingerprint)?;
@@ -207,7 +222,10 @@ pub fn pull(opts: &PullOptions, graph: Option<&Graph>) -> anyhow::Result<PullRep
         let scratch = store.scratch(id)?;
         let result = (|| -> anyhow::Result<()> {
             for (file, want) in &rec.outputs {
-                let path = layout::repo_path(id, file).expect("published stage");
+                let path = paths.get(&(id.clone(), file.clone())).cloned().ok_or_else(|| HubError::BadPublished {
+                    file: layout::MANIFEST.into(),
+                    message: format!("it lists no file {file} of stage {id}, which the lock names"),
+                })?;
                 let bytes = fetch(&path)?;
                 let got = blake3::hash(&bytes).to_hex().to_string();
                 if bytes.len() as u64 != want.size || got != want.blake3 {
@@ -289,16 +307,19 @@ mod tests {
         )
         .unwrap();
         let graph = Graph::new(crate::stages::plan(&config)).unwrap();
-        let spec = graph.get("train-conv-s42").unwrap();
-        let mut rec = lock("train-conv-s42", &"0".repeat(64), "model.safetensors").stages.remove("train-conv-s42").unwrap();
+        let local = LocalPlan { graph: &graph, published: layout::published_stages(&config) };
+        let spec = graph.get("train-mnist-conv-s42").unwrap();
+        let mut rec = lock("train-mnist-conv-s42", &"0".repeat(64), "model.safetensors").stages.remove("train-mnist-conv-s42").unwrap();
         rec.kind = spec.kind.kind().into();
         rec.version = spec.kind.version();
         rec.params = spec.params.clone();
         rec.params.insert("device".into(), "cuda".into());
-        let published = LockFile { stages: [("train-conv-s42".to_owned(), rec)].into(), ..LockFile::empty() };
-        let diffs = differences(&graph, &published);
+        let published = LockFile { stages: [("train-mnist-conv-s42".to_owned(), rec)].into(), ..LockFile::empty() };
+        let diffs = differences(&local, &published);
         assert!(
-            diffs.iter().any(|d| d == "train-conv-s42: computed on cpu here, on cuda in the published run (devices differ in their bits)"),
+            diffs
+                .iter()
+                .any(|d| d == "train-mnist-conv-s42: computed on cpu here, on cuda in the published run (devices differ in their bits)"),
             "{diffs:?}"
         );
     }

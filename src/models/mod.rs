@@ -1,71 +1,128 @@
-//! The seed's two autoencoders in candle, with PyTorch's parameter names, shapes and
-//! initialisation, plus the PyTorch-exact pieces (ops, Adam) they train with.
+//! The autoencoders in candle, with PyTorch's parameter names, shapes and initialisation,
+//! plus the PyTorch-exact pieces (ops, Adam) they train with. An [`Architecture`] is a
+//! family (`mlp`, `conv`) with its sizes; with an image [`Shape`] it is a concrete model.
 
 pub mod adam;
 pub mod conv;
 pub mod device;
 pub mod init;
+pub mod mlp;
 pub mod ops;
 pub mod rng;
-pub mod simple;
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
 
-/// Which architecture (EXPERIMENT.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    Simple,
-    Conv,
+use crate::data::Shape;
+
+/// An autoencoder family and its sizes (`models.<name>` in pipeline.yaml, less the training
+/// settings).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "lowercase")]
+pub enum Architecture {
+    /// Linear layers `encoder[0] -> encoder[1] -> ...`; `encoder[0]` is the image size
+    /// (channels x height x width) and the last entry the latent size.
+    Mlp { encoder: Vec<usize> },
+    /// Conv blocks of `channels`, linear layers through `dense` to `latent` (see [`conv`]).
+    Conv { channels: Vec<usize>, dense: Vec<usize>, latent: usize },
 }
 
-impl Arch {
-    pub const ALL: [Arch; 2] = [Arch::Simple, Arch::Conv];
+impl Architecture {
+    /// The notebook's SimpleAutoencoder.
+    pub fn notebook_simple() -> Self {
+        Architecture::Mlp { encoder: vec![784, 128, 64, 36, 18, 9] }
+    }
 
-    pub fn name(self) -> &'static str {
+    /// The notebook's ConvAE.
+    pub fn notebook_conv() -> Self {
+        Architecture::Conv { channels: vec![8, 4], dense: vec![64], latent: 10 }
+    }
+
+    /// `mlp` or `conv`.
+    pub fn family(&self) -> &'static str {
         match self {
-            Arch::Simple => "simple",
-            Arch::Conv => "conv",
+            Architecture::Mlp { .. } => "mlp",
+            Architecture::Conv { .. } => "conv",
         }
     }
 
-    /// The PyTorch class name in the seed.
-    pub fn class_name(self) -> &'static str {
+    /// The PyTorch class of the notebook this family generalises.
+    pub fn class_name(&self) -> &'static str {
         match self {
-            Arch::Simple => "SimpleAutoencoder",
-            Arch::Conv => "ConvAE",
+            Architecture::Mlp { .. } => "SimpleAutoencoder",
+            Architecture::Conv { .. } => "ConvAE",
         }
     }
 
-    pub fn latent_dim(self) -> usize {
+    pub fn latent_dim(&self) -> usize {
         match self {
-            Arch::Simple => 9,
-            Arch::Conv => 10,
+            Architecture::Mlp { encoder } => encoder.last().copied().unwrap_or(0),
+            Architecture::Conv { latent, .. } => *latent,
         }
     }
 
-    /// Every parameter: PyTorch state-dict name, shape and fan-in (for the init bound), in
-    /// the order PyTorch creates them.
-    pub fn parameters(self) -> Vec<init::Param> {
+    /// Why this architecture cannot autoencode images of `shape`, if it cannot.
+    pub fn check(&self, shape: Shape) -> std::result::Result<(), String> {
         match self {
-            Arch::Simple => simple::parameters(),
-            Arch::Conv => conv::parameters(),
+            Architecture::Mlp { encoder } => {
+                if encoder.len() < 2 || encoder.contains(&0) {
+                    return Err("encoder must list at least the input and the latent size, none of them 0".into());
+                }
+                if encoder[0] != shape.pixels() {
+                    return Err(format!(
+                        "encoder starts at {} inputs, but the images are {shape} = {} values; make encoder[0] {}",
+                        encoder[0],
+                        shape.pixels(),
+                        shape.pixels()
+                    ));
+                }
+                Ok(())
+            }
+            Architecture::Conv { channels, dense, latent } => {
+                if dense.contains(&0) {
+                    return Err("dense widths must be positive".into());
+                }
+                conv::check(shape, channels, *latent)
+            }
+        }
+    }
+
+    /// Every parameter for images of `shape`: PyTorch state-dict name, shape and fan-in (for
+    /// the init bound), in the order PyTorch creates them.
+    pub fn parameters(&self, shape: Shape) -> Vec<init::Param> {
+        match self {
+            Architecture::Mlp { encoder } => mlp::parameters(encoder),
+            Architecture::Conv { channels, dense, latent } => conv::parameters(shape, channels, dense, *latent),
         }
     }
 
     /// Builds the model over the variables of `vb`.
-    pub fn build(self, vb: &VarBuilder) -> Result<Box<dyn Autoencoder>> {
+    pub fn build(&self, shape: Shape, vb: &VarBuilder) -> Result<Box<dyn Autoencoder>> {
         Ok(match self {
-            Arch::Simple => Box::new(simple::SimpleAutoencoder::new(vb)?),
-            Arch::Conv => Box::new(conv::ConvAutoencoder::new(vb)?),
+            Architecture::Mlp { encoder } => Box::new(mlp::MlpAutoencoder::new(vb, encoder)?),
+            Architecture::Conv { channels, dense, latent } => Box::new(conv::ConvAutoencoder::new(vb, shape, channels, dense, *latent)?),
         })
+    }
+
+    /// `config.json` of a trained model: enough to rebuild the module in PyTorch.
+    pub fn config_json(&self, shape: Shape) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("serialisable");
+        let extra = serde_json::json!({
+            "architecture": self.class_name(),
+            "input_shape": [shape.channels, shape.height, shape.width],
+            "latent_dim": self.latent_dim(),
+            "format": "safetensors, f32, PyTorch state-dict names",
+            "parameters": self.parameters(shape).iter().map(|p| serde_json::json!({"name": p.name, "shape": p.shape})).collect::<Vec<_>>(),
+        });
+        v.as_object_mut().expect("an object").extend(extra.as_object().expect("an object").clone());
+        v
     }
 }
 
-/// An autoencoder over flattened 28x28 images: input and output [B, 784] in [0, 1].
+/// An autoencoder over flattened images: input and output [B, pixels] in [0, 1].
 pub trait Autoencoder: Send {
     fn encode(&self, x: &Tensor) -> Result<Tensor>;
     fn decode(&self, z: &Tensor) -> Result<Tensor>;
@@ -75,30 +132,31 @@ pub trait Autoencoder: Send {
 }
 
 /// A freshly initialised model and the variables that hold its weights.
-pub fn initialise(arch: Arch, seed: u64, device: &Device) -> Result<(VarMap, Box<dyn Autoencoder>)> {
-    let varmap = init::varmap(&arch.parameters(), seed, device)?;
+pub fn initialise(arch: &Architecture, shape: Shape, seed: u64, device: &Device) -> Result<(VarMap, Box<dyn Autoencoder>)> {
+    let varmap = init::varmap(&arch.parameters(shape), seed, device)?;
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let model = arch.build(&vb)?;
+    let model = arch.build(shape, &vb)?;
     Ok((varmap, model))
 }
 
 /// A trained model read from `model.safetensors`.
-pub fn load(arch: Arch, path: &Path, device: &Device) -> anyhow::Result<Box<dyn Autoencoder>> {
+pub fn load(arch: &Architecture, shape: Shape, path: &Path, device: &Device) -> anyhow::Result<Box<dyn Autoencoder>> {
     let tensors = candle_core::safetensors::load(path, device).map_err(|e| anyhow::anyhow!("cannot read model {}: {e}", path.display()))?;
-    for p in arch.parameters() {
+    let params = arch.parameters(shape);
+    for p in &params {
         let t = tensors.get(&p.name).ok_or_else(|| anyhow::anyhow!("{}: no tensor {}", path.display(), p.name))?;
         anyhow::ensure!(t.dims() == p.shape.as_slice(), "{}: {} has shape {:?}, expected {:?}", path.display(), p.name, t.dims(), p.shape);
     }
     anyhow::ensure!(
-        tensors.len() == arch.parameters().len(),
+        tensors.len() == params.len(),
         "{}: {} tensors, a {} model has {}",
         path.display(),
         tensors.len(),
-        arch.name(),
-        arch.parameters().len()
+        arch.family(),
+        params.len()
     );
     let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    Ok(arch.build(&vb)?)
+    Ok(arch.build(shape, &vb)?)
 }
 
 /// Writes the weights under their PyTorch names (deterministic bytes, f32), through
@@ -127,16 +185,67 @@ mod tests {
     fn save_writes_the_bytes_candle_writes() {
         let dir = std::env::temp_dir().join(format!("latentscope-save-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for arch in Arch::ALL {
-            let (varmap, _) = initialise(arch, 7, &Device::Cpu).unwrap();
-            let ours = dir.join(format!("{}-ours.safetensors", arch.name()));
-            let theirs = dir.join(format!("{}-candle.safetensors", arch.name()));
+        for arch in [Architecture::notebook_simple(), Architecture::notebook_conv()] {
+            let (varmap, _) = initialise(&arch, Shape::MNIST, 7, &Device::Cpu).unwrap();
+            let ours = dir.join(format!("{}-ours.safetensors", arch.family()));
+            let theirs = dir.join(format!("{}-candle.safetensors", arch.family()));
             save(&varmap, &ours).unwrap();
             let tensors: std::collections::HashMap<String, Tensor> =
                 varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
             candle_core::safetensors::save(&tensors, &theirs).unwrap();
-            assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&theirs).unwrap(), "{}", arch.name());
+            assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&theirs).unwrap(), "{}", arch.family());
         }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The notebook's two models keep their PyTorch names and shapes exactly.
+    #[test]
+    fn the_notebook_models_keep_their_state_dict() {
+        let names =
+            |a: &Architecture| -> Vec<(String, Vec<usize>)> { a.parameters(Shape::MNIST).into_iter().map(|p| (p.name, p.shape)).collect() };
+        let conv = names(&Architecture::notebook_conv());
+        let want: Vec<(&str, Vec<usize>)> = vec![
+            ("encoder.0.weight", vec![8, 1, 3, 3]),
+            ("encoder.0.bias", vec![8]),
+            ("encoder.3.weight", vec![4, 8, 3, 3]),
+            ("encoder.3.bias", vec![4]),
+            ("encoder.7.weight", vec![64, 196]),
+            ("encoder.7.bias", vec![64]),
+            ("encoder.9.weight", vec![10, 64]),
+            ("encoder.9.bias", vec![10]),
+            ("decoder.0.weight", vec![64, 10]),
+            ("decoder.0.bias", vec![64]),
+            ("decoder.2.weight", vec![196, 64]),
+            ("decoder.2.bias", vec![196]),
+            ("decoder.4.weight", vec![4, 8, 3, 3]),
+            ("decoder.4.bias", vec![8]),
+            ("decoder.6.weight", vec![8, 1, 3, 3]),
+            ("decoder.6.bias", vec![1]),
+        ];
+        assert_eq!(conv, want.into_iter().map(|(n, s)| (n.to_owned(), s)).collect::<Vec<_>>());
+        let simple = names(&Architecture::notebook_simple());
+        assert_eq!(simple.len(), 20);
+        assert_eq!(simple[0], ("encoder.0.weight".to_owned(), vec![128, 784]));
+        assert_eq!(simple[19], ("decoder.8.bias".to_owned(), vec![784]));
+    }
+
+    /// Other sizes: RGB images, three conv blocks, no dense layer; the forward pass gives
+    /// images of the input's size, and a misfit is refused with the reason.
+    #[test]
+    fn other_shapes_build_and_misfits_are_refused() {
+        let rgb = Shape { channels: 3, height: 16, width: 8 };
+        let arch = Architecture::Conv { channels: vec![6, 5, 4], dense: vec![], latent: 3 };
+        arch.check(rgb).unwrap();
+        let (_, model) = initialise(&arch, rgb, 1, &Device::Cpu).unwrap();
+        let x = Tensor::zeros((2, rgb.pixels()), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(model.encode(&x).unwrap().dims(), [2, 3]);
+        assert_eq!(model.forward(&x).unwrap().dims(), [2, rgb.pixels()]);
+        let e = arch.check(Shape { channels: 1, height: 28, width: 28 }).unwrap_err();
+        assert!(e.contains("multiples of 8") && e.contains("28x28"), "{e}");
+        let e = Architecture::notebook_simple().check(rgb).unwrap_err();
+        assert!(e.contains("784") && e.contains("384"), "{e}");
+        let wide = Architecture::Mlp { encoder: vec![384, 32, 4] };
+        let (_, model) = initialise(&wide, rgb, 1, &Device::Cpu).unwrap();
+        assert_eq!(model.forward(&x).unwrap().dims(), [2, 384]);
     }
 }

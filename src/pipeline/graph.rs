@@ -228,11 +228,11 @@ mod tests {
 
     #[test]
     fn globs_match_whole_ids() {
-        assert!(glob_match("kmeans-conv-*", "kmeans-conv-s42-3"));
-        assert!(glob_match("*-s42-?", "kmeans-conv-s42-3"));
-        assert!(!glob_match("*-s42-?", "kmeans-conv-s42-13"));
-        assert!(glob_match("train-*-s4*", "train-simple-s42"));
-        assert!(!glob_match("train-*", "pca-simple-s42"));
+        assert!(glob_match("kmeans-*-conv-*", "kmeans-mnist-conv-s42-3"));
+        assert!(glob_match("*-s42-?", "kmeans-mnist-conv-s42-3"));
+        assert!(!glob_match("*-s42-?", "kmeans-mnist-conv-s42-13"));
+        assert!(glob_match("train-*-s4*", "train-mnist-simple-s42"));
+        assert!(!glob_match("train-*", "pca-mnist-simple-s42"));
         assert!(glob_match("*", "") && glob_match("a*b*c", "aXbYbc") && !glob_match("a*b*c", "aXbYb"));
     }
     use crate::pipeline::spec::{StageContext, StageKind, StageReport};

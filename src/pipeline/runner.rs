@@ -297,7 +297,9 @@ fn execute(spec: &StageSpec, ev: Evaluation, inputs: BTreeMap<String, PathBuf>, 
         // Only an input that cannot be read leaves a ready stage without a fingerprint.
         let fingerprint = ev.fingerprint.clone().with_context(|| ev.reason())?;
         let scratch = store.scratch(&spec.id)?;
-        let ctx = StageContext::new(&spec.id, &spec.params, inputs, &scratch);
+        let view = store.view_dir(&spec.id);
+        let previous = view.is_dir().then_some(view);
+        let ctx = StageContext::new(&spec.id, &spec.params, inputs, &scratch).with_previous(previous);
         let result = spec.kind.run(&ctx);
         let report = match result {
             Ok(r) => r,

@@ -72,11 +72,25 @@ pub struct StageContext<'a> {
     pub params: &'a Params,
     inputs: BTreeMap<String, PathBuf>,
     out_dir: &'a Path,
+    previous: Option<PathBuf>,
 }
 
 impl<'a> StageContext<'a> {
     pub(crate) fn new(stage_id: &'a str, params: &'a Params, inputs: BTreeMap<String, PathBuf>, out_dir: &'a Path) -> Self {
-        Self { stage_id, params, inputs, out_dir }
+        Self { stage_id, params, inputs, out_dir, previous: None }
+    }
+
+    /// With the folder of this stage's last committed outputs (its view), if any.
+    pub(crate) fn with_previous(mut self, previous: Option<PathBuf>) -> Self {
+        self.previous = previous;
+        self
+    }
+
+    /// Output `name` of this stage's last committed run, if there is one. For consistency
+    /// checks only (did the source change under a pinned revision?): an output must never be
+    /// derived from it, since it is not part of the fingerprint.
+    pub fn previous(&self, name: &str) -> Option<PathBuf> {
+        self.previous.as_ref().map(|d| d.join(name)).filter(|p| p.is_file())
     }
 
     /// Path of the declared input `stage/file`.

@@ -1,42 +1,45 @@
-//! `baseline-pixels`, `baseline-pixels-pca<d>`: representations of the test images that need
-//! no training, clustered and scored exactly like a model's latents (`latent.safetensors`:
-//! `latent` f32 [n, d], `labels` u8 [n]). `pixels` is the raw image (784-d, in [0, 1]);
+//! `baseline-<dataset>-pixels`, `baseline-<dataset>-pixels-pca<d>`: representations of the test
+//! images that need no training, clustered and scored exactly like a model's latents
+//! (`latent.safetensors`: `latent` f32 [n, d], `labels` u8 [n]). `pixels` is the raw image
+//! (C*H*W values in [0, 1]);
 //! `pixels-pca<d>` projects it on the first `d` principal components of the training images
 //! (the first `train.limit` of them), `d` being a model's latent size. They answer "does the
 //! autoencoder beat the pixels, and PCA at the same dimension?".
 
 use safetensors::Dtype;
 
-use super::{Baseline, StageId};
+use super::{Baseline, Name, StageId};
 use crate::analysis::pca;
 use crate::config::LoadedConfig;
-use crate::data::{Dataset, Split, PIXELS};
+use crate::data::Split;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::tensorfile::{self, le_bytes, Array};
 
 pub use super::encode::LATENT;
 
-pub fn id(baseline: Baseline) -> String {
-    StageId::Baseline(baseline).to_string()
+pub fn id(dataset: &str, baseline: Baseline) -> String {
+    StageId::Baseline(dataset.into(), baseline).to_string()
 }
 
 pub struct BaselineStage {
+    dataset: Name,
     baseline: Baseline,
     limit: Option<usize>,
 }
 
-pub fn spec(config: &LoadedConfig, baseline: Baseline) -> StageSpec {
-    let kind = BaselineStage { baseline, limit: config.config.train.limit };
-    let spec = super::stage(id(baseline), kind).param("baseline", baseline.tag());
+pub fn spec(config: &LoadedConfig, dataset: Name, baseline: Baseline) -> StageSpec {
+    let data = super::download::id(&dataset);
+    let kind = BaselineStage { dataset: dataset.clone(), baseline, limit: config.config.train.limit };
+    let spec = super::stage(id(&dataset, baseline), kind).param("baseline", baseline.tag());
     let spec = match baseline {
         Baseline::Pixels => spec,
         // PCA is fit on the training images, so it reads the same limit as training.
         Baseline::PixelsPca(d) => spec.params(config.params(&["train.limit"])).param("baseline.components", d),
     };
-    spec.input(super::download::ID, super::download::OUTPUT).outputs(&[LATENT])
+    spec.input(&data, super::download::OUTPUT).outputs(&[LATENT])
 }
 
-/// Pixels as f32 in [0, 1], row-major [n, 784].
+/// Pixels as f32 in [0, 1], row-major [n, C*H*W].
 fn pixels(split: &Split) -> Vec<f32> {
     split.images.iter().map(|&p| p as f32 / 255.0).collect()
 }
@@ -51,14 +54,16 @@ impl StageKind for BaselineStage {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let data = Dataset::read(ctx.input(super::download::ID, super::download::OUTPUT)?)?;
+        let data = super::download::read(ctx, &self.dataset)?;
         let test = pixels(&data.test);
+        let p = data.shape().pixels();
         let (values, d) = match self.baseline {
-            Baseline::Pixels => (test, PIXELS),
+            Baseline::Pixels => (test, p),
             Baseline::PixelsPca(d) => {
                 let n = self.limit.map_or(data.train.len(), |l| l.min(data.train.len()));
                 let spinner = crate::progress::spinner(format!("{}: PCA of {n} training images to {d} dimensions", ctx.stage_id));
-                let fit = pca::fit(&pixels(&data.train)[..n * PIXELS], PIXELS, d);
+                anyhow::ensure!(d <= p, "{}: PCA to {d} dimensions of {p}-value images", ctx.stage_id);
+                let fit = pca::fit(&pixels(&data.train)[..n * p], p, d);
                 spinner.finish_and_clear();
                 (fit?.transform(&test), d)
             }

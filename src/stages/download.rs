@@ -1,34 +1,77 @@
-//! `download`: the MNIST splits as `dataset.safetensors`, from `dataset.local` (IDX) when that
-//! folder holds the files, else from the Hub. Both sources give byte-identical tensors, so a
-//! change of source never invalidates training. The local files are declared inputs: their
-//! content is part of the fingerprint, so replacing them makes this stage stale.
+//! `download-<dataset>`: one dataset's splits as `dataset.safetensors` (u8 images [N, C, H, W],
+//! u8 labels), from `datasets.<name>.local` (IDX) when that folder holds the files, else from
+//! the Hub's parquet files; `dataset.json` says where they came from, with checksums, shape and
+//! class counts. Both sources give byte-identical tensors, so a change of source never
+//! invalidates training. The local files are declared inputs: their content is part of the
+//! fingerprint, so replacing them makes this stage stale.
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{HubDataset, LoadedConfig};
-use crate::data::{hub, idx, Dataset, Split};
+use super::{Name, StageId};
+use crate::config::{DatasetConfig, LoadedConfig};
+use crate::data::{hub, idx, Dataset, Shape, Split};
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 
-pub const ID: &str = "download";
 pub const OUTPUT: &str = "dataset.safetensors";
 pub const SUMMARY: &str = "dataset.json";
 
-pub struct Download {
-    /// `dataset.local` resolved against the config's folder.
-    local: Option<PathBuf>,
-    local_setting: Option<PathBuf>,
-    hub: HubDataset,
+pub fn id(dataset: &str) -> String {
+    StageId::Download(dataset.into()).to_string()
 }
 
-pub fn spec(config: &LoadedConfig) -> StageSpec {
-    let ds = &config.config.dataset;
-    let kind = Download { local: ds.local.as_deref().map(|p| config.resolve(p)), local_setting: ds.local.clone(), hub: ds.hub.clone() };
-    let mut spec = super::stage(ID, kind).params(config.params(&["dataset"])).outputs(&[OUTPUT, SUMMARY]);
+/// `dataset.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    pub dataset: String,
+    pub source: Source,
+    pub shape: Shape,
+    pub classes: usize,
+    pub train: SplitSummary,
+    pub test: SplitSummary,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// IDX files of `path` (as the config spells it), with their sha256.
+    Local { path: String, checksums: Vec<idx::Checksum> },
+    /// Parquet files of a Hub dataset repository at a commit.
+    Hub { repo: String, revision: String, files: Vec<hub::Fetched> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitSummary {
+    pub count: usize,
+    /// Images per class, `0..classes`.
+    pub labels: Vec<usize>,
+}
+
+impl DatasetSummary {
+    /// Reads `dataset.json`; the error names the file.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        let value = super::read_json(path)?;
+        serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{}: not a dataset.json of this latentscope: {e}", path.display()))
+    }
+}
+
+pub struct Download {
+    name: Name,
+    /// `local` resolved against the config's folder, and as the config spells it.
+    local: Option<(PathBuf, PathBuf)>,
+    cfg: DatasetConfig,
+}
+
+pub fn spec(config: &LoadedConfig, name: &str) -> StageSpec {
+    let cfg = config.config.datasets[name].clone();
+    let local = cfg.local.as_ref().map(|p| (config.resolve(p), p.clone()));
+    let mut spec = super::stage(id(name), Download { name: name.into(), local: local.clone(), cfg })
+        .params(config.params(&[&format!("datasets.{name}")]))
+        .outputs(&[OUTPUT, SUMMARY]);
     // The files read are the ones present when the plan is made: all four, or (Hub) none.
-    if let (Some(setting), Some(dir)) = (&ds.local, ds.local.as_deref().map(|p| config.resolve(p))) {
-        for path in idx::files(&dir).unwrap_or_default() {
+    if let Some((dir, setting)) = &local {
+        for path in idx::files(dir).unwrap_or_default() {
             let name = setting.join(path.file_name().expect("a file")).display().to_string();
             spec = spec.file(name, path);
         }
@@ -41,63 +84,91 @@ impl StageKind for Download {
         "download"
     }
 
+    /// 2: any image shape and class count; images stored [N, C, H, W]; typed dataset.json.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let (data, source, checks) = match &self.local {
-            Some(dir) if idx::present(dir) => {
+        let key = format!("datasets.{}", self.name);
+        let (data, source) = match &self.local {
+            Some((dir, setting)) if idx::present(dir) => {
                 let (data, sums) = idx::read_dir(dir)?;
-                if sums.iter().any(|c| !c.canonical_mnist) {
+                if self.name.as_ref() == "mnist" && sums.iter().any(|c| !c.canonical_mnist) {
                     tracing::warn!("{}: the IDX files are not the canonical MNIST files (checksums differ)", dir.display());
                 }
-                let setting = self.local_setting.as_deref().unwrap_or(dir).display().to_string();
-                (data, json!({"kind": "local", "path": setting}), serde_json::to_value(sums)?)
+                (data, Source::Local { path: setting.display().to_string(), checksums: sums })
             }
             other => {
                 // Say why the Hub is used when a local folder was configured.
-                let why = other.as_ref().map(|dir| {
-                    let dir = dir.as_path();
-                    let setting = self.local_setting.as_deref().unwrap_or(dir).display().to_string();
+                let why = other.as_ref().map(|(dir, setting)| {
+                    let setting = setting.display();
                     match idx::files(dir) {
-                        _ if !dir.is_dir() => format!("dataset.local ({setting}) does not exist"),
-                        Err(missing) => format!("dataset.local ({setting}) lacks {} (.gz or plain)", missing.join(", ")),
-                        Ok(_) => format!("dataset.local ({setting}) is incomplete"),
+                        _ if !dir.is_dir() => format!("{key}.local ({setting}) does not exist"),
+                        Err(missing) => format!("{key}.local ({setting}) lacks {} (.gz or plain)", missing.join(", ")),
+                        Ok(_) => format!("{key}.local ({setting}) is incomplete"),
                     }
                 });
+                let Some(hub_cfg) = &self.cfg.hub else {
+                    anyhow::bail!("{}; {key} has no hub source to fall back on", why.unwrap_or_else(|| format!("{key} has no source")));
+                };
                 if let Some(why) = &why {
                     tracing::info!("{why}; using the Hub");
                 }
-                let (data, fetched) = hub::fetch(&self.hub).map_err(|e| match &why {
-                    Some(why) => e.context(format!("{why}, so the Hub ({}) was tried and failed", self.hub.repo)),
+                let (data, fetched) = hub::fetch(hub_cfg, &format!("{key}.hub")).map_err(|e| match &why {
+                    Some(why) => e.context(format!("{why}, so the Hub ({}) was tried and failed", hub_cfg.repo)),
                     None => e,
                 })?;
-                let source = json!({"kind": "hub", "repo": self.hub.repo, "revision": self.hub.revision});
-                (data, source, serde_json::to_value(fetched)?)
+                let source = Source::Hub { repo: hub_cfg.repo.clone(), revision: hub_cfg.revision.clone(), files: fetched };
+                check_unchanged(ctx, &key, &source)?;
+                (data, source)
             }
         };
-        check_splits(&data)?;
+        data.check().map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         data.write(&ctx.output(OUTPUT))?;
-        let summary = json!({
-            "source": source,
-            "train": split_summary(&data.train),
-            "test": split_summary(&data.test),
-            "checksums": checks,
-        });
+        let classes = data.classes();
+        let summary = DatasetSummary {
+            dataset: self.name.to_string(),
+            source,
+            shape: data.shape(),
+            classes,
+            train: split_summary(&data.train, classes),
+            test: split_summary(&data.test, classes),
+        };
         super::write_json(&ctx.output(SUMMARY), &summary)?;
-        tracing::info!("dataset: {} train, {} test images", data.train.len(), data.test.len());
+        tracing::info!("{}: {} train, {} test images of {}, {classes} classes", self.name, data.train.len(), data.test.len(), data.shape());
         Ok(StageReport { device: Some("cpu".into()) })
     }
 }
 
-fn check_splits(data: &Dataset) -> anyhow::Result<()> {
-    data.train.validate("train split")?;
-    data.test.validate("test split")?;
-    anyhow::ensure!(!data.train.is_empty() && !data.test.is_empty(), "the dataset has an empty split");
+/// A Hub file without a pinned sha256 must give the bytes this stage recorded last time for
+/// the same repository and revision: a pinned commit that serves other bytes is a loud error.
+fn check_unchanged(ctx: &StageContext<'_>, key: &str, source: &Source) -> anyhow::Result<()> {
+    let Source::Hub { repo, revision, files } = source else { return Ok(()) };
+    let Some(previous) = ctx.previous(SUMMARY).and_then(|p| DatasetSummary::read(&p).ok()) else { return Ok(()) };
+    let Source::Hub { repo: r0, revision: v0, files: before } = previous.source else { return Ok(()) };
+    if (&r0, &v0) != (repo, revision) {
+        return Ok(());
+    }
+    for f in files.iter().filter(|f| !f.pinned) {
+        if let Some(old) = before.iter().find(|b| b.file == f.file && b.sha256 != f.sha256) {
+            anyhow::bail!(
+                "{repo}/{} at {revision} now has sha256 {}, but the last run recorded {}: the data changed under a pinned revision. \
+                 Pin the sha256 you trust in {key}.hub, or delete the Hub cache's copy",
+                f.file,
+                f.sha256,
+                old.sha256
+            );
+        }
+    }
     Ok(())
 }
 
-fn split_summary(split: &Split) -> serde_json::Value {
-    json!({"count": split.len(), "labels": split.label_counts()})
+fn split_summary(split: &Split, classes: usize) -> SplitSummary {
+    SplitSummary { count: split.len(), labels: split.label_counts(classes) }
+}
+
+/// Reads the dataset this run produced for `dataset`.
+pub fn read(ctx: &StageContext<'_>, dataset: &str) -> anyhow::Result<Dataset> {
+    Dataset::read(ctx.input(&id(dataset), OUTPUT)?)
 }

@@ -1,13 +1,13 @@
-//! `encode-<model>-s<training seed>`: the trained encoder's latent vectors for the whole test
-//! split (`latent.safetensors`: `latent` f32 [10000, d], `labels` u8 [10000]) and the
+//! `encode-<dataset>-<model>-s<training seed>`: the trained encoder's latent vectors for the
+//! whole test split (`latent.safetensors`: `latent` f32 [n, d], `labels` u8 [n]) and the
 //! reconstructions of the first `plot.samples` test images (`reconstructions.safetensors`:
-//! `images` f32 [n, 28, 28]).
+//! `images` f32 [n, C, H, W]). The architecture comes from the trained model's `config.json`.
 
 use safetensors::Dtype;
 
 use super::{Run, StageId};
 use crate::config::{DeviceChoice, LoadedConfig};
-use crate::data::{Dataset, SIDE};
+
 use crate::models;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::tensorfile::{self, le_bytes, Array};
@@ -16,8 +16,8 @@ use crate::train;
 pub const LATENT: &str = "latent.safetensors";
 pub const RECONSTRUCTIONS: &str = "reconstructions.safetensors";
 
-pub fn id(run: Run) -> String {
-    StageId::Encode(run).to_string()
+pub fn id(run: &Run) -> String {
+    StageId::Encode(run.clone()).to_string()
 }
 
 pub struct Encode {
@@ -27,12 +27,13 @@ pub struct Encode {
 }
 
 pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
-    let kind = Encode { run, samples: config.config.plot.samples, device: config.config.device };
-    let spec = super::stage(id(run), kind)
+    let train = super::train::id(&run);
+    let data = super::download::id(&run.dataset);
+    let spec = super::stage(id(&run), Encode { run, samples: config.config.plot.samples, device: config.config.device })
         .params(config.params(&["plot.samples"]))
-        .param("arch", run.arch.name())
-        .input(&super::train::id(run), super::train::MODEL)
-        .input(super::download::ID, super::download::OUTPUT)
+        .input(&train, super::train::MODEL)
+        .input(&train, super::train::CONFIG)
+        .input(&data, super::download::OUTPUT)
         .outputs(&[LATENT, RECONSTRUCTIONS]);
     super::on_device(spec, config)
 }
@@ -42,16 +43,25 @@ impl StageKind for Encode {
         "encode"
     }
 
+    /// 2: any architecture and image shape.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let device = models::device::select(self.device)?;
-        let model = models::load(self.run.arch, ctx.input(&super::train::id(self.run), super::train::MODEL)?, &device)?;
-        let test = Dataset::read(ctx.input(super::download::ID, super::download::OUTPUT)?)?.test;
+        let train_id = super::train::id(&self.run);
+        let (arch, shape) = super::train::read_config(ctx.input(&train_id, super::train::CONFIG)?)?;
+        let test = super::download::read(ctx, &self.run.dataset)?.test;
+        anyhow::ensure!(
+            test.shape == shape,
+            "{}: the model was trained on {shape} images, the test images are {}",
+            ctx.stage_id,
+            test.shape
+        );
+        let model = models::load(&arch, shape, ctx.input(&train_id, super::train::MODEL)?, &device)?;
         let latent = train::encode(model.as_ref(), &test, &device)?;
-        let d = self.run.arch.latent_dim();
+        let d = arch.latent_dim();
         anyhow::ensure!(latent.len() == test.len() * d, "encoder returned {} values for {} images", latent.len(), test.len());
         super::ensure_finite(ctx.stage_id, "latent values", latent.iter().copied())?;
         let bytes = le_bytes(&latent);
@@ -63,7 +73,10 @@ impl StageKind for Encode {
         let recon = train::reconstruct(model.as_ref(), &test, n, &device)?;
         super::ensure_finite(ctx.stage_id, "reconstructed pixels", recon.iter().copied())?;
         let recon = le_bytes(&recon);
-        tensorfile::write(&ctx.output(RECONSTRUCTIONS), &[Array::raw("images", Dtype::F32, vec![n, SIDE, SIDE], &recon)])?;
+        tensorfile::write(
+            &ctx.output(RECONSTRUCTIONS),
+            &[Array::raw("images", Dtype::F32, vec![n, shape.channels, shape.height, shape.width], &recon)],
+        )?;
         Ok(StageReport { device: Some(models::device::name(&device)) })
     }
 }
@@ -82,9 +95,5 @@ pub fn read_latent(path: &std::path::Path) -> anyhow::Result<(Vec<f32>, usize, u
 /// Reads the true labels stored beside the latent vectors.
 pub fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let file = tensorfile::TensorFile::open(path)?;
-    let labels = file.get("labels", Dtype::U8)?.1.to_vec();
-    if let Some(bad) = labels.iter().find(|&&l| l as usize >= crate::data::CLASSES) {
-        anyhow::bail!("{}: label {bad} is not a class (0-{})", path.display(), crate::data::CLASSES - 1);
-    }
-    Ok(labels)
+    Ok(file.get("labels", Dtype::U8)?.1.to_vec())
 }

@@ -1,9 +1,10 @@
-//! `kmeans-<model>-s<training seed>-<seed>`, `kmeans-<baseline>-<seed>`: k-means on the full
-//! latent vectors (or baseline vectors) with one seed
-//! (`assignments.safetensors`: `labels` u32 [10000], `centroids` f32 [k, d]; `kmeans.json`).
+//! `kmeans-<dataset>-<model>-s<training seed>-<seed>`, `kmeans-<dataset>-<baseline>-<seed>`:
+//! k-means on the full latent vectors (or baseline vectors) with one seed
+//! (`assignments.safetensors`: `labels` u32 [n], `centroids` f32 [k, d]; `kmeans.json`,
+//! [`KmeansSummary`]).
 
 use safetensors::Dtype;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{StageId, Subject};
 use crate::analysis::kmeans;
@@ -14,8 +15,26 @@ use crate::tensorfile::{self, le_bytes, le_bytes_u32, Array};
 pub const ASSIGNMENTS: &str = "assignments.safetensors";
 pub const SUMMARY: &str = "kmeans.json";
 
-pub fn id(subject: Subject, seed: u64) -> String {
-    StageId::Kmeans(subject, seed).to_string()
+pub fn id(subject: &Subject, seed: u64) -> String {
+    StageId::Kmeans(subject.clone(), seed).to_string()
+}
+
+/// `kmeans.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KmeansSummary {
+    pub k: usize,
+    pub seed: u64,
+    pub inertia: f64,
+    pub inertia_per_point: f64,
+    pub converged: bool,
+    pub max_iter: usize,
+    pub cluster_sizes: Vec<usize>,
+}
+
+impl KmeansSummary {
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        serde_json::from_value(super::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not a kmeans.json: {e}", path.display()))
+    }
 }
 
 pub struct Kmeans {
@@ -25,16 +44,13 @@ pub struct Kmeans {
 }
 
 pub fn spec(config: &LoadedConfig, subject: Subject, seed: u64) -> StageSpec {
-    let kind = Kmeans { subject, seed, cfg: config.config.kmeans.clone() };
+    let source = subject.source();
     // Its own seed, not the list: adding a seed must not re-run the others.
-    let spec = super::stage(id(subject, seed), kind)
+    super::stage(id(&subject, seed), Kmeans { subject, seed, cfg: config.config.kmeans.clone() })
         .params(config.params(&["kmeans.k", "kmeans.max_iter", "kmeans.tol"]))
-        .param("kmeans.seed", seed);
-    let spec = match subject {
-        Subject::Model(run) => spec.param("arch", run.arch.name()),
-        Subject::Baseline(b) => spec.param("baseline", b.tag()),
-    };
-    spec.input(&subject.source(), super::encode::LATENT).outputs(&[ASSIGNMENTS, SUMMARY])
+        .param("kmeans.seed", seed)
+        .input(&source, super::encode::LATENT)
+        .outputs(&[ASSIGNMENTS, SUMMARY])
 }
 
 impl StageKind for Kmeans {
@@ -68,15 +84,15 @@ impl StageKind for Kmeans {
         )?;
         let mut sizes = vec![0usize; self.cfg.k];
         c.labels.iter().for_each(|&l| sizes[l as usize] += 1);
-        let summary = json!({
-            "k": self.cfg.k,
-            "seed": self.seed,
-            "inertia": c.inertia,
-            "inertia_per_point": c.inertia / n as f64,
-            "converged": c.converged,
-            "max_iter": self.cfg.max_iter,
-            "cluster_sizes": sizes,
-        });
+        let summary = KmeansSummary {
+            k: self.cfg.k,
+            seed: self.seed,
+            inertia: c.inertia,
+            inertia_per_point: c.inertia / n as f64,
+            converged: c.converged,
+            max_iter: self.cfg.max_iter,
+            cluster_sizes: sizes,
+        };
         super::write_json(&ctx.output(SUMMARY), &summary)?;
         Ok(StageReport { device: Some("cpu".into()) })
     }

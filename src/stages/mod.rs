@@ -13,56 +13,73 @@ pub mod train;
 
 use std::sync::Arc;
 
-use crate::config::LoadedConfig;
-use crate::models::Arch;
+use crate::config::{BaselineKind, LoadedConfig};
 use crate::pipeline::StageSpec;
 
-/// Every stage id of the pipeline. Ids are formatted, and parsed back, here and nowhere else.
+/// A dataset or model name from the config (cheap to clone into every id).
+pub type Name = Arc<str>;
+
+/// Every stage id of the pipeline. Ids are formatted here and nowhere else.
 ///
-/// `download`; per model and training seed `s`: `train-<model>-s<s>`, `encode-<model>-s<s>`,
-/// `pca-<model>-s<s>`; per baseline: `baseline-pixels`, `baseline-pixels-pca<d>`; per
-/// clustered representation and k-means seed `k`: `kmeans-<model>-s<s>-<k>`,
-/// `kmeans-pixels-<k>`, `kmeans-pixels-pca<d>-<k>`; `score`; `plot`. Every axis is in every
-/// id, so adding a seed, a model or a baseline never renames a stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Per dataset `d`: `download-<d>`; per model `m` and training seed `s`: `train-<d>-<m>-s<s>`,
+/// `encode-<d>-<m>-s<s>`, `pca-<d>-<m>-s<s>`; per baseline: `baseline-<d>-pixels`,
+/// `baseline-<d>-pixels-pca<n>`; per clustered representation and k-means seed `k`:
+/// `kmeans-<d>-<m>-s<s>-<k>`, `kmeans-<d>-pixels-<k>`, `kmeans-<d>-pixels-pca<n>-<k>`; then
+/// `score` and `plot`. Every axis is in every id, so adding a dataset, a model, a seed or a
+/// baseline never renames a stage. Config validation keeps two (dataset, model) pairs from
+/// spelling the same id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StageId {
-    Download,
+    Download(Name),
     Train(Run),
     Encode(Run),
     Pca(Run),
-    Baseline(Baseline),
+    Baseline(Name, Baseline),
     Kmeans(Subject, u64),
     Score,
     Plot,
 }
 
-/// One trained model: an architecture and a training seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One trained model: a dataset, a model and a training seed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Run {
-    pub arch: Arch,
+    pub dataset: Name,
+    pub model: Name,
     pub seed: u64,
 }
 
 impl Run {
-    pub fn new(arch: Arch, seed: u64) -> Self {
-        Self { arch, seed }
+    pub fn new(dataset: &str, model: &str, seed: u64) -> Self {
+        Self { dataset: dataset.into(), model: model.into(), seed }
     }
 
-    /// `simple-s42`.
+    /// `mnist-simple-s42`.
     pub fn tag(&self) -> String {
-        format!("{}-s{}", self.arch.name(), self.seed)
+        format!("{}-{}-s{}", self.dataset, self.model, self.seed)
     }
 
-    /// Every model of the config, per training seed, in plan order.
+    /// Every (dataset, model, training seed) of the config, in plan order.
     pub fn all(config: &LoadedConfig) -> Vec<Run> {
-        Arch::ALL.iter().flat_map(|&arch| config.config.train.seeds.iter().map(move |&seed| Run::new(arch, seed))).collect()
+        let c = &config.config;
+        let mut out = Vec::new();
+        for d in c.datasets.keys() {
+            for m in c.models.keys() {
+                out.extend(c.train.seeds.iter().map(|&s| Run::new(d, m, s)));
+            }
+        }
+        out
+    }
+
+    /// The model's settings.
+    pub fn model_config<'a>(&self, config: &'a LoadedConfig) -> &'a crate::config::ModelConfig {
+        &config.config.models[&*self.model]
     }
 }
 
 /// A representation clustered without training: the control a latent space must beat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Baseline {
-    /// The raw pixels (784-d).
+    /// The raw pixels.
     Pixels,
     /// PCA of the pixels (fit on the training images) to this many dimensions.
     PixelsPca(usize),
@@ -77,22 +94,15 @@ impl Baseline {
         }
     }
 
-    fn parse(tag: &str) -> Option<Self> {
-        match tag {
-            "pixels" => Some(Baseline::Pixels),
-            _ => Some(Baseline::PixelsPca(tag.strip_prefix("pixels-pca")?.parse().ok()?)),
-        }
-    }
-
     /// The baselines of the config: raw pixels, and PCA of the pixels at each model's latent
     /// size ("does the autoencoder beat PCA at the same dimension?").
     pub fn all(config: &LoadedConfig) -> Vec<Baseline> {
         let mut out = Vec::new();
         for kind in &config.config.baselines {
             match kind {
-                crate::config::BaselineKind::Pixels => out.push(Baseline::Pixels),
-                crate::config::BaselineKind::PixelsPca => {
-                    let mut dims: Vec<usize> = Arch::ALL.iter().map(|a| a.latent_dim()).collect();
+                BaselineKind::Pixels => out.push(Baseline::Pixels),
+                BaselineKind::PixelsPca => {
+                    let mut dims: Vec<usize> = config.config.models.values().map(|m| m.architecture().latent_dim()).collect();
                     dims.sort_unstable();
                     dims.dedup();
                     out.extend(dims.into_iter().map(Baseline::PixelsPca));
@@ -103,56 +113,64 @@ impl Baseline {
     }
 }
 
-/// What a k-means stage clusters: a trained model's latents or a baseline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a k-means stage clusters: a trained model's latents or a dataset's baseline.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     Model(Run),
-    Baseline(Baseline),
+    Baseline(Name, Baseline),
 }
 
 impl Subject {
-    /// `simple-s42`, `pixels-pca9`.
+    /// `mnist-simple-s42`, `mnist-pixels-pca9`.
     pub fn tag(&self) -> String {
         match self {
             Subject::Model(r) => r.tag(),
-            Subject::Baseline(b) => b.tag(),
+            Subject::Baseline(d, b) => format!("{d}-{}", b.tag()),
+        }
+    }
+
+    pub fn dataset(&self) -> &str {
+        match self {
+            Subject::Model(r) => &r.dataset,
+            Subject::Baseline(d, _) => d,
         }
     }
 
     /// The stage whose `latent.safetensors` holds the vectors to cluster.
     pub fn source(&self) -> String {
         match self {
-            Subject::Model(r) => StageId::Encode(*r).to_string(),
-            Subject::Baseline(b) => StageId::Baseline(*b).to_string(),
+            Subject::Model(r) => StageId::Encode(r.clone()).to_string(),
+            Subject::Baseline(d, b) => StageId::Baseline(d.clone(), *b).to_string(),
         }
     }
 
-    /// The row name in the metrics: the model (`simple`) or the baseline (`pixels-pca9`).
+    /// The row name in the metrics, within its dataset: the model (`simple`) or the
+    /// baseline (`pixels-pca9`).
     pub fn name(&self) -> String {
         match self {
-            Subject::Model(r) => r.arch.name().to_owned(),
-            Subject::Baseline(b) => b.tag(),
+            Subject::Model(r) => r.model.to_string(),
+            Subject::Baseline(_, b) => b.tag(),
         }
     }
 
-    fn parse(tag: &str) -> Option<Self> {
-        if let Some((arch, seed)) = tag.rsplit_once("-s") {
-            if let Some(arch) = Arch::ALL.into_iter().find(|a| a.name() == arch) {
-                return Some(Subject::Model(Run::new(arch, seed.parse().ok()?)));
-            }
+    /// Every representation of the config: each run, then each dataset's baselines.
+    pub fn all(config: &LoadedConfig) -> Vec<Subject> {
+        let mut out: Vec<Subject> = Run::all(config).into_iter().map(Subject::Model).collect();
+        for d in config.config.datasets.keys() {
+            out.extend(Baseline::all(config).into_iter().map(|b| Subject::Baseline(d.as_str().into(), b)));
         }
-        Baseline::parse(tag).map(Subject::Baseline)
+        out
     }
 }
 
 impl std::fmt::Display for StageId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StageId::Download => f.write_str(download::ID),
+            StageId::Download(d) => write!(f, "download-{d}"),
             StageId::Train(r) => write!(f, "train-{}", r.tag()),
             StageId::Encode(r) => write!(f, "encode-{}", r.tag()),
             StageId::Pca(r) => write!(f, "pca-{}", r.tag()),
-            StageId::Baseline(b) => write!(f, "baseline-{}", b.tag()),
+            StageId::Baseline(d, b) => write!(f, "baseline-{d}-{}", b.tag()),
             StageId::Kmeans(subject, k) => write!(f, "kmeans-{}-{k}", subject.tag()),
             StageId::Score => f.write_str(score::ID),
             StageId::Plot => f.write_str(plot::ID),
@@ -160,52 +178,59 @@ impl std::fmt::Display for StageId {
     }
 }
 
-impl StageId {
-    /// The id that [`Display`](std::fmt::Display) wrote, or `None`.
-    pub fn parse(id: &str) -> Option<Self> {
-        match id {
-            download::ID => return Some(StageId::Download),
-            score::ID => return Some(StageId::Score),
-            plot::ID => return Some(StageId::Plot),
-            _ => {}
-        }
-        let (kind, rest) = id.split_once('-')?;
-        let run = |tag: &str| match Subject::parse(tag)? {
-            Subject::Model(r) => Some(r),
-            Subject::Baseline(_) => None,
-        };
-        let parsed = match kind {
-            "train" => StageId::Train(run(rest)?),
-            "encode" => StageId::Encode(run(rest)?),
-            "pca" => StageId::Pca(run(rest)?),
-            "baseline" => StageId::Baseline(Baseline::parse(rest)?),
-            "kmeans" => {
-                let (tag, k) = rest.rsplit_once('-')?;
-                StageId::Kmeans(Subject::parse(tag)?, k.parse().ok()?)
-            }
-            _ => return None,
-        };
-        // Only the canonical spelling (no `s042`, no `+1`).
-        (parsed.to_string() == id).then_some(parsed)
+/// Every stage id for this config, in plan order (see [`StageId`]).
+pub fn stage_ids(config: &LoadedConfig) -> Vec<StageId> {
+    let runs = Run::all(config);
+    let mut ids: Vec<StageId> = config.config.datasets.keys().map(|d| StageId::Download(d.as_str().into())).collect();
+    ids.extend(runs.iter().cloned().map(StageId::Train));
+    ids.extend(runs.iter().cloned().map(StageId::Encode));
+    ids.extend(runs.iter().cloned().map(StageId::Pca));
+    let subjects = Subject::all(config);
+    ids.extend(subjects.iter().filter_map(|s| match s {
+        Subject::Baseline(d, b) => Some(StageId::Baseline(d.clone(), *b)),
+        Subject::Model(_) => None,
+    }));
+    for subject in subjects {
+        ids.extend(config.config.kmeans.seeds.iter().map(|&k| StageId::Kmeans(subject.clone(), k)));
     }
+    ids.push(StageId::Score);
+    ids.push(StageId::Plot);
+    ids
 }
 
 /// Every stage of the pipeline for this config, in declaration order (see [`StageId`]).
 pub fn plan(config: &LoadedConfig) -> Vec<StageSpec> {
-    let runs = Run::all(config);
-    let mut stages = vec![download::spec(config)];
-    stages.extend(runs.iter().map(|&r| train::spec(config, r)));
-    stages.extend(runs.iter().map(|&r| encode::spec(config, r)));
-    stages.extend(runs.iter().map(|&r| pca::spec(config, r)));
-    let baselines = Baseline::all(config);
-    stages.extend(baselines.iter().map(|&b| baseline::spec(config, b)));
-    let subjects = runs.iter().map(|&r| Subject::Model(r)).chain(baselines.iter().map(|&b| Subject::Baseline(b)));
-    for subject in subjects {
-        stages.extend(config.config.kmeans.seeds.iter().map(|&k| kmeans::spec(config, subject, k)));
+    stage_ids(config).into_iter().map(|id| spec(config, id)).collect()
+}
+
+/// The spec of one stage.
+pub fn spec(config: &LoadedConfig, id: StageId) -> StageSpec {
+    match id {
+        StageId::Download(d) => download::spec(config, &d),
+        StageId::Train(r) => train::spec(config, r),
+        StageId::Encode(r) => encode::spec(config, r),
+        StageId::Pca(r) => pca::spec(config, r),
+        StageId::Baseline(d, b) => baseline::spec(config, d, b),
+        StageId::Kmeans(s, k) => kmeans::spec(config, s, k),
+        StageId::Score => score::spec(config),
+        StageId::Plot => plot::spec(config),
     }
-    stages.push(score::spec(config));
-    stages.push(plot::spec(config));
-    stages
+}
+
+/// Checks, before anything runs, that every model fits every dataset whose image shape is
+/// known without downloading (local IDX files); Hub datasets are checked by training itself,
+/// before its first step.
+pub fn check_shapes(config: &LoadedConfig) -> anyhow::Result<()> {
+    for (dname, d) in &config.config.datasets {
+        let Some(local) = &d.local else { continue };
+        let Some(shape) = crate::data::idx::image_shape(&config.resolve(local)) else { continue };
+        for (mname, m) in &config.config.models {
+            if let Err(why) = m.architecture().check(shape) {
+                anyhow::bail!("{}: model {mname} does not fit dataset {dname}: {why}", config.path.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a JSON artefact; errors name the file.
@@ -214,15 +239,11 @@ pub(crate) fn read_json(path: &std::path::Path) -> anyhow::Result<serde_json::Va
     serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))
 }
 
-/// Declares the device a training or encoding stage computes on. The CPU is the reference
-/// and adds nothing (so CPU fingerprints do not depend on the `device` setting); any other
-/// device gives different bits, so it becomes a param (`device: cuda`) and a different
-/// fingerprint.
+/// Declares the resolved device a training or encoding stage computes on (`device: cpu`,
+/// `cuda`, `metal`): devices give different bits, so each has its own fingerprint, and `auto`
+/// resolving to the same device as `cpu` changes nothing.
 pub(crate) fn on_device(spec: StageSpec, config: &LoadedConfig) -> StageSpec {
-    match crate::models::device::resolve_kind(config.config.device) {
-        "cpu" => spec,
-        other => spec.param("device", other),
-    }
+    spec.param("device", crate::models::device::resolve_kind(config.config.device))
 }
 
 /// Writes a stage output; the error names the file (a full disk, say).
@@ -257,36 +278,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stage_ids_round_trip_and_reject_other_spellings() {
-        let r = Run::new(Arch::Conv, 42);
-        let (m, p9) = (Subject::Model(r), Subject::Baseline(Baseline::PixelsPca(9)));
-        for id in [
-            StageId::Download,
-            StageId::Train(r),
-            StageId::Encode(r),
-            StageId::Pca(r),
-            StageId::Baseline(Baseline::Pixels),
-            StageId::Baseline(Baseline::PixelsPca(9)),
-            StageId::Kmeans(m, 7),
-            StageId::Kmeans(p9, 0),
-            StageId::Kmeans(Subject::Baseline(Baseline::Pixels), 3),
-            StageId::Score,
-            StageId::Plot,
-        ] {
-            assert_eq!(StageId::parse(&id.to_string()), Some(id), "{id}");
-        }
-        assert_eq!(StageId::Kmeans(m, 7).to_string(), "kmeans-conv-s42-7");
-        assert_eq!(StageId::Kmeans(p9, 0).to_string(), "kmeans-pixels-pca9-0");
-        let bad = ["train-conv", "train-conv-s042", "train-conv-s+1", "kmeans-conv-s42", "train-wide-s1", "nope"];
-        for bad in bad.into_iter().chain(["train-pixels", "baseline-pixels-pca09", "kmeans-pixels", "baseline-conv-s42"]) {
-            assert_eq!(StageId::parse(bad), None, "{bad}");
-        }
+    fn stage_ids_carry_every_axis() {
+        let r = Run::new("fashion-mnist", "conv", 42);
+        let p9 = Subject::Baseline("mnist".into(), Baseline::PixelsPca(9));
+        assert_eq!(StageId::Download("mnist".into()).to_string(), "download-mnist");
+        assert_eq!(StageId::Train(r.clone()).to_string(), "train-fashion-mnist-conv-s42");
+        assert_eq!(StageId::Kmeans(Subject::Model(r), 7).to_string(), "kmeans-fashion-mnist-conv-s42-7");
+        assert_eq!(StageId::Kmeans(p9, 0).to_string(), "kmeans-mnist-pixels-pca9-0");
+        assert_eq!(StageId::Baseline("mnist".into(), Baseline::Pixels).to_string(), "baseline-mnist-pixels");
     }
 
     #[test]
     fn non_finite_values_are_refused_with_the_stage_and_count() {
-        assert!(ensure_finite("pca-conv-s42", "PCA values", [1.0, 2.0]).is_ok());
-        let e = ensure_finite("pca-conv-s42", "PCA values", [1.0, f32::NAN, f32::INFINITY]).unwrap_err().to_string();
-        assert_eq!(e, "pca-conv-s42: 2 of 3 PCA values are NaN or infinite; nothing was committed");
+        assert!(ensure_finite("pca-mnist-conv-s42", "PCA values", [1.0, 2.0]).is_ok());
+        let e = ensure_finite("pca-mnist-conv-s42", "PCA values", [1.0, f32::NAN, f32::INFINITY]).unwrap_err().to_string();
+        assert_eq!(e, "pca-mnist-conv-s42: 2 of 3 PCA values are NaN or infinite; nothing was committed");
     }
 }

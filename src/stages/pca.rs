@@ -1,5 +1,5 @@
-//! `pca-<model>-s<training seed>`: the latent vectors projected on their first `pca.components`
-//! principal components (`pca.safetensors`: `points` f32 [10000, components], `components`
+//! `pca-<dataset>-<model>-s<training seed>`: the latent vectors projected on their first `pca.components`
+//! principal components (`pca.safetensors`: `points` f32 [n, components], `components`
 //! f32 [components, d], `mean` f32 [d]; `pca.json`: explained variance per component).
 
 use safetensors::Dtype;
@@ -14,8 +14,8 @@ use crate::tensorfile::{self, le_bytes, Array};
 pub const POINTS: &str = "pca.safetensors";
 pub const SUMMARY: &str = "pca.json";
 
-pub fn id(run: Run) -> String {
-    StageId::Pca(run).to_string()
+pub fn id(run: &Run) -> String {
+    StageId::Pca(run.clone()).to_string()
 }
 
 pub struct Pca {
@@ -24,11 +24,10 @@ pub struct Pca {
 }
 
 pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
-    let kind = Pca { run, components: config.config.pca.components };
-    super::stage(id(run), kind)
+    let source = super::encode::id(&run);
+    super::stage(id(&run), Pca { run, components: config.config.pca.components })
         .params(config.params(&["pca"]))
-        .param("arch", run.arch.name())
-        .input(&super::encode::id(run), super::encode::LATENT)
+        .input(&source, super::encode::LATENT)
         .outputs(&[POINTS, SUMMARY])
 }
 
@@ -42,7 +41,7 @@ impl StageKind for Pca {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(self.run), super::encode::LATENT)?)?;
+        let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(&self.run), super::encode::LATENT)?)?;
         let fit = pca::fit(&latent, d, self.components)?;
         let points = fit.transform(&latent);
         let components: Vec<f32> = fit.components.iter().flatten().map(|&v| v as f32).collect();

@@ -1,44 +1,56 @@
-//! `plot`: the figures (loss curves, reconstructions, PCA scatters, contingency heat maps)
-//! and `report.md`, which sets the metrics beside the notebook's numbers and embeds the figures.
+//! `plot`: per dataset, the figures (loss curves, reconstructions, PCA scatters, contingency
+//! heat maps, spread over seeds) and `report.md`, which sets the metrics beside the
+//! notebook's numbers and embeds the figures.
 
 use safetensors::Dtype;
-use serde_json::Value;
 
-use super::read_json;
 use super::score::{Metrics, CLUSTER_METRICS};
-use super::Run;
+use super::{Name, Run};
 use crate::config::LoadedConfig;
-use crate::data::{Dataset, PIXELS};
 use crate::figures::{self, LossCurve};
-use crate::models::Arch;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::report;
 use crate::tensorfile::{f32_values, TensorFile};
+use crate::train::History;
 
 pub const ID: &str = "plot";
-pub const LOSS: &str = "loss.png";
-pub const RECONSTRUCTIONS: &str = "reconstructions.png";
 pub const REPORT: &str = "report.md";
-pub const SPREAD: &str = "spread.png";
 
-pub fn pca_figure(arch: Arch) -> String {
-    format!("pca-{}.png", arch.name())
+pub fn loss_figure(dataset: &str) -> String {
+    format!("loss-{dataset}.png")
 }
 
-pub fn contingency_figure(arch: Arch) -> String {
-    format!("contingency-{}.png", arch.name())
+pub fn reconstructions_figure(dataset: &str) -> String {
+    format!("reconstructions-{dataset}.png")
 }
 
-/// Every figure this stage draws, with its caption, in report order.
-pub fn figure_captions() -> Vec<(String, String)> {
-    let mut figs: Vec<(String, String)> = vec![(LOSS.into(), "Training loss".into()), (RECONSTRUCTIONS.into(), "Reconstructions".into())];
-    for arch in Arch::ALL {
-        figs.push((pca_figure(arch), format!("PCA of the {} latent space", arch.name())));
+pub fn spread_figure(dataset: &str) -> String {
+    format!("spread-{dataset}.png")
+}
+
+pub fn pca_figure(dataset: &str, model: &str) -> String {
+    format!("pca-{dataset}-{model}.png")
+}
+
+pub fn contingency_figure(dataset: &str, model: &str) -> String {
+    format!("contingency-{dataset}-{model}.png")
+}
+
+/// Every figure this stage draws for these datasets and models, with its caption, in report
+/// order.
+pub fn figure_captions(datasets: &[String], models: &[String]) -> Vec<(String, String)> {
+    let mut figs = Vec::new();
+    for d in datasets {
+        figs.push((loss_figure(d), format!("{d}: training loss")));
+        figs.push((reconstructions_figure(d), format!("{d}: reconstructions")));
+        for m in models {
+            figs.push((pca_figure(d, m), format!("{d}: PCA of the {m} latent space")));
+        }
+        for m in models {
+            figs.push((contingency_figure(d, m), format!("{d}: contingency of the best {m} clustering")));
+        }
+        figs.push((spread_figure(d), format!("{d}: spread of each metric over k-means and training seeds")));
     }
-    for arch in Arch::ALL {
-        figs.push((contingency_figure(arch), format!("Contingency of the best {} clustering", arch.name())));
-    }
-    figs.push((SPREAD.into(), "Spread of each metric over k-means and training seeds".into()));
     figs
 }
 
@@ -46,31 +58,36 @@ pub fn figure_captions() -> Vec<(String, String)> {
 /// spread over every seed, and writes the report.
 pub struct Plot {
     samples: usize,
+    datasets: Vec<Name>,
+    models: Vec<Name>,
     /// The training seed whose model the per-model figures show.
     shown: u64,
 }
 
 pub fn spec(config: &LoadedConfig) -> StageSpec {
-    let shown = config.config.train.seeds[0];
-    let kind = Plot { samples: config.config.plot.samples, shown };
-    let mut outputs = vec![LOSS.to_owned(), RECONSTRUCTIONS.to_owned(), REPORT.to_owned(), SPREAD.to_owned()];
-    for arch in Arch::ALL {
-        outputs.push(pca_figure(arch));
-        outputs.push(contingency_figure(arch));
-    }
+    let c = &config.config;
+    let shown = c.train.seeds[0];
+    let datasets: Vec<Name> = c.datasets.keys().map(|d| d.as_str().into()).collect();
+    let models: Vec<Name> = c.models.keys().map(|m| m.as_str().into()).collect();
+    let names = |v: &[Name]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let mut outputs: Vec<String> = figure_captions(&names(&datasets), &names(&models)).into_iter().map(|(f, _)| f).collect();
+    outputs.push(REPORT.to_owned());
     // Everything else (k, the seeds) comes from score's metrics.json.
-    let mut spec = super::stage(ID, kind)
+    let mut spec = super::stage(ID, Plot { samples: c.plot.samples, datasets: datasets.clone(), models: models.clone(), shown })
         .params(config.params(&["plot"]))
         .param("plot.training_seed", shown)
-        .input(super::download::ID, super::download::OUTPUT)
         .input(super::score::ID, super::score::METRICS);
-    for arch in Arch::ALL {
-        let run = Run::new(arch, shown);
-        spec = spec
-            .input(&super::train::id(run), super::train::HISTORY)
-            .input(&super::encode::id(run), super::encode::RECONSTRUCTIONS)
-            .input(&super::encode::id(run), super::encode::LATENT)
-            .input(&super::pca::id(run), super::pca::POINTS);
+    for d in &datasets {
+        spec = spec.input(&super::download::id(d), super::download::OUTPUT).input(&super::download::id(d), super::download::SUMMARY);
+        for m in &models {
+            let run = Run { dataset: d.clone(), model: m.clone(), seed: shown };
+            spec = spec
+                .input(&super::train::id(&run), super::train::HISTORY)
+                .input(&super::train::id(&run), super::train::CONFIG)
+                .input(&super::encode::id(&run), super::encode::RECONSTRUCTIONS)
+                .input(&super::encode::id(&run), super::encode::LATENT)
+                .input(&super::pca::id(&run), super::pca::POINTS);
+        }
     }
     spec.outputs = outputs;
     spec
@@ -82,70 +99,92 @@ impl StageKind for Plot {
     }
 
     /// 3: the report states the run's image counts and k; training seeds; spread figure.
+    /// 4: per dataset, any model; figure names carry dataset and model.
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let metrics = Metrics::read(ctx.input(super::score::ID, super::score::METRICS)?)?;
+        let mut facts = report::RunFacts { datasets: Vec::new(), models: Vec::new() };
+        for dataset in &self.datasets {
+            facts.datasets.push(self.draw_dataset(ctx, &metrics, dataset)?);
+        }
+        for model in &self.models {
+            let run = Run { dataset: self.datasets[0].clone(), model: model.clone(), seed: self.shown };
+            let (arch, _) = super::train::read_config(ctx.input(&super::train::id(&run), super::train::CONFIG)?)?;
+            facts.models.push((model.to_string(), format!("{} {}, {}-d latent", arch.family(), arch.class_name(), arch.latent_dim())));
+        }
+        let names = |v: &[Name]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let figs = figure_captions(&names(&self.datasets), &names(&self.models));
+        let refs: Vec<(&str, &str)> = figs.iter().map(|(f, c)| (f.as_str(), c.as_str())).collect();
+        let path = ctx.output(REPORT);
+        super::write_file(&path, report::markdown(&metrics, &facts, &refs))?;
+        Ok(StageReport { device: Some("cpu".into()) })
+    }
+}
+
+impl Plot {
+    /// The figures of one dataset; returns the facts the report states about it.
+    fn draw_dataset(&self, ctx: &StageContext<'_>, metrics: &Metrics, dataset: &Name) -> anyhow::Result<report::DatasetFacts> {
+        let summary = super::download::DatasetSummary::read(ctx.input(&super::download::id(dataset), super::download::SUMMARY)?)?;
+        let run = |model: &Name| Run { dataset: dataset.clone(), model: model.clone(), seed: self.shown };
 
         // Loss curves.
-        let histories: Vec<(Arch, Value)> = Arch::ALL
+        let histories: Vec<History> = self
+            .models
             .iter()
-            .map(|&a| Ok((a, read_json(ctx.input(&super::train::id(Run::new(a, self.shown)), super::train::HISTORY)?)?)))
+            .map(|m| History::read(ctx.input(&super::train::id(&run(m)), super::train::HISTORY)?))
             .collect::<anyhow::Result<_>>()?;
-        let losses: Vec<(Arch, Vec<f32>, usize)> = histories
+        let curves: Vec<LossCurve<'_>> = self
+            .models
             .iter()
-            .map(|(a, h)| {
-                let steps: Vec<f32> =
-                    h["step_loss"].as_array().map(|v| v.iter().filter_map(Value::as_f64).map(|x| x as f32).collect()).unwrap_or_default();
-                let n = h["train_images"].as_u64().unwrap_or(1) as usize;
-                let batch = h["settings"]["batch_size"].as_u64().unwrap_or(1).max(1) as usize;
-                (*a, steps, n.div_ceil(batch))
+            .zip(&histories)
+            .map(|(m, h)| LossCurve {
+                name: m,
+                step_loss: &h.step_loss,
+                steps_per_epoch: h.train_images.div_ceil(h.settings.batch_size.max(1)),
             })
             .collect();
-        let curves: Vec<LossCurve<'_>> =
-            losses.iter().map(|(a, s, per)| LossCurve { name: a.name(), step_loss: s, steps_per_epoch: *per }).collect();
-        figures::loss_curves(&ctx.output(LOSS), &curves)?;
+        figures::loss_curves(&ctx.output(&loss_figure(dataset)), &curves)?;
 
-        // Originals over both models' reconstructions.
-        let test = Dataset::read(ctx.input(super::download::ID, super::download::OUTPUT)?)?.test;
+        // Originals over every model's reconstructions.
+        let test = super::download::read(ctx, dataset)?.test;
+        let shape = test.shape;
         let n = self.samples.min(test.len());
-        let originals: Vec<f32> = test.images[..n * PIXELS].iter().map(|&p| p as f32 / 255.0).collect();
+        let originals: Vec<f32> = test.images[..n * shape.pixels()].iter().map(|&p| p as f32 / 255.0).collect();
         let mut recon = Vec::new();
-        for arch in Arch::ALL {
-            let file = TensorFile::open(ctx.input(&super::encode::id(Run::new(arch, self.shown)), super::encode::RECONSTRUCTIONS)?)?;
+        for m in &self.models {
+            let file = TensorFile::open(ctx.input(&super::encode::id(&run(m)), super::encode::RECONSTRUCTIONS)?)?;
             recon.push(f32_values(file.get("images", Dtype::F32)?.1));
         }
-        let rows = [("original", originals.as_slice()), ("simple", recon[0].as_slice()), ("conv", recon[1].as_slice())];
-        figures::image_rows(&ctx.output(RECONSTRUCTIONS), &format!("First {n} test images and their reconstructions"), &rows, n)?;
+        let mut rows = vec![("original", originals.as_slice())];
+        rows.extend(self.models.iter().zip(&recon).map(|(m, r)| (m.as_ref(), r.as_slice())));
+        let title = format!("{dataset}: first {n} test images and their reconstructions");
+        figures::image_rows(&ctx.output(&reconstructions_figure(dataset)), &title, shape, &rows, n)?;
 
         // PCA scatters and contingency heat maps.
-        for arch in Arch::ALL {
-            let run = Run::new(arch, self.shown);
-            let labels = super::encode::read_labels(ctx.input(&super::encode::id(run), super::encode::LATENT)?)?;
-            let file = TensorFile::open(ctx.input(&super::pca::id(run), super::pca::POINTS)?)?;
-            let (shape, bytes) = file.get("points", Dtype::F32)?;
-            anyhow::ensure!(
-                shape.len() == 2 && shape[1] >= 2,
-                "PCA points of {} have shape {shape:?}; the scatter needs 2 components",
-                arch.name()
-            );
-            let points: Vec<f32> = f32_values(bytes).chunks_exact(shape[1]).flat_map(|r| [r[0], r[1]]).collect();
+        for m in &self.models {
+            let run = run(m);
+            let labels = super::encode::read_labels(ctx.input(&super::encode::id(&run), super::encode::LATENT)?)?;
+            let file = TensorFile::open(ctx.input(&super::pca::id(&run), super::pca::POINTS)?)?;
+            let (pshape, bytes) = file.get("points", Dtype::F32)?;
+            anyhow::ensure!(pshape.len() == 2 && pshape[1] >= 2, "PCA points of {m} have shape {pshape:?}; the scatter needs 2 components");
+            let points: Vec<f32> = f32_values(bytes).chunks_exact(pshape[1]).flat_map(|r| [r[0], r[1]]).collect();
             figures::scatter(
-                &ctx.output(&pca_figure(arch)),
-                &format!("{}: test-set latents, first two principal components", arch.class_name()),
+                &ctx.output(&pca_figure(dataset, m)),
+                &format!("{dataset}, {m}: test-set latents, first two principal components"),
                 &points,
                 &labels,
                 ("PC 1", "PC 2"),
             )?;
             let shown = metrics
-                .model(arch.name())
-                .and_then(|m| m.runs.iter().find(|r| r.training_seed == Some(self.shown)))
-                .ok_or_else(|| anyhow::anyhow!("score/metrics.json has no {} model of training seed {}", arch.name(), self.shown))?;
+                .model(dataset, m)
+                .and_then(|mm| mm.runs.iter().find(|r| r.training_seed == Some(self.shown)))
+                .ok_or_else(|| anyhow::anyhow!("score/metrics.json has no {dataset} {m} model of training seed {}", self.shown))?;
             figures::heatmap(
-                &ctx.output(&contingency_figure(arch)),
-                &format!("{}: true label x k-means cluster (k-means seed {}, best purity)", arch.class_name(), shown.best_purity_seed),
+                &ctx.output(&contingency_figure(dataset, m)),
+                &format!("{dataset}, {m}: true label x k-means cluster (k-means seed {}, best purity)", shown.best_purity_seed),
                 &shown.contingency,
             )?;
         }
@@ -155,9 +194,8 @@ impl StageKind for Plot {
             .iter()
             .map(|&metric| {
                 let strips = metrics
-                    .models
-                    .iter()
-                    .chain(&metrics.baselines)
+                    .models_of(dataset)
+                    .chain(metrics.baselines_of(dataset))
                     .map(|m| figures::Strip {
                         name: &m.model,
                         clusterings: m.runs.iter().flat_map(|r| r.metric(metric).per_seed.clone()).collect(),
@@ -168,21 +206,18 @@ impl StageKind for Plot {
             })
             .collect();
         let title = format!(
-            "Grey: each of {} clusterings per model; colour: each training seed's mean; bar: mean over {} training seed{}",
+            "{dataset}. Grey: each of {} clusterings per model; colour: each training seed's mean; bar: mean over {} training seed{}",
             metrics.kmeans_seeds.len() * metrics.training_seeds.len(),
             metrics.training_seeds.len(),
             if metrics.training_seeds.len() > 1 { "s" } else { "" }
         );
-        figures::strips(&ctx.output(SPREAD), &title, &panels)?;
-
-        let figs = figure_captions();
-        let refs: Vec<(&str, &str)> = figs.iter().map(|(f, c)| (f.as_str(), c.as_str())).collect();
-        let facts = report::RunFacts {
-            train_images: histories.iter().map(|(_, h)| h["train_images"].as_u64().unwrap_or(0) as usize).collect(),
+        figures::strips(&ctx.output(&spread_figure(dataset)), &title, &panels)?;
+        Ok(report::DatasetFacts {
+            name: dataset.to_string(),
+            shape: summary.shape,
+            classes: summary.classes,
+            train_images: histories.iter().map(|h| h.train_images).collect(),
             test_images: test.len(),
-        };
-        let path = ctx.output(REPORT);
-        super::write_file(&path, report::markdown(&metrics, &facts, &refs))?;
-        Ok(StageReport { device: Some("cpu".into()) })
+        })
     }
 }

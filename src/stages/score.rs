@@ -1,5 +1,5 @@
-//! `score`: every clustering scored against the true labels, per model: purity, NMI, ARI and
-//! accuracy (per seed, best, mean, population standard deviation), the test MSE, and the
+//! `score`: every clustering scored against the true labels, per dataset and model (and
+//! baseline): purity, NMI, ARI and accuracy (per seed, best, mean, population standard deviation), the test MSE, and the
 //! contingency matrix (true label x cluster) of the best-purity seed (`metrics.json`).
 
 use std::collections::BTreeMap;
@@ -7,12 +7,10 @@ use std::collections::BTreeMap;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
-use super::{Baseline, Run, Subject};
+use super::{Name, Run, Subject};
 use crate::analysis::metrics;
 use crate::analysis::stats::{self, Stats, TTest};
 use crate::config::LoadedConfig;
-use crate::data::CLASSES;
-use crate::models::Arch;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::tensorfile::{self, TensorFile};
 
@@ -20,8 +18,9 @@ pub const ID: &str = "score";
 pub const METRICS: &str = "metrics.json";
 
 pub struct Score {
-    runs: Vec<Run>,
-    baselines: Vec<Baseline>,
+    datasets: Vec<Name>,
+    models: Vec<Name>,
+    subjects: Vec<Subject>,
     kmeans_seeds: Vec<u64>,
     training_seeds: Vec<u64>,
     k: usize,
@@ -30,10 +29,11 @@ pub struct Score {
 pub fn spec(config: &LoadedConfig) -> StageSpec {
     let c = &config.config;
     let runs = Run::all(config);
-    let baselines = Baseline::all(config);
+    let subjects = Subject::all(config);
     let kind = Score {
-        runs: runs.clone(),
-        baselines: baselines.clone(),
+        datasets: c.datasets.keys().map(|d| d.as_str().into()).collect(),
+        models: c.models.keys().map(|m| m.as_str().into()).collect(),
+        subjects: subjects.clone(),
         kmeans_seeds: c.kmeans.seeds.clone(),
         training_seeds: c.train.seeds.clone(),
         k: c.kmeans.k,
@@ -42,11 +42,10 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
         // The order of the seeds is the order of the per-seed lists; k sizes the contingency.
         .params(config.params(&["kmeans.seeds", "kmeans.k", "train.seeds"]))
         .outputs(&[METRICS]);
-    for &run in &runs {
-        spec = spec.input(&super::train::id(run), super::train::METRICS);
+    for run in &runs {
+        spec = spec.input(&super::train::id(run), super::train::METRICS).input(&super::train::id(run), super::train::CONFIG);
     }
-    let subjects = runs.iter().map(|&r| Subject::Model(r)).chain(baselines.iter().map(|&b| Subject::Baseline(b)));
-    for subject in subjects {
+    for subject in &subjects {
         spec = spec.input(&subject.source(), super::encode::LATENT);
         for &seed in &c.kmeans.seeds {
             spec = spec
@@ -84,24 +83,32 @@ pub const CLUSTER_METRICS: [&str; 4] = ["purity", "nmi", "ari", "acc"];
 /// model card, `metrics --diff`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
+    /// The datasets, in config order (absent before datasets: MNIST alone).
+    #[serde(default = "mnist_only")]
+    pub datasets: Vec<String>,
     pub training_seeds: Vec<u64>,
     pub kmeans_seeds: Vec<u64>,
     pub k: usize,
-    /// In `Arch::ALL` order.
+    /// Per dataset, each model in config order.
     pub models: Vec<ModelMetrics>,
-    /// The baselines (`pixels`, `pixels-pca<d>`), each with one run (no training seed).
-    #[serde(default)]
+    /// Per dataset, the baselines (`pixels`, `pixels-pca<d>`), each with one run (no
+    /// training seed).
     pub baselines: Vec<ModelMetrics>,
-    /// Every pair of models, for each clustering metric and the test MSE: Welch's t-test over
-    /// the training seeds of the per-seed values (the mean over k-means seeds); and every
-    /// model against every baseline: Welch's t-test of the model's per-seed values against the
-    /// baseline's per-k-means-seed values.
+    /// Within each dataset: every pair of models, for each clustering metric and the test
+    /// MSE, by Welch's t-test over the training seeds of the per-seed values (the mean over
+    /// k-means seeds); and every model against every baseline, by Welch's t-test of the
+    /// model's per-seed values against the baseline's per-k-means-seed values.
     pub comparisons: Vec<Comparison>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMetrics {
+    #[serde(default = "mnist")]
+    pub dataset: String,
     pub model: String,
+    /// The trained architecture (from the model's config.json); `None` for a baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<crate::models::Architecture>,
     /// One per training seed, in `train.seeds` order.
     pub runs: Vec<RunMetrics>,
     /// Over the training seeds: the test MSE, and per clustering metric the mean over the
@@ -147,6 +154,8 @@ impl RunMetrics {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
+    #[serde(default = "mnist")]
+    pub dataset: String,
     pub a: String,
     pub b: String,
     pub metric: String,
@@ -156,6 +165,15 @@ pub struct Comparison {
     pub result: Option<TTest>,
 }
 
+/// Metrics written before datasets were a choice are MNIST's.
+fn mnist() -> String {
+    "mnist".into()
+}
+
+fn mnist_only() -> Vec<String> {
+    vec![mnist()]
+}
+
 impl Metrics {
     /// Reads `metrics.json`; the error names the file.
     pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
@@ -163,8 +181,18 @@ impl Metrics {
         serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{}: not a score/metrics.json of this latentscope: {e}", path.display()))
     }
 
-    pub fn model(&self, name: &str) -> Option<&ModelMetrics> {
-        self.models.iter().find(|m| m.model == name)
+    pub fn model(&self, dataset: &str, name: &str) -> Option<&ModelMetrics> {
+        self.models.iter().find(|m| m.dataset == dataset && m.model == name)
+    }
+
+    /// The models of one dataset, in config order.
+    pub fn models_of<'a>(&'a self, dataset: &'a str) -> impl Iterator<Item = &'a ModelMetrics> + 'a {
+        self.models.iter().filter(move |m| m.dataset == dataset)
+    }
+
+    /// The baselines of one dataset.
+    pub fn baselines_of<'a>(&'a self, dataset: &'a str) -> impl Iterator<Item = &'a ModelMetrics> + 'a {
+        self.baselines.iter().filter(move |m| m.dataset == dataset)
     }
 }
 
@@ -190,8 +218,8 @@ impl ModelMetrics {
         self.runs.iter().filter_map(|r| if metric == "test_mse" { r.test_mse } else { Some(r.metric(metric).mean) }).collect()
     }
 
-    fn of(name: String, runs: Vec<RunMetrics>) -> Self {
-        let mut m = Self { model: name, runs, over_training_seeds: BTreeMap::new() };
+    fn of(dataset: &str, name: String, runs: Vec<RunMetrics>) -> Self {
+        let mut m = Self { dataset: dataset.to_owned(), model: name, arch: None, runs, over_training_seeds: BTreeMap::new() };
         for metric in CLUSTER_METRICS.into_iter().chain(["test_mse"]) {
             let values = m.per_run(metric);
             if !values.is_empty() {
@@ -209,56 +237,36 @@ impl StageKind for Score {
 
     /// 2: training seeds; statistics over them; typed metrics.json; the label-free choice.
     /// 3: models against baselines by Welch's test (the baseline's k-means spread counts).
+    /// 4: datasets; any class count.
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let mut models = Vec::new();
-        for arch in Arch::ALL {
-            let mut runs = Vec::new();
-            for run in self.runs.iter().filter(|r| r.arch == arch) {
-                runs.push(self.score_subject(ctx, Subject::Model(*run))?);
-            }
-            models.push(ModelMetrics::of(arch.name().to_owned(), runs));
-        }
-        let mut baselines = Vec::new();
-        for &b in &self.baselines {
-            baselines.push(ModelMetrics::of(b.tag(), vec![self.score_subject(ctx, Subject::Baseline(b))?]));
-        }
-        let mut comparisons = Vec::new();
-        for (i, a) in models.iter().enumerate() {
-            for b in &models[i + 1..] {
-                for metric in CLUSTER_METRICS.into_iter().chain(["test_mse"]) {
-                    let result = stats::welch(&a.per_run(metric), &b.per_run(metric));
-                    comparisons.push(Comparison {
-                        a: a.model.clone(),
-                        b: b.model.clone(),
-                        metric: metric.to_owned(),
-                        test: "welch".into(),
-                        result,
-                    });
+        let (mut models, mut baselines, mut comparisons) = (Vec::new(), Vec::new(), Vec::new());
+        for dataset in &self.datasets {
+            let first = models.len();
+            for model in &self.models {
+                let (mut runs, mut arch) = (Vec::new(), None);
+                for subject in self.subjects.iter().filter(|s| matches!(s, Subject::Model(r) if r.dataset == *dataset && r.model == *model))
+                {
+                    runs.push(self.score_subject(ctx, subject)?);
+                    if let Subject::Model(run) = subject {
+                        arch = Some(super::train::read_config(ctx.input(&super::train::id(run), super::train::CONFIG)?)?.0);
+                    }
                 }
+                let mut m = ModelMetrics::of(dataset, model.to_string(), runs);
+                m.arch = arch;
+                models.push(m);
             }
-        }
-        // A baseline has no training seed, but its value is a mean over the k-means seeds with
-        // noise of its own: Welch's test of the model's per-training-seed values against the
-        // baseline's per-k-means-seed values accounts for both.
-        for a in &models {
-            for b in &baselines {
-                for metric in CLUSTER_METRICS {
-                    let result = stats::welch(&a.per_run(metric), &b.runs[0].metric(metric).per_seed);
-                    comparisons.push(Comparison {
-                        a: a.model.clone(),
-                        b: b.model.clone(),
-                        metric: metric.to_owned(),
-                        test: "welch-baseline".into(),
-                        result,
-                    });
-                }
+            let first_baseline = baselines.len();
+            for subject in self.subjects.iter().filter(|s| matches!(s, Subject::Baseline(d, _) if d == dataset)) {
+                baselines.push(ModelMetrics::of(dataset, subject.name(), vec![self.score_subject(ctx, subject)?]));
             }
+            comparisons.extend(compare(&models[first..], &baselines[first_baseline..]));
         }
         let metrics = Metrics {
+            datasets: self.datasets.iter().map(|d| d.to_string()).collect(),
             training_seeds: self.training_seeds.clone(),
             kmeans_seeds: self.kmeans_seeds.clone(),
             k: self.k,
@@ -271,27 +279,57 @@ impl StageKind for Score {
     }
 }
 
+/// The comparisons within one dataset: every pair of models, then every model against every
+/// baseline.
+fn compare(models: &[ModelMetrics], baselines: &[ModelMetrics]) -> Vec<Comparison> {
+    let mut out = Vec::new();
+    let mut push = |a: &ModelMetrics, b: &ModelMetrics, metric: &str, test: &str, result| {
+        out.push(Comparison {
+            dataset: a.dataset.clone(),
+            a: a.model.clone(),
+            b: b.model.clone(),
+            metric: metric.to_owned(),
+            test: test.to_owned(),
+            result,
+        })
+    };
+    for (i, a) in models.iter().enumerate() {
+        for b in &models[i + 1..] {
+            for metric in CLUSTER_METRICS.into_iter().chain(["test_mse"]) {
+                push(a, b, metric, "welch", stats::welch(&a.per_run(metric), &b.per_run(metric)));
+            }
+        }
+    }
+    // A baseline has no training seed, but its value is a mean over the k-means seeds with
+    // noise of its own: Welch's test of the model's per-training-seed values against the
+    // baseline's per-k-means-seed values accounts for both.
+    for a in models {
+        for b in baselines {
+            for metric in CLUSTER_METRICS {
+                push(a, b, metric, "welch-baseline", stats::welch(&a.per_run(metric), &b.runs[0].metric(metric).per_seed));
+            }
+        }
+    }
+    out
+}
+
 impl Score {
-    fn score_subject(&self, ctx: &StageContext<'_>, subject: Subject) -> anyhow::Result<RunMetrics> {
+    fn score_subject(&self, ctx: &StageContext<'_>, subject: &Subject) -> anyhow::Result<RunMetrics> {
         let (training_seed, test_mse) = match subject {
             Subject::Model(run) => {
-                let trained = super::read_json(ctx.input(&super::train::id(run), super::train::METRICS)?)?;
-                let mse = trained["test_mse"]
-                    .as_f64()
-                    .ok_or_else(|| anyhow::anyhow!("{}: metrics.json has no test_mse", super::train::id(run)))?;
-                (Some(run.seed), Some(mse))
+                let trained = super::train::TrainMetrics::read(ctx.input(&super::train::id(run), super::train::METRICS)?)?;
+                (Some(run.seed), Some(trained.test_mse))
             }
-            Subject::Baseline(_) => (None, None),
+            Subject::Baseline(..) => (None, None),
         };
         let labels = super::encode::read_labels(ctx.input(&subject.source(), super::encode::LATENT)?)?;
+        let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
         let (mut purity, mut nmi, mut ari, mut acc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut best: Option<(f64, u64, Vec<Vec<u64>>)> = None;
         let mut lowest: Option<(f64, u64, [f64; 4])> = None;
         for &seed in &self.kmeans_seeds {
-            let summary = super::read_json(ctx.input(&super::kmeans::id(subject, seed), super::kmeans::SUMMARY)?)?;
-            let inertia = summary["inertia"]
-                .as_f64()
-                .ok_or_else(|| anyhow::anyhow!("{}: kmeans.json has no inertia", super::kmeans::id(subject, seed)))?;
+            let inertia =
+                super::kmeans::KmeansSummary::read(ctx.input(&super::kmeans::id(subject, seed), super::kmeans::SUMMARY)?)?.inertia;
             let path = ctx.input(&super::kmeans::id(subject, seed), super::kmeans::ASSIGNMENTS)?;
             let file = TensorFile::open(path)?;
             let clusters = tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
@@ -305,7 +343,7 @@ impl Score {
             if let Some(bad) = clusters.iter().find(|&&c| c as usize >= self.k) {
                 anyhow::bail!("{}: cluster {bad} is not below kmeans.k = {}", path.display(), self.k);
             }
-            let m = metrics::contingency(&labels, &clusters, CLASSES, self.k);
+            let m = metrics::contingency(&labels, &clusters, classes, self.k);
             let values = [metrics::purity(&m), metrics::nmi(&m), metrics::ari(&m), metrics::accuracy(&m)];
             let p = values[0];
             purity.push(values[0]);

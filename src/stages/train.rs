@@ -1,25 +1,47 @@
-//! `train-<model>-s<training seed>`: train one autoencoder on the training split and evaluate it
-//! on the test split. Outputs `model.safetensors` (PyTorch state-dict names), `history.json`
-//! and `metrics.json` (`{"test_mse": ...}`).
+//! `train-<dataset>-<model>-s<training seed>`: train one autoencoder on a dataset's training
+//! split and evaluate it on the test split. Outputs `model.safetensors` (PyTorch state-dict
+//! names), `config.json` (the architecture and input shape, to rebuild the module),
+//! `history.json` ([`History`]) and `metrics.json` ([`TrainMetrics`]).
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{Run, StageId};
 use crate::config::{DeviceChoice, LoadedConfig};
-use crate::data::{Dataset, Split};
-use crate::models::{self, Arch};
+use crate::models;
 use crate::pipeline::{Cost, StageContext, StageKind, StageReport, StageSpec};
-use crate::train::{self, TrainSettings};
+use crate::train::{self, History, TrainSettings};
 
 pub const MODEL: &str = "model.safetensors";
+pub const CONFIG: &str = "config.json";
 pub const HISTORY: &str = "history.json";
 pub const METRICS: &str = "metrics.json";
 
-pub fn id(run: Run) -> String {
-    StageId::Train(run).to_string()
+pub fn id(run: &Run) -> String {
+    StageId::Train(run.clone()).to_string()
+}
+
+/// `metrics.json` of a trained model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainMetrics {
+    pub test_mse: f64,
+}
+
+impl TrainMetrics {
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        serde_json::from_value(super::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not a train metrics.json: {e}", path.display()))
+    }
+}
+
+impl History {
+    /// Reads `history.json`; the error names the file.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        serde_json::from_value(super::read_json(path)?)
+            .map_err(|e| anyhow::anyhow!("{}: not a history.json of this latentscope: {e}", path.display()))
+    }
 }
 
 pub struct Train {
+    run: Run,
     settings: TrainSettings,
     limit: Option<usize>,
     device: DeviceChoice,
@@ -27,23 +49,22 @@ pub struct Train {
 
 pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
     let c = &config.config;
-    let arch = run.arch;
-    let m = match arch {
-        Arch::Simple => &c.models.simple,
-        Arch::Conv => &c.models.conv,
+    let m = run.model_config(config);
+    let settings = TrainSettings {
+        label: id(&run),
+        arch: m.architecture(),
+        epochs: m.epochs,
+        batch_size: m.batch_size,
+        lr: m.lr,
+        weight_decay: m.weight_decay,
+        seed: run.seed,
     };
-    let settings =
-        TrainSettings { arch, epochs: m.epochs, batch_size: m.batch_size, lr: m.lr, weight_decay: m.weight_decay, seed: run.seed };
-    let kind = Train { settings, limit: c.train.limit, device: c.device };
-    let params = config.params(&["train.limit", &format!("models.{}", arch.name())]);
-    // The training seed under the key `seed`, as before training seeds became a list: a
-    // single-seed run keeps its fingerprints, and its store entries stay valid.
-    let spec = super::stage(id(run), kind)
+    let params = config.params(&["train.limit", &format!("models.{}", run.model)]);
+    let spec = super::stage(id(&run), Train { run: run.clone(), settings, limit: c.train.limit, device: c.device })
         .params(params)
         .param("seed", run.seed)
-        .param("arch", arch.name())
-        .input(super::download::ID, super::download::OUTPUT)
-        .outputs(&[MODEL, HISTORY, METRICS]);
+        .input(&super::download::id(&run.dataset), super::download::OUTPUT)
+        .outputs(&[MODEL, CONFIG, HISTORY, METRICS]);
     super::on_device(spec, config)
 }
 
@@ -53,8 +74,9 @@ impl StageKind for Train {
     }
 
     /// 2: subnormals flushed to zero during training.
+    /// 3: any architecture and dataset; config.json; typed history.json.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn cost(&self) -> Cost {
@@ -62,39 +84,47 @@ impl StageKind for Train {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let data = Dataset::read(ctx.input(super::download::ID, super::download::OUTPUT)?)?;
-        let train = limit(&data.train, self.limit);
+        let data = super::download::read(ctx, &self.run.dataset)?;
+        let shape = data.shape();
+        let arch = &self.settings.arch;
+        let model_key = format!("models.{}", self.run.model);
+        if let Err(why) = arch.check(shape) {
+            anyhow::bail!("{}: model {} does not fit dataset {}: {why} (see {model_key})", ctx.stage_id, self.run.model, self.run.dataset);
+        }
+        let train = data.train.head(self.limit);
         let device = models::device::select(self.device)?;
-        let arch = self.settings.arch;
         tracing::info!(
-            "training {} on {} images ({} epoch{}, batch {}) on {}",
-            arch.class_name(),
+            "training {} ({}) on {} {} images ({} epoch{}, batch {}) on {}",
+            self.run.model,
+            arch.family(),
             train.len(),
+            shape,
             self.settings.epochs,
             if self.settings.epochs == 1 { "" } else { "s" },
             self.settings.batch_size,
             models::device::name(&device)
         );
         let (varmap, model, history) = train::fit(&train, &self.settings, &device).map_err(|e| match e.downcast::<train::Diverged>() {
-            Ok(d) => anyhow::anyhow!("{} {d}; lower models.{}.lr", ctx.stage_id, arch.name()),
+            Ok(d) => anyhow::anyhow!("{} {d}; lower {model_key}.lr", ctx.stage_id),
             Err(e) => e,
         })?;
         let test_mse = train::mse(model.as_ref(), &data.test, &device)?;
-        anyhow::ensure!(test_mse.is_finite(), "{}: the test MSE is {test_mse}; lower models.{}.lr", ctx.stage_id, arch.name());
+        anyhow::ensure!(test_mse.is_finite(), "{}: the test MSE is {test_mse}; lower {model_key}.lr", ctx.stage_id);
         tracing::info!("{}: test MSE {test_mse:.6}", ctx.stage_id);
         models::save(&varmap, &ctx.output(MODEL))?;
+        super::write_json(&ctx.output(CONFIG), &arch.config_json(shape))?;
         super::write_file(&ctx.output(HISTORY), serde_json::to_string(&history)? + "\n")?;
-        super::write_json(&ctx.output(METRICS), &json!({"test_mse": test_mse}))?;
+        super::write_json(&ctx.output(METRICS), &TrainMetrics { test_mse })?;
         Ok(StageReport { device: Some(history.device) })
     }
 }
 
-/// The first `limit` images of a split (all when None).
-fn limit(split: &Split, limit: Option<usize>) -> Split {
-    match limit {
-        Some(n) if n < split.len() => {
-            Split { images: split.images[..n * crate::data::PIXELS].to_vec(), labels: split.labels[..n].to_vec() }
-        }
-        _ => split.clone(),
-    }
+/// Reads a trained model's `config.json` back: its architecture and input shape.
+pub fn read_config(path: &std::path::Path) -> anyhow::Result<(models::Architecture, crate::data::Shape)> {
+    let v = super::read_json(path)?;
+    let arch: models::Architecture =
+        serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("{}: no architecture: {e}", path.display()))?;
+    let dims: [usize; 3] =
+        serde_json::from_value(v["input_shape"].clone()).map_err(|e| anyhow::anyhow!("{}: no input_shape: {e}", path.display()))?;
+    Ok((arch, crate::data::Shape { channels: dims[0], height: dims[1], width: dims[2] }))
 }

@@ -7,7 +7,7 @@ pub mod hubmock;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use latentscope::data::{idx, Dataset, Split, PIXELS};
+use latentscope::data::{idx, Dataset, Shape, Split, PIXELS};
 
 /// A scratch folder removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -46,6 +46,7 @@ pub fn mnist_dir() -> PathBuf {
 /// A deterministic fake dataset: `n_train` and `n_test` images with varied pixels.
 pub fn fake_dataset(n_train: usize, n_test: usize) -> Dataset {
     let split = |n: usize, salt: usize| Split {
+        shape: Shape::MNIST,
         images: (0..n * PIXELS).map(|i| ((i * 7 + salt * 13 + i / PIXELS * 31) % 256) as u8).collect(),
         labels: (0..n).map(|i| ((i + salt) % 10) as u8).collect(),
     };
