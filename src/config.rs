@@ -6,7 +6,6 @@
 //! like the file. Stages read their parameters through [`Config::params`], which returns the
 //! leaves under the requested keys as a flat, sorted map.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -15,8 +14,7 @@ use serde_json::Value;
 
 use crate::models::Architecture;
 
-/// A flat map from dotted key (`kmeans.max_iter`) to the value that key holds.
-pub type Params = BTreeMap<String, Value>;
+pub use crate::pipeline::Params;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

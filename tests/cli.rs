@@ -51,6 +51,23 @@ fn run_json_status_and_dag() {
     assert_eq!(p.status(&["--set", "kmeans.max_iter=50"])["download-mnist"], (true, String::new()));
     let (fresh, reason) = &p.status(&["--set", "datasets.mnist.hub.revision=0123456789abcdef0123456789abcdef01234567"])["download-mnist"];
     assert!(!fresh && reason.contains("params changed: datasets.mnist.hub.revision"), "{reason}");
+    // The typed form of the same reason, for tools.
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&[
+        "pipeline",
+        "status",
+        "--json",
+        "--set",
+        "datasets.mnist.hub.revision=0123456789abcdef0123456789abcdef01234567",
+    ]))
+    .unwrap();
+    let cause = &rows[0]["cause"];
+    assert_eq!(
+        (cause["kind"].as_str(), cause["params"][0]["key"].as_str()),
+        (Some("changed"), Some("datasets.mnist.hub.revision")),
+        "{cause}"
+    );
+    assert_eq!(cause["params"][0]["new"], "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(rows[1]["cause"], serde_json::json!({"kind": "upstream-stale", "stage": "download-mnist"}));
 
     let dag = p.ok(&["pipeline", "dag"]);
     assert!(

@@ -62,25 +62,24 @@ pub fn differences(local: &LocalPlan<'_>, published: &LockFile) -> Vec<String> {
             out.push(format!("{}: published by {} v{}, this code is v{}", spec.id, rec.kind, rec.version, spec.kind.version()));
             continue;
         }
-        let shown =
-            |v: Option<&serde_json::Value>, absent: &str| v.map_or(absent.to_owned(), |v| v.as_str().map_or(v.to_string(), str::to_owned));
-        let mut changed: Vec<String> = Vec::new();
-        for key in spec.params.keys().chain(rec.params.keys().filter(|k| !spec.params.contains_key(*k))) {
-            let (here, there) = (spec.params.get(key), rec.params.get(key));
-            if here == there {
-                continue;
-            }
-            changed.push(if key == "device" {
-                // CPU runs declare no device: the CPU is the reference.
-                format!(
-                    "computed on {} here, on {} in the published run (devices differ in their bits)",
-                    shown(here, "cpu"),
-                    shown(there, "cpu")
-                )
-            } else {
-                format!("{key} {} here, {} published", shown(here, "unset"), shown(there, "unset"))
-            });
-        }
+        let shown = |v: &Option<serde_json::Value>, absent: &str| {
+            v.as_ref().map_or(absent.to_owned(), |v| v.as_str().map_or(v.to_string(), str::to_owned))
+        };
+        let changed: Vec<String> = crate::pipeline::param_changes(&rec.params, &spec.params)
+            .into_iter()
+            .map(|c| {
+                if c.key == "device" {
+                    // Runs before the device was declared computed on the CPU.
+                    format!(
+                        "computed on {} here, on {} in the published run (devices differ in their bits)",
+                        shown(&c.new, "cpu"),
+                        shown(&c.old, "cpu")
+                    )
+                } else {
+                    format!("{} {} here, {} published", c.key, shown(&c.new, "unset"), shown(&c.old, "unset"))
+                }
+            })
+            .collect();
         if !changed.is_empty() {
             out.push(format!("{}: {}", spec.id, changed.join(", ")));
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use crate::config::Params;
+use super::spec::Params;
 
 /// Input key (`stage/file`) to the blake3 hex of that file's content.
 pub type InputHashes = BTreeMap<String, String>;

@@ -15,8 +15,8 @@ use std::path::Path;
 pub use graph::{DagFormat, Graph, GraphError};
 pub use lockfile::{LockFile, RunLock};
 pub use runner::{run, status, RunOptions, RunSummary};
-pub use spec::{Cost, FileInput, InputRef, StageContext, StageKind, StageReport, StageSpec};
-pub use status::StatusRow;
+pub use spec::{Cost, FileInput, InputRef, Params, StageContext, StageKind, StageReport, StageSpec};
+pub use status::{param_changes, ParamChange, StaleReason, StatusRow};
 pub use store::{RunRecord, Store};
 
 /// What `gc` removed (or, with `dry_run`, would remove).

@@ -87,7 +87,7 @@ pub fn status(graph: &Graph, artifacts: &Path, verify: bool) -> anyhow::Result<V
         if !ev.is_fresh() {
             stale.insert(spec.id.clone());
         }
-        rows.push(StatusRow { stage: spec.id.clone(), fresh: ev.is_fresh(), reason: ev.reason() });
+        rows.push(StatusRow { stage: spec.id.clone(), fresh: ev.is_fresh(), reason: ev.reason(), cause: ev.cause().cloned() });
     }
     Ok(rows)
 }

@@ -7,7 +7,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::Params;
+/// A stage's parameters: a flat map from dotted key (`kmeans.max_iter`) to its value.
+pub type Params = BTreeMap<String, serde_json::Value>;
 
 /// One file of an upstream stage that a stage reads.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -20,7 +20,7 @@ use std::time::UNIX_EPOCH;
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::{hash_file, InputHashes};
-use crate::config::Params;
+use super::spec::Params;
 
 pub const MANIFEST: &str = ".manifest.json";
 
