@@ -29,14 +29,22 @@ pub struct BaselineStage {
 
 pub fn spec(config: &LoadedConfig, dataset: Name, baseline: Baseline) -> StageSpec {
     let data = super::download::id(&dataset);
-    let kind = BaselineStage { dataset: dataset.clone(), baseline, limit: config.config.train.limit };
-    let spec = super::stage(id(&dataset, baseline), kind).param("baseline", baseline.tag());
-    let spec = match baseline {
-        Baseline::Pixels => spec,
+    let declared = super::Declared::new(Default::default()).with("baseline", baseline.tag());
+    let declared = match baseline {
+        Baseline::Pixels => declared,
         // PCA is fit on the training images, so it reads the same limit as training.
-        Baseline::PixelsPca(d) => spec.params(config.params(&["train.limit"])).param("baseline.components", d),
+        Baseline::PixelsPca(d) => {
+            declared.with("train.limit", config.params(&["train.limit"])["train.limit"].clone()).with("baseline.components", d)
+        }
     };
-    spec.input(&data, super::download::OUTPUT).outputs(&[LATENT])
+    let limit = match baseline {
+        Baseline::Pixels => None,
+        Baseline::PixelsPca(_) => declared.get("train.limit"),
+    };
+    declared
+        .spec(id(&dataset, baseline), BaselineStage { dataset, baseline, limit })
+        .input(&data, super::download::OUTPUT)
+        .outputs(&[LATENT])
 }
 
 /// Pixels as f32 in [0, 1], row-major [n, C*H*W].

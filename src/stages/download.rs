@@ -64,11 +64,11 @@ pub struct Download {
 }
 
 pub fn spec(config: &LoadedConfig, name: &str) -> StageSpec {
-    let cfg = config.config.datasets[name].clone();
+    let key = format!("datasets.{name}");
+    let declared = super::Declared::new(config.params(&[&key]));
+    let cfg: DatasetConfig = declared.get(&key);
     let local = cfg.local.as_ref().map(|p| (config.resolve(p), p.clone()));
-    let mut spec = super::stage(id(name), Download { name: name.into(), local: local.clone(), cfg })
-        .params(config.params(&[&format!("datasets.{name}")]))
-        .outputs(&[OUTPUT, SUMMARY]);
+    let mut spec = declared.spec(id(name), Download { name: name.into(), local: local.clone(), cfg }).outputs(&[OUTPUT, SUMMARY]);
     // The files read are the ones present when the plan is made: all four, or (Hub) none.
     if let Some((dir, setting)) = &local {
         for path in idx::files(dir).unwrap_or_default() {

@@ -29,13 +29,15 @@ pub struct Encode {
 pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
     let train = super::train::id(&run);
     let data = super::download::id(&run.dataset);
-    let spec = super::stage(id(&run), Encode { run, samples: config.config.plot.samples, device: config.config.device })
-        .params(config.params(&["plot.samples"]))
+    let (key, device) = super::device_param(config);
+    let declared = super::Declared::new(config.params(&["plot.samples"])).with(key, device);
+    let (samples, device) = (declared.get("plot.samples"), declared.get("device"));
+    declared
+        .spec(id(&run), Encode { run, samples, device })
         .input(&train, super::train::MODEL)
         .input(&train, super::train::CONFIG)
         .input(&data, super::download::OUTPUT)
-        .outputs(&[LATENT, RECONSTRUCTIONS]);
-    super::on_device(spec, config)
+        .outputs(&[LATENT, RECONSTRUCTIONS])
 }
 
 impl StageKind for Encode {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{StageId, Subject};
 use crate::analysis::kmeans;
-use crate::config::{KmeansConfig, LoadedConfig};
+use crate::config::LoadedConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::tensorfile::{self, le_bytes, le_bytes_u32, Array};
 
@@ -37,20 +37,26 @@ impl KmeansSummary {
     }
 }
 
+/// What a k-means stage declares (`kmeans.k`, `kmeans.max_iter`, `kmeans.tol`, `kmeans.seed`).
+#[derive(Debug, Clone, Deserialize)]
+struct Settings {
+    k: usize,
+    max_iter: usize,
+    tol: f64,
+    seed: u64,
+}
+
 pub struct Kmeans {
     subject: Subject,
-    seed: u64,
-    cfg: KmeansConfig,
+    cfg: Settings,
 }
 
 pub fn spec(config: &LoadedConfig, subject: Subject, seed: u64) -> StageSpec {
     let source = subject.source();
     // Its own seed, not the list: adding a seed must not re-run the others.
-    super::stage(id(&subject, seed), Kmeans { subject, seed, cfg: config.config.kmeans.clone() })
-        .params(config.params(&["kmeans.k", "kmeans.max_iter", "kmeans.tol"]))
-        .param("kmeans.seed", seed)
-        .input(&source, super::encode::LATENT)
-        .outputs(&[ASSIGNMENTS, SUMMARY])
+    let declared = super::Declared::new(config.params(&["kmeans.k", "kmeans.max_iter", "kmeans.tol"])).with("kmeans.seed", seed);
+    let cfg = declared.get("kmeans");
+    declared.spec(id(&subject, seed), Kmeans { subject, cfg }).input(&source, super::encode::LATENT).outputs(&[ASSIGNMENTS, SUMMARY])
 }
 
 impl StageKind for Kmeans {
@@ -72,7 +78,7 @@ impl StageKind for Kmeans {
             self.cfg.max_iter
         );
         let spinner = crate::progress::spinner(format!("{}: k-means, k = {}, {n} points", ctx.stage_id, self.cfg.k));
-        let c = kmeans::fit(&latent, d, self.cfg.k, self.seed, self.cfg.max_iter, self.cfg.tol);
+        let c = kmeans::fit(&latent, d, self.cfg.k, self.cfg.seed, self.cfg.max_iter, self.cfg.tol);
         spinner.finish_and_clear();
         let c = c?;
         super::ensure_finite(ctx.stage_id, "centroid values", c.centroids.iter().copied())?;
@@ -86,7 +92,7 @@ impl StageKind for Kmeans {
         c.labels.iter().for_each(|&l| sizes[l as usize] += 1);
         let summary = KmeansSummary {
             k: self.cfg.k,
-            seed: self.seed,
+            seed: self.cfg.seed,
             inertia: c.inertia,
             inertia_per_point: c.inertia / n as f64,
             converged: c.converged,

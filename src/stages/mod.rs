@@ -239,11 +239,59 @@ pub(crate) fn read_json(path: &std::path::Path) -> anyhow::Result<serde_json::Va
     serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))
 }
 
-/// Declares the resolved device a training or encoding stage computes on (`device: cpu`,
-/// `cuda`, `metal`): devices give different bits, so each has its own fingerprint, and `auto`
-/// resolving to the same device as `cpu` changes nothing.
-pub(crate) fn on_device(spec: StageSpec, config: &LoadedConfig) -> StageSpec {
-    spec.param("device", crate::models::device::resolve_kind(config.config.device))
+/// The resolved device a training or encoding stage computes on, as the param it declares
+/// (`device: cpu`, `cuda`, `metal`): devices give different bits, so each has its own
+/// fingerprint, and `auto` resolving to the CPU is the same stage as `cpu`.
+pub(crate) fn device_param(config: &LoadedConfig) -> (&'static str, serde_json::Value) {
+    ("device", crate::models::device::resolve_kind(config.config.device).into())
+}
+
+/// The params a stage declares, from which it builds its settings: a stage cannot depend on
+/// a config key that its fingerprint does not cover.
+pub(crate) struct Declared(crate::pipeline::Params);
+
+impl Declared {
+    pub fn new(params: crate::pipeline::Params) -> Self {
+        Self(params)
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.0.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The value of `key`, or the object of every declared `key.*` (nested back from the
+    /// dotted keys), as `T`. Panics on a key the stage did not declare or a type mismatch:
+    /// both are bugs in the stage's code, since the config was validated.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
+        let value = match self.0.get(key) {
+            Some(v) => v.clone(),
+            None => {
+                let mut root = serde_json::Map::new();
+                for (k, v) in self.0.iter().filter_map(|(k, v)| Some((k.strip_prefix(key)?.strip_prefix('.')?, v))) {
+                    let mut node = &mut root;
+                    let mut parts: Vec<&str> = k.split('.').collect();
+                    let last = parts.pop().expect("a key");
+                    for part in parts {
+                        node = node
+                            .entry(part)
+                            .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                            .as_object_mut()
+                            .expect("an object");
+                    }
+                    node.insert(last.to_owned(), v.clone());
+                }
+                assert!(!root.is_empty(), "the stage reads {key}, which it does not declare");
+                serde_json::Value::Object(root)
+            }
+        };
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("declared param {key} does not read back: {e}"))
+    }
+
+    /// The spec of stage `id` running `kind`, declaring these params.
+    pub fn spec(self, id: impl Into<String>, kind: impl crate::pipeline::StageKind + 'static) -> StageSpec {
+        stage(id, kind).params(self.0)
+    }
 }
 
 /// Writes a stage output; the error names the file (a full disk, say).
@@ -286,6 +334,19 @@ mod tests {
         assert_eq!(StageId::Kmeans(Subject::Model(r), 7).to_string(), "kmeans-fashion-mnist-conv-s42-7");
         assert_eq!(StageId::Kmeans(p9, 0).to_string(), "kmeans-mnist-pixels-pca9-0");
         assert_eq!(StageId::Baseline("mnist".into(), Baseline::Pixels).to_string(), "baseline-mnist-pixels");
+    }
+
+    #[test]
+    fn settings_read_back_only_what_a_stage_declares() {
+        let config = LoadedConfig::from_yaml(include_str!("../../pipeline.yaml"), std::path::Path::new("pipeline.yaml"), &[]).unwrap();
+        let d = Declared::new(config.params(&["models.conv", "train.limit"])).with("seed", 7);
+        let m: crate::config::ModelConfig = d.get("models.conv");
+        assert_eq!(m, config.config.models["conv"]);
+        assert_eq!((d.get::<Option<usize>>("train.limit"), d.get::<u64>("seed")), (None, 7));
+        let hub: crate::config::HubDataset = Declared::new(config.params(&["datasets.mnist"])).get("datasets.mnist.hub");
+        assert_eq!(hub.columns.label, "label");
+        let undeclared = std::panic::catch_unwind(|| d.get::<usize>("kmeans.k")).unwrap_err();
+        assert!(undeclared.downcast_ref::<String>().unwrap().contains("reads kmeans.k, which it does not declare"));
     }
 
     #[test]

@@ -25,10 +25,9 @@ pub struct Pca {
 
 pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
     let source = super::encode::id(&run);
-    super::stage(id(&run), Pca { run, components: config.config.pca.components })
-        .params(config.params(&["pca"]))
-        .input(&source, super::encode::LATENT)
-        .outputs(&[POINTS, SUMMARY])
+    let declared = super::Declared::new(config.params(&["pca"]));
+    let components = declared.get("pca.components");
+    declared.spec(id(&run), Pca { run, components }).input(&source, super::encode::LATENT).outputs(&[POINTS, SUMMARY])
 }
 
 impl StageKind for Pca {

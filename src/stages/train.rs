@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Run, StageId};
-use crate::config::{DeviceChoice, LoadedConfig};
+use crate::config::{DeviceChoice, LoadedConfig, ModelConfig};
 use crate::models;
 use crate::pipeline::{Cost, StageContext, StageKind, StageReport, StageSpec};
 use crate::train::{self, History, TrainSettings};
@@ -48,8 +48,11 @@ pub struct Train {
 }
 
 pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
-    let c = &config.config;
-    let m = run.model_config(config);
+    let model_key = format!("models.{}", run.model);
+    let (key, device) = super::device_param(config);
+    // The training seed under the key `seed`, as before training seeds became a list.
+    let declared = super::Declared::new(config.params(&["train.limit", &model_key])).with("seed", run.seed).with(key, device);
+    let m: ModelConfig = declared.get(&model_key);
     let settings = TrainSettings {
         label: id(&run),
         arch: m.architecture(),
@@ -57,15 +60,14 @@ pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
         batch_size: m.batch_size,
         lr: m.lr,
         weight_decay: m.weight_decay,
-        seed: run.seed,
+        seed: declared.get("seed"),
     };
-    let params = config.params(&["train.limit", &format!("models.{}", run.model)]);
-    let spec = super::stage(id(&run), Train { run: run.clone(), settings, limit: c.train.limit, device: c.device })
-        .params(params)
-        .param("seed", run.seed)
-        .input(&super::download::id(&run.dataset), super::download::OUTPUT)
-        .outputs(&[MODEL, CONFIG, HISTORY, METRICS]);
-    super::on_device(spec, config)
+    let (limit, device) = (declared.get("train.limit"), declared.get("device"));
+    let data = super::download::id(&run.dataset);
+    declared
+        .spec(id(&run), Train { run, settings, limit, device })
+        .input(&data, super::download::OUTPUT)
+        .outputs(&[MODEL, CONFIG, HISTORY, METRICS])
 }
 
 impl StageKind for Train {
