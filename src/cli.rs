@@ -11,6 +11,24 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::LoadedConfig;
 use crate::pipeline::{self, DagFormat, Graph, RunOptions};
 
+/// `dag --format`: the engine's [`DagFormat`] as a command-line choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DagFormatArg {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+impl From<DagFormatArg> for DagFormat {
+    fn from(f: DagFormatArg) -> Self {
+        match f {
+            DagFormatArg::Text => DagFormat::Text,
+            DagFormatArg::Dot => DagFormat::Dot,
+            DagFormatArg::Mermaid => DagFormat::Mermaid,
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "latentscope", version, about = "Autoencoder latent spaces vs. MNIST labels: a cached, reproducible pipeline")]
 pub struct Cli {
@@ -136,7 +154,7 @@ enum PipelineCommand {
     Dag {
         /// text (one line per stage with its upstream), dot (Graphviz) or mermaid.
         #[arg(long, value_enum, default_value = "text")]
-        format: DagFormat,
+        format: DagFormatArg,
     },
     /// The metrics table of the current run, beside the notebook's numbers.
     Metrics {
@@ -314,7 +332,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         PipelineCommand::Dag { format } => {
             let graph = load(common)?;
-            write!(out, "{}", graph.render(format))?;
+            write!(out, "{}", graph.render(format.into()))?;
         }
         PipelineCommand::Metrics { json, diff } => {
             let lock = crate::pipeline::LockFile::load(&common.artifacts)?;

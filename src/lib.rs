@@ -10,15 +10,17 @@ pub mod data;
 pub mod figures;
 pub mod hub;
 pub mod models;
-pub mod pipeline;
-pub mod progress;
 pub mod report;
 pub mod stages;
 pub mod tensorfile;
 pub mod train;
 
-/// The tool's version, recorded in every lock entry.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The engine (its own crate, so that the compiler keeps it free of the experiment).
+pub use latentscope_engine as pipeline;
+pub use latentscope_engine::progress;
+
+/// The tool's version, recorded in every lock entry (the engine and this crate share it).
+pub const VERSION: &str = latentscope_engine::VERSION;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -28,7 +28,7 @@ pub enum GraphError {
 }
 
 /// Output format of [`Graph::render`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DagFormat {
     Text,
     Dot,
@@ -235,7 +235,7 @@ mod tests {
         assert!(!glob_match("train-*", "pca-mnist-simple-s42"));
         assert!(glob_match("*", "") && glob_match("a*b*c", "aXbYbc") && !glob_match("a*b*c", "aXbYb"));
     }
-    use crate::pipeline::spec::{StageContext, StageKind, StageReport};
+    use crate::spec::{StageContext, StageKind, StageReport};
     use std::sync::Arc;
 
     struct Nop;
@@ -280,7 +280,7 @@ mod tests {
         let err = Graph::new(vec![stage("a", &["ghost"])]).err().unwrap();
         assert!(err.to_string().contains("stage a reads ghost/out, but no stage ghost exists"), "{err}");
         let mut s = stage("b", &[]);
-        s.inputs.push(crate::pipeline::spec::InputRef::new("a", "nope"));
+        s.inputs.push(crate::spec::InputRef::new("a", "nope"));
         let err = Graph::new(vec![stage("a", &[]), s]).err().unwrap();
         assert!(err.to_string().contains("declares no output nope"), "{err}");
     }

@@ -1,16 +1,22 @@
-//! The pipeline engine: stage specs, the DAG, fingerprints, the artefact store, the lock file
-//! and the runner. Nothing here knows what a stage computes (no candle, no MNIST).
+//! The pipeline engine of latentscope: stage specs, the DAG, fingerprints, the artefact store,
+//! the lock file and the runner. It is its own crate so that the compiler enforces what
+//! ARCHITECTURE.md promises: nothing here knows what a stage computes (no candle, no data, no
+//! config types beyond the flat [`Params`] map).
 
 pub mod filestate;
 pub mod fingerprint;
 pub mod graph;
 pub mod lockfile;
+pub mod progress;
 pub mod runner;
 pub mod spec;
 pub mod status;
 pub mod store;
 
 use std::path::Path;
+
+/// The tool's version, recorded in every lock entry (shared by the whole workspace).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub use graph::{DagFormat, Graph, GraphError};
 pub use lockfile::{LockFile, RunLock};
