@@ -189,3 +189,20 @@ fn an_unpinned_hub_file_is_recorded_and_other_bytes_later_fail_loudly() {
     assert!(e.contains("someone/tiny/data/train.parquet at") && e.contains("but the last run recorded"), "{e}");
     assert!(e.contains("Pin the sha256 you trust in datasets.tiny.hub"), "{e}");
 }
+
+#[test]
+fn a_no_op_run_of_five_training_seeds_and_two_models_takes_under_0_2_s() {
+    let p = Project::new("matrix-noop");
+    let mut args: Vec<&str> =
+        vec!["pipeline", "run", "--json", "--set", "train.seeds=[42, 43, 44, 45, 46]", "--set", "baselines=[pixels, pixels-pca]"];
+    args.extend(SMALL);
+    p.ok(&args);
+    let started = std::time::Instant::now();
+    let v: serde_json::Value = serde_json::from_str(p.ok(&args).trim()).unwrap();
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!((v["ran"].as_array().unwrap().len(), v["cached"].as_array().unwrap().len()), (0, 1 + 30 + 20 + 3 * 3 + 2), "{v}");
+    // The engine's own time, and the whole process (start-up, config, plan) with slack for a
+    // loaded CI machine.
+    assert!(v["wall_time_s"].as_f64().unwrap() < 0.2, "{v}");
+    assert!(took < 1.0, "a no-op run took {took:.3} s");
+}
