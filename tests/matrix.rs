@@ -115,6 +115,18 @@ fn a_matrix_runs_every_dataset_through_every_model_and_caches_by_axis() {
     // Editing one model's settings re-runs that model's stages on each dataset, no other.
     let edited = ["--set", "models.wide={arch: mlp, encoder: [784, 16, 3], epochs: 1, batch_size: 8, lr: 0.001, weight_decay: 0.0}"];
     assert_eq!(ran(&p, &mock, &edited), want);
+    // dag, metrics and a publish dry run (its card) cover the whole matrix.
+    let with_sets = |cmd: &[&'static str]| -> Vec<&'static str> { cmd.iter().copied().chain(SMALL).chain(edited).collect() };
+    let dag = p.ok(&with_sets(&["pipeline", "dag"]));
+    assert!(dag.contains("train-tiny-wide-s42 [train] <- download-tiny"), "{dag}");
+    let table = p.ok(&with_sets(&["pipeline", "metrics"]));
+    assert!(table.contains("### Dataset tiny") && table.contains("| wide |"), "{table}");
+    let out = p.ok(&with_sets(&["pipeline", "publish", "--repo", "me/matrix", "--dry-run", "--card-out", "card.md"]));
+    assert!(out.contains("models/tiny/wide/s42/model.safetensors") && out.contains("kmeans/mnist/conv/s42/seed-1/"), "{out}");
+    let card = std::fs::read_to_string(p.path().join("card.md")).unwrap();
+    for needle in ["group mnist and tiny images by class", "| tiny | [someone/tiny]", "12 |", "`wide`: mlp 784-16-3", "name: tiny"] {
+        assert!(card.contains(needle), "card lacks {needle}:\n{card}");
+    }
     // Dropping a dataset leaves the others' stages alone.
     let text = std::fs::read_to_string(p.path().join("pipeline.yaml")).unwrap();
     std::fs::write(p.path().join("pipeline.yaml"), text.lines().filter(|l| !l.starts_with("  tiny:")).collect::<Vec<_>>().join("\n"))
