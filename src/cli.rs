@@ -43,6 +43,11 @@ enum Command {
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print a shell completion script: `latentscope completions bash > ~/.local/share/bash-completion/completions/latentscope`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,10 +166,11 @@ enum PipelineCommand {
         /// Print metrics.json (or, with --diff, the old and new values) as JSON.
         #[arg(long)]
         json: bool,
-        /// Compare with an earlier run: its lock file (copy `artifacts/pipeline.lock` aside to
-        /// keep one), a `score/metrics.json`, or a published run: `hub:OWNER/NAME[@REV]`
-        /// (HF_ENDPOINT and HF_TOKEN apply).
-        #[arg(long, value_name = "LOCKFILE|METRICS.JSON|hub:OWNER/NAME[@REV]")]
+        /// Compare with an earlier run: one in the run-cache, `run:<fingerprint>` (see
+        /// `pipeline runs`), its lock file (copy `artifacts/pipeline.lock` aside to keep one), a
+        /// `score/metrics.json`, or a published run: `hub:OWNER/NAME[@REV]` (HF_ENDPOINT and
+        /// HF_TOKEN apply).
+        #[arg(long, value_name = "run:FINGERPRINT|LOCKFILE|METRICS.JSON|hub:OWNER/NAME[@REV]")]
         diff: Option<PathBuf>,
     },
     /// Upload the current run (models, latents, clusterings, metrics, figures, a model card,
@@ -204,6 +210,22 @@ enum PipelineCommand {
         /// Print the report as JSON: {"entries_removed", "bytes_freed"}.
         #[arg(long)]
         json: bool,
+    },
+    /// List the runs the run-cache holds (each finished `score`): the settings that differ from
+    /// the current config, and each model's purity. `metrics --diff run:<fingerprint>` compares
+    /// with one.
+    Runs {
+        /// Print them as JSON: [{"fingerprint", "finished_at", "current", "differs", "purity"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the run's report as one self-contained web page: the metrics, every figure
+    /// inline, and the provenance (config, version and commit, devices, per-stage wall times and
+    /// fingerprints, dataset revisions and checksums). `run` writes it after computing anything.
+    Report {
+        /// Where to write it [default: ARTIFACTS/report.html].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -270,6 +292,11 @@ fn load(common: &Common) -> anyhow::Result<Graph> {
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let args = match cli.command {
         Command::Pipeline(args) => args,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "latentscope", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Bench(BenchCommand::Train { steps, device, model, batch, json }) => {
             let only = model
                 .map(|m| crate::bench::notebook_model(&m).ok_or_else(|| anyhow::anyhow!("--model {m}: expected simple or conv")))
@@ -311,6 +338,17 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     writeln!(out, "report: {}; metrics: `pipeline metrics`", report.display())?;
                 }
             }
+            // A run that computed something, and left the whole pipeline fresh, refreshes the
+            // report page (a no-op run writes nothing).
+            if !dry_run && !summary.ran.is_empty() {
+                let config = LoadedConfig::load(&common.config, &common.overrides)?;
+                let page = common.artifacts.join(crate::html::FILE);
+                match crate::html::write(&config, &graph, &common.artifacts, &page) {
+                    Ok(page) if !json => writeln!(out, "web page: {}", page.display())?,
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("no report page: {e:#}"),
+                }
+            }
         }
         PipelineCommand::Status { json, check, verify } => {
             let graph = load(common)?;
@@ -350,9 +388,13 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Some(path) => {
                     let published = path.to_str().and_then(|p| p.strip_prefix("hub:"));
-                    let value: serde_json::Value = match published {
-                        Some(spec) => crate::hub::published_metrics(spec, None).with_context(|| format!("--diff {}", path.display()))?,
-                        None => {
+                    let cached = path.to_str().and_then(|p| p.strip_prefix("run:"));
+                    let value: serde_json::Value = match (published, cached) {
+                        (Some(spec), _) => {
+                            crate::hub::published_metrics(spec, None).with_context(|| format!("--diff {}", path.display()))?
+                        }
+                        (_, Some(prefix)) => crate::runs::metrics_of(&common.artifacts, prefix)?,
+                        (None, None) => {
                             let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
                             serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))?
                         }
@@ -414,6 +456,22 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{report}")?;
             }
         }
+        PipelineCommand::Runs { json } => {
+            let graph = load(common)?;
+            let runs = crate::runs::list(&graph, &common.artifacts)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
+            } else {
+                write!(out, "{}", crate::runs::table(&runs))?;
+            }
+        }
+        PipelineCommand::Report { out: file } => {
+            let config = LoadedConfig::load(&common.config, &common.overrides)?;
+            let graph = Graph::new(crate::stages::plan(&config))?;
+            let file = file.unwrap_or_else(|| common.artifacts.join(crate::html::FILE));
+            let page = crate::html::write(&config, &graph, &common.artifacts, &file)?;
+            writeln!(out, "wrote {}", page.display())?;
+        }
         PipelineCommand::Gc { no_wait, dry_run, json } => {
             let report =
                 pipeline::gc(&common.artifacts, !no_wait, dry_run).with_context(|| format!("gc of {}", common.artifacts.display()))?;
@@ -441,7 +499,16 @@ fn run_command(common: &Common) -> String {
     };
     let mut cmd = String::from("cargo xtask pipeline run");
     if common.config != std::path::Path::new("pipeline.yaml") {
-        cmd.push_str(&format!(" --config {}", quote(&common.config.display().to_string())));
+        // Never a local absolute path in anything published: relative to the project folder
+        // (where the command ran), else the file's name.
+        let config = &common.config;
+        let shown = match std::env::current_dir() {
+            Ok(cwd) if config.is_absolute() => config.strip_prefix(&cwd).map(std::path::Path::to_path_buf).ok(),
+            _ if config.is_absolute() => None,
+            _ => Some(config.clone()),
+        }
+        .unwrap_or_else(|| config.file_name().map(std::path::PathBuf::from).unwrap_or_default());
+        cmd.push_str(&format!(" --config {}", quote(&shown.display().to_string())));
     }
     for o in &common.overrides {
         cmd.push_str(&format!(" --set {}", quote(o)));
@@ -472,5 +539,13 @@ mod tests {
         let mut missing = Vec::new();
         walk(&super::Cli::command(), "latentscope", &mut missing);
         assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn completions_know_the_commands() {
+        let mut script = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut super::Cli::command(), "latentscope", &mut script);
+        let script = String::from_utf8(script).unwrap();
+        assert!(script.contains("complete -F") && script.contains("runs") && script.contains("--keep-going"), "{script}");
     }
 }

@@ -195,19 +195,21 @@ pub fn scatter(path: &Path, title: &str, points: &[f32], labels: &[u8], axis: (&
 }
 
 /// A counts matrix (rows: true label, columns: cluster) as a heat map with the counts written in.
-pub fn heatmap(path: &Path, title: &str, counts: &[Vec<u64>]) -> anyhow::Result<()> {
-    let (rows, cols) = (counts.len(), counts.first().map_or(0, Vec::len));
+pub fn heatmap(path: &Path, title: &str, counts: &[Vec<u64>], columns: &[usize]) -> anyhow::Result<()> {
+    let (rows, cols) = (counts.len(), columns.len());
     let max = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let shade = |t: f64| RGBColor((255.0 - 225.0 * t) as u8, (255.0 - 150.0 * t) as u8, 255 - (75.0 * t) as u8);
     render(path, 900, 820, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FAMILY, 24))
+        let (area, scale) = root.split_horizontally(800);
+        let mut chart = ChartBuilder::on(&area)
+            .caption(title, (FAMILY, 22))
             .margin(15)
             .x_label_area_size(50)
             .y_label_area_size(60)
             .build_cartesian_2d((0..cols as i32 - 1).into_segmented(), (0..rows as i32 - 1).into_segmented())
             .map_err(plot_err)?;
-        let centre_label = |v: &SegmentValue<i32>, f: &dyn Fn(i32) -> i32| match v {
-            SegmentValue::CenterOf(x) => format!("{}", f(*x)),
+        let centre_label = |v: &SegmentValue<i32>, f: &dyn Fn(i32) -> String| match v {
+            SegmentValue::CenterOf(x) => f(*x),
             _ => String::new(),
         };
         chart
@@ -215,30 +217,40 @@ pub fn heatmap(path: &Path, title: &str, counts: &[Vec<u64>]) -> anyhow::Result<
             .disable_mesh()
             .x_labels(cols)
             .y_labels(rows)
-            .x_desc("cluster")
+            .x_desc("k-means cluster (ordered by the label it is matched to)")
             .y_desc("true label")
-            .x_label_formatter(&|v| centre_label(v, &|x| x))
-            .y_label_formatter(&|v| centre_label(v, &|y| rows as i32 - 1 - y))
+            .x_label_formatter(&|v| centre_label(v, &|x| columns.get(x as usize).map_or(String::new(), |c| c.to_string())))
+            .y_label_formatter(&|v| centre_label(v, &|y| (rows as i32 - 1 - y).to_string()))
             .label_style((FAMILY, 16))
             .draw()
             .map_err(plot_err)?;
         for (r, row) in counts.iter().enumerate() {
             let y = (rows - 1 - r) as i32;
-            for (c, &n) in row.iter().enumerate() {
-                let c = c as i32;
+            for (x, &c) in columns.iter().enumerate() {
+                let (x, n) = (x as i32, row[c]);
                 let t = n as f64 / max;
-                let shade = RGBColor((255.0 - 225.0 * t) as u8, (255.0 - 150.0 * t) as u8, 255 - (75.0 * t) as u8);
-                let cell = [(SegmentValue::Exact(c), SegmentValue::Exact(y)), (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1))];
-                chart.draw_series(std::iter::once(Rectangle::new(cell, shade.filled()))).map_err(plot_err)?;
+                let cell = [(SegmentValue::Exact(x), SegmentValue::Exact(y)), (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1))];
+                chart.draw_series(std::iter::once(Rectangle::new(cell, shade(t).filled()))).map_err(plot_err)?;
                 let colour = if t > 0.55 { WHITE } else { BLACK };
                 let style = TextStyle::from((FAMILY, 15).into_font()).color(&colour).pos(plotters::style::text_anchor::Pos::new(
                     plotters::style::text_anchor::HPos::Center,
                     plotters::style::text_anchor::VPos::Center,
                 ));
-                let mid = chart.backend_coord(&(SegmentValue::CenterOf(c), SegmentValue::CenterOf(y)));
-                root.draw(&Text::new(format!("{n}"), mid, style)).map_err(plot_err)?;
+                let mid = chart.backend_coord(&(SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)));
+                area.draw(&Text::new(format!("{n}"), mid, style)).map_err(plot_err)?;
             }
         }
+        // The colour scale: count 0 at the bottom, the largest cell at the top.
+        let (top, bottom, x0) = (70i32, 740i32, 10i32);
+        for i in 0..(bottom - top) {
+            let t = 1.0 - i as f64 / (bottom - top) as f64;
+            scale.draw(&Rectangle::new([(x0, top + i), (x0 + 22, top + i + 1)], shade(t).filled())).map_err(plot_err)?;
+        }
+        scale.draw(&Rectangle::new([(x0, top), (x0 + 22, bottom)], BLACK.stroke_width(1))).map_err(plot_err)?;
+        let label = TextStyle::from((FAMILY, 14).into_font());
+        scale.draw(&Text::new(format!("{}", max as u64), (x0 + 26, top - 6), label.clone())).map_err(plot_err)?;
+        scale.draw(&Text::new("0".to_owned(), (x0 + 26, bottom - 8), label.clone())).map_err(plot_err)?;
+        scale.draw(&Text::new("images".to_owned(), (x0 - 4, top - 28), label)).map_err(plot_err)?;
         Ok(())
     })
 }

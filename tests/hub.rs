@@ -152,13 +152,19 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     );
     assert!(card.starts_with("---\n"), "{card}");
     let front = card.split("\n---\n").next().unwrap();
-    for needle in ["library_name: latentscope", "ylecun/mnist", "model-index:", "type: mse", "type: purity", "type: nmi"] {
+    for needle in ["library_name: latentscope", "license: mit", "ylecun/mnist", "model-index:", "type: mse", "type: purity", "type: nmi"] {
         assert!(front.contains(needle), "front matter lacks {needle}:\n{front}");
     }
     for needle in [
         "notebook's purity",
         "![mnist: training loss](report/loss-mnist.png)",
         "| mnist | local IDX copy of ylecun/mnist | 1x28x28 | 10 |",
+        "class ConvAE(nn.Module):",
+        "class SimpleAutoencoder(nn.Module):",
+        &format!("conv.load_state_dict(load_file(hf_hub_download(\"{REPO}\", \"models/mnist/conv/s42/model.safetensors\", revision=\"main\")), strict=True)"),
+        "## Limitations",
+        "MNIST, CC BY-SA 3.0",
+        "(licence: MIT OR Apache-2.0)",
         "`conv`: conv, channels [8, 4], dense [64], latent 10",
         "cargo xtask pipeline run",
         &format!("cargo xtask pipeline pull --repo {REPO} --revision main"),

@@ -121,12 +121,19 @@ fn a_matrix_runs_every_dataset_through_every_model_and_caches_by_axis() {
     assert!(dag.contains("train-tiny-wide-s42 [train] <- download-tiny"), "{dag}");
     let table = p.ok(&with_sets(&["pipeline", "metrics"]));
     assert!(table.contains("### Dataset tiny") && table.contains("| wide |"), "{table}");
-    let out = p.ok(&with_sets(&["pipeline", "publish", "--repo", "me/matrix", "--dry-run", "--card-out", "card.md"]));
+    // Given an absolute --config, the card still names no local path.
+    let config = p.path().join("pipeline.yaml").display().to_string();
+    let mut args: Vec<&str> =
+        with_sets(&["pipeline", "publish", "--repo", "me/matrix", "--dry-run", "--card-out", "card.md"]).into_iter().collect();
+    args.extend(["--config", config.as_str()]);
+    let out = p.ok(&args);
     assert!(out.contains("models/tiny/wide/s42/model.safetensors") && out.contains("kmeans/mnist/conv/s42/seed-1/"), "{out}");
     let card = std::fs::read_to_string(p.path().join("card.md")).unwrap();
     for needle in ["group mnist and tiny images by class", "| tiny | [someone/tiny]", "12 |", "`wide`: mlp 784-16-3", "name: tiny"] {
         assert!(card.contains(needle), "card lacks {needle}:\n{card}");
     }
+    let local = p.path().display().to_string();
+    assert!(!card.contains(&local) && card.contains("cargo xtask pipeline run --config pipeline.yaml --set"), "{card}");
     // Dropping a dataset leaves the others' stages alone.
     let text = std::fs::read_to_string(p.path().join("pipeline.yaml")).unwrap();
     std::fs::write(p.path().join("pipeline.yaml"), text.lines().filter(|l| !l.starts_with("  tiny:")).collect::<Vec<_>>().join("\n"))
@@ -217,4 +224,35 @@ fn a_no_op_run_of_five_training_seeds_and_two_models_takes_under_0_2_s() {
     // loaded CI machine.
     assert!(v["wall_time_s"].as_f64().unwrap() < 0.2, "{v}");
     assert!(took < 1.0, "a no-op run took {took:.3} s");
+}
+
+#[test]
+fn pipeline_runs_lists_the_run_cache_and_metrics_diff_takes_one() {
+    let p = Project::new("matrix-runs");
+    let mut args: Vec<&str> = vec!["pipeline", "run"];
+    args.extend(SMALL);
+    p.ok(&args);
+    let epochs2 = ["--set", "models.conv.epochs=2"];
+    args.extend(epochs2);
+    p.ok(&args);
+    let mut runs_args: Vec<&str> = vec!["pipeline", "runs", "--json"];
+    runs_args.extend(SMALL);
+    runs_args.extend(epochs2);
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&runs_args)).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let (old, new) = (&runs[0], &runs[1]);
+    assert_eq!((old["current"].as_bool(), new["current"].as_bool()), (Some(false), Some(true)), "{runs:?}");
+    assert_eq!(old["differs"], serde_json::json!(["models.conv.epochs: 1 (now: 2)"]), "{old}");
+    assert_eq!(new["differs"], serde_json::json!([]));
+    assert!(old["purity"]["mnist.conv"][0].as_f64().unwrap() > 0.0);
+    let prefix = &old["fingerprint"].as_str().unwrap()[..8];
+    let mut diff: Vec<&str> = vec!["pipeline", "metrics", "--diff"];
+    let arg = format!("run:{prefix}");
+    diff.push(&arg);
+    diff.extend(SMALL);
+    diff.extend(epochs2);
+    let table = p.ok(&diff);
+    assert!(table.contains("mnist.conv.test_mse") && table.lines().next().unwrap().contains("old"), "{table}");
+    assert!(p.fails(&["pipeline", "metrics", "--diff", "run:0000000000"]).contains("no run in"));
 }

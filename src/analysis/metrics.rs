@@ -86,15 +86,41 @@ pub fn ari(m: &[Vec<u64>]) -> f64 {
 
 /// Fraction of points whose cluster maps to their label under the best one-to-one mapping.
 pub fn accuracy(m: &[Vec<u64>]) -> f64 {
-    let n = total(m);
+    let (matched, _) = matching(m);
+    matched as f64 / total(m) as f64
+}
+
+/// The one-to-one cluster-to-label matching that maximises the matched count (Hungarian):
+/// the count, and for each label the cluster matched to it (`None` when there are fewer
+/// clusters than labels).
+pub fn matching(m: &[Vec<u64>]) -> (u64, Vec<Option<usize>>) {
     let (labels, clusters) = (m.len(), m.first().map_or(0, Vec::len));
     let size = labels.max(clusters);
+    if size == 0 {
+        return (0, Vec::new());
+    }
     // Square matrix of clusters x labels, padded with zeros; maximise matched counts.
     let rows: Vec<Vec<i64>> =
         (0..size).map(|c| (0..size).map(|l| if c < clusters && l < labels { m[l][c] as i64 } else { 0 }).collect()).collect();
     let weights = Matrix::from_rows(rows).expect("square matrix");
-    let (matched, _) = kuhn_munkres(&weights);
-    matched as f64 / n as f64
+    let (matched, label_of_cluster) = kuhn_munkres(&weights);
+    let mut cluster_of = vec![None; labels];
+    for (c, &l) in label_of_cluster.iter().enumerate() {
+        if c < clusters && l < labels {
+            cluster_of[l] = Some(c);
+        }
+    }
+    (matched as u64, cluster_of)
+}
+
+/// The clusters in the order of the labels they are matched to, then any unmatched ones: the
+/// column order that puts a contingency matrix's matched counts on its diagonal.
+pub fn diagonal_order(m: &[Vec<u64>]) -> Vec<usize> {
+    let clusters = m.first().map_or(0, Vec::len);
+    let mut order: Vec<usize> = matching(m).1.into_iter().flatten().collect();
+    let unmatched: Vec<usize> = (0..clusters).filter(|c| !order.contains(c)).collect();
+    order.extend(unmatched);
+    order
 }
 
 #[cfg(test)]
@@ -103,6 +129,15 @@ mod tests {
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    }
+
+    #[test]
+    fn the_diagonal_order_puts_matched_counts_on_the_diagonal() {
+        // Labels 0..3; cluster 2 holds label 0, cluster 0 label 1, cluster 3 label 2; cluster 1 is noise.
+        let m = vec![vec![1, 0, 9, 0], vec![8, 1, 0, 0], vec![0, 2, 0, 7]];
+        assert_eq!(diagonal_order(&m), [2, 0, 3, 1]);
+        assert_eq!(matching(&m), (24, vec![Some(2), Some(0), Some(3)]));
+        close(accuracy(&m), 24.0 / 28.0);
     }
 
     #[test]

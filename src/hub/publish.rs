@@ -1,7 +1,7 @@
 //! `pipeline publish`: one commit to a model repository with every artefact of a complete,
 //! fresh run, the model card, the effective config and the lock file.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use hf_hub::repository::CommitOperation;
 use hf_hub::{HFError, RepoTypeModel};
@@ -160,14 +160,6 @@ fn published_lock(lock: &LockFile, graph: &Graph) -> LockFile {
     out
 }
 
-/// The git commit of the source tree holding `dir`, with `-dirty` when it has changes.
-fn source_revision(dir: &Path) -> Option<String> {
-    let git = |args: &[&str]| std::process::Command::new("git").arg("-C").arg(dir).args(args).output().ok().filter(|o| o.status.success());
-    let head = String::from_utf8(git(&["rev-parse", "HEAD"])?.stdout).ok()?.trim().to_owned();
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
-    Some(if dirty { format!("{head}-dirty") } else { head })
-}
-
 /// What a publication holds: every file (the manifest last) and the manifest itself.
 pub struct Plan {
     pub files: Vec<PlannedFile>,
@@ -209,7 +201,7 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
         let path = store.entry_dir(&download.fingerprint).join(crate::stages::download::SUMMARY);
         datasets.push(crate::stages::download::DatasetSummary::read(&path)?);
     }
-    let source_rev = source_revision(&config.base_dir());
+    let source_rev = crate::html::source_revision(&config.base_dir());
     let figures = crate::stages::plot::figure_captions(&metrics.datasets, &config.config.models.keys().cloned().collect::<Vec<_>>());
     let text = card::render(&card::CardInput {
         repo: &opts.repo,

@@ -122,6 +122,108 @@ impl Architecture {
     }
 }
 
+/// One layer of the PyTorch `nn.Sequential` that holds a model half, by its index there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TorchLayer {
+    Linear(usize, usize),
+    Conv2d(usize, usize),
+    ConvTranspose2d(usize, usize),
+    ReLU,
+    MaxPool2d,
+    Flatten,
+    Unflatten(Shape),
+    Sigmoid,
+}
+
+impl TorchLayer {
+    fn python(&self) -> String {
+        match self {
+            TorchLayer::Linear(i, o) => format!("nn.Linear({i}, {o})"),
+            TorchLayer::Conv2d(i, o) => format!("nn.Conv2d({i}, {o}, 3, padding=1)"),
+            TorchLayer::ConvTranspose2d(i, o) => format!("nn.ConvTranspose2d({i}, {o}, 3, stride=2, padding=1, output_padding=1)"),
+            TorchLayer::ReLU => "nn.ReLU()".into(),
+            TorchLayer::MaxPool2d => "nn.MaxPool2d(2)".into(),
+            TorchLayer::Flatten => "nn.Flatten()".into(),
+            TorchLayer::Unflatten(s) => format!("nn.Unflatten(1, ({}, {}, {}))", s.channels, s.height, s.width),
+            TorchLayer::Sigmoid => "nn.Sigmoid()".into(),
+        }
+    }
+
+    /// Whether the layer holds a weight and a bias.
+    pub fn has_parameters(&self) -> bool {
+        matches!(self, TorchLayer::Linear(..) | TorchLayer::Conv2d(..) | TorchLayer::ConvTranspose2d(..))
+    }
+}
+
+impl Architecture {
+    /// The encoder and decoder as the layers of two PyTorch `nn.Sequential`s, whose indices
+    /// give the state-dict names (`encoder.3.weight`).
+    pub fn torch_layers(&self, shape: Shape) -> (Vec<TorchLayer>, Vec<TorchLayer>) {
+        let dense = |widths: &[usize], last: Option<TorchLayer>| {
+            let mut out = Vec::new();
+            for (i, w) in widths.windows(2).enumerate() {
+                out.push(TorchLayer::Linear(w[0], w[1]));
+                if i + 2 < widths.len() {
+                    out.push(TorchLayer::ReLU);
+                }
+            }
+            out.extend(last);
+            out
+        };
+        match self {
+            Architecture::Mlp { encoder } => {
+                let back: Vec<usize> = encoder.iter().rev().copied().collect();
+                (dense(encoder, None), dense(&back, Some(TorchLayer::Sigmoid)))
+            }
+            Architecture::Conv { channels, dense: hidden, latent } => {
+                let n = channels.len();
+                let inner = Shape { channels: channels[n - 1], height: shape.height >> n, width: shape.width >> n };
+                let mut ins = vec![shape.channels];
+                ins.extend_from_slice(channels);
+                let mut enc = Vec::new();
+                for w in ins.windows(2) {
+                    enc.extend([TorchLayer::Conv2d(w[0], w[1]), TorchLayer::ReLU, TorchLayer::MaxPool2d]);
+                }
+                enc.push(TorchLayer::Flatten);
+                let mut widths = vec![inner.pixels()];
+                widths.extend_from_slice(hidden);
+                widths.push(*latent);
+                enc.extend(dense(&widths, None));
+                let back: Vec<usize> = widths.iter().rev().copied().collect();
+                let mut dec = dense(&back, None);
+                dec.push(TorchLayer::Unflatten(inner));
+                let outs: Vec<usize> = ins.iter().rev().copied().collect();
+                for (i, w) in outs.windows(2).enumerate() {
+                    dec.push(TorchLayer::ConvTranspose2d(w[0], w[1]));
+                    dec.push(if i + 2 < outs.len() { TorchLayer::ReLU } else { TorchLayer::Sigmoid });
+                }
+                (enc, dec)
+            }
+        }
+    }
+
+    /// Python that defines this model as a PyTorch module whose `load_state_dict(strict=True)`
+    /// takes our `model.safetensors`.
+    pub fn torch_module(&self, shape: Shape, class: &str) -> String {
+        let (enc, dec) = self.torch_layers(shape);
+        let seq = |layers: &[TorchLayer]| layers.iter().map(|l| format!("            {},\n", l.python())).collect::<String>();
+        let (input, forward) = match self {
+            Architecture::Mlp { .. } => {
+                (format!("x: [batch, {}] pixels in [0, 1]", shape.pixels()), "        return self.decoder(self.encoder(x))".to_owned())
+            }
+            Architecture::Conv { .. } => (
+                format!("x: [batch, {}, {}, {}] pixels in [0, 1]", shape.channels, shape.height, shape.width),
+                "        return self.decoder(self.encoder(x))".to_owned(),
+            ),
+        };
+        format!(
+            "class {class}(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.encoder = nn.Sequential(\n{}        )\n        self.decoder = nn.Sequential(\n{}        )\n\n    def forward(self, x):  # {input}\n{forward}\n",
+            seq(&enc),
+            seq(&dec)
+        )
+    }
+}
+
 /// An autoencoder over flattened images: input and output [B, pixels] in [0, 1].
 pub trait Autoencoder: Send {
     fn encode(&self, x: &Tensor) -> Result<Tensor>;
@@ -227,6 +329,43 @@ mod tests {
         assert_eq!(simple.len(), 20);
         assert_eq!(simple[0], ("encoder.0.weight".to_owned(), vec![128, 784]));
         assert_eq!(simple[19], ("decoder.8.bias".to_owned(), vec![784]));
+    }
+
+    /// The PyTorch layers' indices give exactly our parameter names and shapes, for the
+    /// notebook's models and for other sizes.
+    #[test]
+    fn the_torch_module_has_our_state_dict() {
+        let rgb = Shape { channels: 3, height: 16, width: 8 };
+        let cases = [
+            (Architecture::notebook_simple(), Shape::MNIST),
+            (Architecture::notebook_conv(), Shape::MNIST),
+            (Architecture::Conv { channels: vec![6, 5, 4], dense: vec![], latent: 3 }, rgb),
+        ];
+        for (arch, shape) in cases {
+            let (enc, dec) = arch.torch_layers(shape);
+            let mut names = Vec::new();
+            for (half, layers) in [("encoder", &enc), ("decoder", &dec)] {
+                for (i, layer) in layers.iter().enumerate().filter(|(_, l)| l.has_parameters()) {
+                    let (w, b) = match *layer {
+                        TorchLayer::Linear(i, o) => (vec![o, i], o),
+                        TorchLayer::Conv2d(i, o) => (vec![o, i, 3, 3], o),
+                        TorchLayer::ConvTranspose2d(i, o) => (vec![i, o, 3, 3], o),
+                        _ => unreachable!(),
+                    };
+                    names.push((format!("{half}.{i}.weight"), w));
+                    names.push((format!("{half}.{i}.bias"), vec![b]));
+                }
+            }
+            let ours: Vec<(String, Vec<usize>)> = arch.parameters(shape).into_iter().map(|p| (p.name, p.shape)).collect();
+            assert_eq!(names, ours, "{arch:?}");
+            assert!(matches!(dec.last(), Some(TorchLayer::Sigmoid)));
+        }
+        let py = Architecture::notebook_conv().torch_module(Shape::MNIST, "ConvAE");
+        assert!(
+            py.contains("nn.Unflatten(1, (4, 7, 7)),")
+                && py.contains("nn.ConvTranspose2d(8, 1, 3, stride=2, padding=1, output_padding=1),"),
+            "{py}"
+        );
     }
 
     /// Other sizes: RGB images, three conv blocks, no dense layer; the forward pass gives

@@ -3,7 +3,7 @@
 //! f32 [components, d], `mean` f32 [d]; `pca.json`: explained variance per component).
 
 use safetensors::Dtype;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{Run, StageId};
 use crate::analysis::pca;
@@ -16,6 +16,21 @@ pub const SUMMARY: &str = "pca.json";
 
 pub fn id(run: &Run) -> String {
     StageId::Pca(run.clone()).to_string()
+}
+
+/// `pca.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PcaSummary {
+    pub components: usize,
+    pub explained_variance: Vec<f64>,
+    /// Each component's share of the total variance of the latents.
+    pub explained_variance_ratio: Vec<f64>,
+}
+
+impl PcaSummary {
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        serde_json::from_value(super::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not a pca.json: {e}", path.display()))
+    }
 }
 
 pub struct Pca {
@@ -56,11 +71,11 @@ impl StageKind for Pca {
                 Array::raw("mean", Dtype::F32, vec![d], &mb),
             ],
         )?;
-        let summary = json!({
-            "components": self.components,
-            "explained_variance": fit.explained_variance,
-            "explained_variance_ratio": fit.explained_variance_ratio,
-        });
+        let summary = PcaSummary {
+            components: self.components,
+            explained_variance: fit.explained_variance.clone(),
+            explained_variance_ratio: fit.explained_variance_ratio.clone(),
+        };
         super::write_json(&ctx.output(SUMMARY), &summary)?;
         Ok(StageReport { device: Some("cpu".into()) })
     }

@@ -86,7 +86,8 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
                 .input(&super::train::id(&run), super::train::CONFIG)
                 .input(&super::encode::id(&run), super::encode::RECONSTRUCTIONS)
                 .input(&super::encode::id(&run), super::encode::LATENT)
-                .input(&super::pca::id(&run), super::pca::POINTS);
+                .input(&super::pca::id(&run), super::pca::POINTS)
+                .input(&super::pca::id(&run), super::pca::SUMMARY);
         }
     }
     spec.outputs = outputs;
@@ -100,8 +101,9 @@ impl StageKind for Plot {
 
     /// 3: the report states the run's image counts and k; training seeds; spread figure.
     /// 4: per dataset, any model; figure names carry dataset and model.
+    /// 5: PCA axes give the explained variance; heat maps in matching order with a scale.
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -171,12 +173,15 @@ impl Plot {
             let (pshape, bytes) = file.get("points", Dtype::F32)?;
             anyhow::ensure!(pshape.len() == 2 && pshape[1] >= 2, "PCA points of {m} have shape {pshape:?}; the scatter needs 2 components");
             let points: Vec<f32> = f32_values(bytes).chunks_exact(pshape[1]).flat_map(|r| [r[0], r[1]]).collect();
+            let ratio = super::pca::PcaSummary::read(ctx.input(&super::pca::id(&run), super::pca::SUMMARY)?)?.explained_variance_ratio;
+            let axis = |i: usize| format!("PC {} ({:.1}% of the variance)", i + 1, 100.0 * ratio.get(i).copied().unwrap_or(f64::NAN));
+            let shown = 100.0 * (ratio.iter().take(2).sum::<f64>());
             figures::scatter(
                 &ctx.output(&pca_figure(dataset, m)),
-                &format!("{dataset}, {m}: test-set latents, first two principal components"),
+                &format!("{dataset}, {m}: test-set latents on 2 principal components ({shown:.0}% of the variance)"),
                 &points,
                 &labels,
-                ("PC 1", "PC 2"),
+                (&axis(0), &axis(1)),
             )?;
             let shown = metrics
                 .model(dataset, m)
@@ -184,8 +189,9 @@ impl Plot {
                 .ok_or_else(|| anyhow::anyhow!("score/metrics.json has no {dataset} {m} model of training seed {}", self.shown))?;
             figures::heatmap(
                 &ctx.output(&contingency_figure(dataset, m)),
-                &format!("{dataset}, {m}: true label x k-means cluster (k-means seed {}, best purity)", shown.best_purity_seed),
+                &format!("{dataset}, {m}: true label x cluster (k-means seed {}, best purity)", shown.best_purity_seed),
                 &shown.contingency,
+                &crate::analysis::metrics::diagonal_order(&shown.contingency),
             )?;
         }
 
