@@ -76,62 +76,106 @@ fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing failed: {e}")
 }
 
-/// One model's training curve: per-step losses (faint) and a moving average.
+/// One model's training curve: per-step losses (faint), their moving average, and the test
+/// loss after each epoch.
 pub struct LossCurve<'a> {
     pub name: &'a str,
     pub step_loss: &'a [f32],
     pub steps_per_epoch: usize,
+    /// The test loss after epoch 1, 2, ... (empty when not recorded).
+    pub test_loss: Vec<f64>,
 }
 
-/// Training loss per step (log scale) for each model, with a smoothed line.
+/// `0.0213`, `0.1`, `0.015`: three significant digits, no trailing zeros (log-axis labels that
+/// stay distinct).
+fn significant(v: f64) -> String {
+    if v <= 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = (2 - v.log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+/// Training loss per step (log scale) for each model, with a centred moving average, and the
+/// test loss after each epoch.
 pub fn loss_curves(path: &Path, curves: &[LossCurve<'_>]) -> anyhow::Result<()> {
     render(path, 1000, 600, |root| {
         let epochs = curves.iter().map(|c| c.step_loss.len() as f64 / c.steps_per_epoch.max(1) as f64).fold(0.0, f64::max).max(1e-9);
-        let all = curves.iter().flat_map(|c| c.step_loss.iter().copied()).filter(|v| *v > 0.0);
-        let (lo, hi) = all.fold((f32::MAX, 0f32), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        let (lo, hi) = if lo > hi { (1e-3, 1.0) } else { (lo as f64 * 0.9, hi as f64 * 1.1) };
+        let steps = curves.iter().flat_map(|c| c.step_loss.iter().map(|&v| v as f64));
+        let all = steps.chain(curves.iter().flat_map(|c| c.test_loss.iter().copied())).filter(|v| *v > 0.0);
+        let (lo, hi) = all.fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = if lo > hi { (1e-3, 1.0) } else { (lo * 0.9, hi * 1.1) };
         let mut chart = ChartBuilder::on(root)
-            .caption("Training loss (MSE per step, log scale)", (FAMILY, 26))
+            .caption("Loss (MSE, log scale): training per step, test after each epoch", (FAMILY, 24))
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..epochs, (lo..hi).log_scale())
             .map_err(plot_err)?;
-        chart.configure_mesh().x_desc("epoch").y_desc("loss").label_style((FAMILY, 16)).draw().map_err(plot_err)?;
+        // Whole epochs only on the x axis; no light grid lines (they crowd a log axis).
+        let whole = epochs.ceil() as usize;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("loss")
+            .x_labels((whole + 1).min(21))
+            .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-6 { format!("{}", x.round() as i64) } else { String::new() })
+            .y_label_formatter(&|y| significant(*y))
+            .max_light_lines(0)
+            .label_style((FAMILY, 16))
+            .draw()
+            .map_err(plot_err)?;
         let x = |c: &LossCurve<'_>, step: usize| (step + 1) as f64 / c.steps_per_epoch.max(1) as f64;
-        // Every raw curve first, faint; then the smoothed lines on top of all of them.
+        // Every raw curve first, faint; then the smoothed lines and test points on top.
         for (i, c) in curves.iter().enumerate() {
-            let colour = DIGIT_COLOURS[i];
+            let colour = DIGIT_COLOURS[i % DIGIT_COLOURS.len()];
             chart
                 .draw_series(LineSeries::new(c.step_loss.iter().enumerate().map(|(s, &l)| (x(c, s), l as f64)), colour.mix(0.18)))
                 .map_err(plot_err)?;
         }
         for (i, c) in curves.iter().enumerate() {
-            let colour = DIGIT_COLOURS[i];
+            let colour = DIGIT_COLOURS[i % DIGIT_COLOURS.len()];
             let dark = RGBColor((colour.0 as f64 * 0.6) as u8, (colour.1 as f64 * 0.6) as u8, (colour.2 as f64 * 0.6) as u8);
             let window = (c.steps_per_epoch / 4).clamp(1, 500);
             let smooth = moving_average(c.step_loss, window);
             chart
                 .draw_series(LineSeries::new(smooth.into_iter().enumerate().map(|(s, l)| (x(c, s), l)), dark.stroke_width(3)))
                 .map_err(plot_err)?
-                .label(format!("{}: per step (faint), moving average of {window} steps", c.name))
+                .label(format!("{}: training, centred average of {window} steps", c.name))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 25, y)], dark.stroke_width(3)));
+            if !c.test_loss.is_empty() {
+                let points: Vec<(f64, f64)> = c.test_loss.iter().enumerate().map(|(e, &l)| ((e + 1) as f64, l)).collect();
+                chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(1))).map_err(plot_err)?;
+                chart
+                    .draw_series(points.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
+                    .map_err(plot_err)?
+                    .label(format!("{}: test, after each epoch", c.name))
+                    .legend(move |(x, y)| Circle::new((x + 12, y), 4, colour.filled()));
+            }
         }
         legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
+/// The mean of each value's window, centred on it (`window / 2` either side, fewer at the ends).
 fn moving_average(values: &[f32], window: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(values.len());
-    let mut sum = 0f64;
-    for (i, &v) in values.iter().enumerate() {
-        sum += v as f64;
-        if i >= window {
-            sum -= values[i - window] as f64;
-        }
-        out.push(sum / (i + 1).min(window) as f64);
+    let half = window / 2;
+    let mut prefix = Vec::with_capacity(values.len() + 1);
+    prefix.push(0f64);
+    for &v in values {
+        prefix.push(prefix.last().copied().unwrap_or(0.0) + v as f64);
     }
-    out
+    (0..values.len())
+        .map(|i| {
+            let (a, b) = (i.saturating_sub(half), (i + half + 1).min(values.len()));
+            (prefix[b] - prefix[a]) / (b - a) as f64
+        })
+        .collect()
 }
 
 /// Rows of images of `shape` ([0, 1] floats, channel-first; grey for one channel, RGB for
@@ -140,7 +184,7 @@ pub fn image_rows(path: &Path, title: &str, shape: crate::data::Shape, rows: &[(
     let (w, h, plane) = (shape.width as u32, shape.height as u32, shape.height * shape.width);
     let scale = (112 / h.max(w)).clamp(1, 8);
     let (cell_w, cell_h) = (w * scale + 8, h * scale + 8);
-    let (label_w, top) = (150u32, 50u32);
+    let (label_w, top) = (200u32, 50u32);
     let width = label_w + cell_w * columns as u32 + 10;
     let height = top + cell_h * rows.len() as u32 + 10;
     render(path, width.max(400), height, |root| {
@@ -328,4 +372,19 @@ pub fn strips(path: &Path, title: &str, panels: &[(&str, Vec<Strip<'_>>)]) -> an
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_moving_average_is_centred() {
+        let v = [1.0f32, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(super::moving_average(&v, 3), [1.5, 2.0, 3.0, 4.0, 4.5]);
+        assert_eq!(super::moving_average(&v, 1), [1.0, 2.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn log_axis_labels_stay_distinct() {
+        assert_eq!(["0.1", "0.105", "0.0213", "0.015", "2", "150"], [0.1, 0.105, 0.02131, 0.015, 2.0, 150.0].map(super::significant));
+    }
 }

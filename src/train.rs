@@ -29,6 +29,9 @@ pub struct TrainSettings {
 pub struct EpochStats {
     pub epoch: usize,
     pub mean_loss: f64,
+    /// The MSE on the test split after this epoch (as the notebook prints it).
+    #[serde(default)]
+    pub test_loss: Option<f64>,
     pub wall_time_s: f64,
     pub samples_per_s: f64,
 }
@@ -87,7 +90,12 @@ pub fn batch_tensor(split: &Split, indices: impl IntoIterator<Item = usize>, dev
 }
 
 /// Trains a fresh model on `train`; returns its variables, the model and the history.
-pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<(candle_nn::VarMap, Box<dyn Autoencoder>, History)> {
+pub fn fit(
+    train: &Split,
+    test: Option<&Split>,
+    s: &TrainSettings,
+    device: &Device,
+) -> anyhow::Result<(candle_nn::VarMap, Box<dyn Autoencoder>, History)> {
     anyhow::ensure!(!train.is_empty(), "no training images");
     let (varmap, model) = models::initialise(&s.arch, train.shape, s.seed, device)?;
     let mut opt = Adam::new(varmap.all_vars(), AdamConfig::new(s.lr, s.weight_decay))?;
@@ -158,12 +166,16 @@ pub fn fit(train: &Split, s: &TrainSettings, device: &Device) -> anyhow::Result<
             return Err(Diverged { epoch, what }.into());
         }
         let wall = epoch_start.elapsed().as_secs_f64();
-        let stats = EpochStats { epoch, mean_loss: sum / steps_per_epoch as f64, wall_time_s: wall, samples_per_s: n as f64 / wall };
+        // Evaluated outside the epoch's wall time; no random draw, so the weights are unchanged.
+        let test_loss = test.map(|t| mse(model.as_ref(), t, device)).transpose()?;
+        let stats =
+            EpochStats { epoch, mean_loss: sum / steps_per_epoch as f64, test_loss, wall_time_s: wall, samples_per_s: n as f64 / wall };
         tracing::info!(
-            "{} epoch {epoch}/{}: loss {:.5}, {:.1} s, {:.0} samples/s",
+            "{} epoch {epoch}/{}: loss {:.5}{}, {:.1} s, {:.0} samples/s",
             s.label,
             s.epochs,
             stats.mean_loss,
+            test_loss.map_or(String::new(), |t| format!(", test {t:.5}")),
             wall,
             stats.samples_per_s
         );

@@ -70,8 +70,16 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
         assert_eq!((info.width, info.height), (w, h), "{file}");
     }
     let report = std::fs::read_to_string(plot.join("report.md")).unwrap();
-    for needle in ["| simple |", "| conv |", "0.6589", "0.7059", "![mnist: training loss](loss-mnist.png)", "(contingency-mnist-conv.png)"]
-    {
+    for needle in [
+        "| simple |",
+        "| conv |",
+        "0.6589",
+        "0.7059",
+        "![mnist: training and test loss](loss-mnist.png)",
+        "(samples-mnist.png)",
+        "(clusters-mnist-conv.png)",
+        "(contingency-mnist-conv.png)",
+    ] {
         assert!(report.contains(needle), "report.md lacks {needle}:\n{report}");
     }
     let table = p.ok(&["pipeline", "metrics", "--set", "kmeans.seeds=[0,1,2]"]);

@@ -157,7 +157,7 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     }
     for needle in [
         "notebook's purity",
-        "![mnist: training loss](report/loss-mnist.png)",
+        "![mnist: training and test loss](report/loss-mnist.png)",
         "| mnist | local IDX copy of ylecun/mnist | 1x28x28 | 10 |",
         "class ConvAE(nn.Module):",
         "class SimpleAutoencoder(nn.Module):",

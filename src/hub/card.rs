@@ -1,6 +1,6 @@
 //! The model card (`README.md`) of a published run: YAML front matter the Hub reads
 //! (`library_name`, `tags`, `datasets`, `model-index` with the test MSE and clustering
-//! metrics), then what the experiment is, the metrics beside the seed's, the figures and how
+//! metrics), then what the experiment is, the metrics beside the notebook's, the figures and how
 //! to reproduce the run. Built only from the run's artefacts, so the same run gives the same
 //! card.
 

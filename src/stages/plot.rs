@@ -28,6 +28,17 @@ pub fn spread_figure(dataset: &str) -> String {
     format!("spread-{dataset}.png")
 }
 
+pub fn samples_figure(dataset: &str) -> String {
+    format!("samples-{dataset}.png")
+}
+
+pub fn clusters_figure(dataset: &str, model: &str) -> String {
+    format!("clusters-{dataset}-{model}.png")
+}
+
+/// Images per row of the sample grids.
+const GRID: usize = 10;
+
 pub fn pca_figure(dataset: &str, model: &str) -> String {
     format!("pca-{dataset}-{model}.png")
 }
@@ -41,13 +52,17 @@ pub fn contingency_figure(dataset: &str, model: &str) -> String {
 pub fn figure_captions(datasets: &[String], models: &[String]) -> Vec<(String, String)> {
     let mut figs = Vec::new();
     for d in datasets {
-        figs.push((loss_figure(d), format!("{d}: training loss")));
+        figs.push((samples_figure(d), format!("{d}: test images of each class")));
+        figs.push((loss_figure(d), format!("{d}: training and test loss")));
         figs.push((reconstructions_figure(d), format!("{d}: reconstructions")));
         for m in models {
             figs.push((pca_figure(d, m), format!("{d}: PCA of the {m} latent space")));
         }
         for m in models {
             figs.push((contingency_figure(d, m), format!("{d}: contingency of the best {m} clustering")));
+        }
+        for m in models {
+            figs.push((clusters_figure(d, m), format!("{d}: test images in each cluster of the best {m} clustering")));
         }
         figs.push((spread_figure(d), format!("{d}: spread of each metric over k-means and training seeds")));
     }
@@ -66,6 +81,7 @@ pub struct Plot {
 
 pub fn spec(config: &LoadedConfig) -> StageSpec {
     let c = &config.config;
+    let kmeans_seeds = c.kmeans.seeds.clone();
     let shown = c.train.seeds[0];
     let datasets: Vec<Name> = c.datasets.keys().map(|d| d.as_str().into()).collect();
     let models: Vec<Name> = c.models.keys().map(|m| m.as_str().into()).collect();
@@ -88,6 +104,10 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
                 .input(&super::encode::id(&run), super::encode::LATENT)
                 .input(&super::pca::id(&run), super::pca::POINTS)
                 .input(&super::pca::id(&run), super::pca::SUMMARY);
+            // The cluster grid shows the best-purity seed, known only once score has run.
+            for &k in &kmeans_seeds {
+                spec = spec.input(&super::kmeans::id(&super::Subject::Model(run.clone()), k), super::kmeans::ASSIGNMENTS);
+            }
         }
     }
     spec.outputs = outputs;
@@ -102,8 +122,10 @@ impl StageKind for Plot {
     /// 3: the report states the run's image counts and k; training seeds; spread figure.
     /// 4: per dataset, any model; figure names carry dataset and model.
     /// 5: PCA axes give the explained variance; heat maps in matching order with a scale.
+    /// 6: the loss plot shows the test loss per epoch, a centred average, whole-epoch ticks;
+    /// sample grids of the dataset and of each cluster.
     fn version(&self) -> u32 {
-        5
+        6
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -146,6 +168,7 @@ impl Plot {
                 name: m,
                 step_loss: &h.step_loss,
                 steps_per_epoch: h.train_images.div_ceil(h.settings.batch_size.max(1)),
+                test_loss: h.epochs.iter().filter_map(|e| e.test_loss).collect(),
             })
             .collect();
         figures::loss_curves(&ctx.output(&loss_figure(dataset)), &curves)?;
@@ -164,6 +187,21 @@ impl Plot {
         rows.extend(self.models.iter().zip(&recon).map(|(m, r)| (m.as_ref(), r.as_slice())));
         let title = format!("{dataset}: first {n} test images and their reconstructions");
         figures::image_rows(&ctx.output(&reconstructions_figure(dataset)), &title, shape, &rows, n)?;
+
+        // Test images of each class, and of each cluster of the best clustering.
+        let grid = |rows: Vec<(String, Vec<usize>)>, path: &str, title: &str| -> anyhow::Result<()> {
+            let pixels: Vec<(String, Vec<f32>)> = rows
+                .into_iter()
+                .map(|(label, idx)| (label, idx.iter().flat_map(|&i| test.image(i).iter().map(|&p| p as f32 / 255.0)).collect()))
+                .collect();
+            let refs: Vec<(&str, &[f32])> = pixels.iter().map(|(l, p)| (l.as_str(), p.as_slice())).collect();
+            figures::image_rows(&ctx.output(path), title, shape, &refs, GRID)
+        };
+        let classes = test.labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+        let by_class: Vec<(String, Vec<usize>)> = (0..classes)
+            .map(|c| (format!("class {c}"), (0..test.len()).filter(|&i| test.labels[i] as usize == c).take(GRID).collect()))
+            .collect();
+        grid(by_class, &samples_figure(dataset), &format!("{dataset}: the first test images of each class"))?;
 
         // PCA scatters and contingency heat maps.
         for m in &self.models {
@@ -187,6 +225,29 @@ impl Plot {
                 .model(dataset, m)
                 .and_then(|mm| mm.runs.iter().find(|r| r.training_seed == Some(self.shown)))
                 .ok_or_else(|| anyhow::anyhow!("score/metrics.json has no {dataset} {m} model of training seed {}", self.shown))?;
+            let file = TensorFile::open(
+                ctx.input(&super::kmeans::id(&super::Subject::Model(run.clone()), shown.best_purity_seed), super::kmeans::ASSIGNMENTS)?,
+            )?;
+            let assigned = crate::tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
+            anyhow::ensure!(assigned.len() == test.len(), "{m}: {} cluster assignments for {} test images", assigned.len(), test.len());
+            let order = crate::analysis::metrics::diagonal_order(&shown.contingency);
+            let by_cluster: Vec<(String, Vec<usize>)> = order
+                .iter()
+                .map(|&c| {
+                    let members: Vec<usize> = (0..test.len()).filter(|&i| assigned[i] as usize == c).collect();
+                    let majority =
+                        shown.contingency.iter().enumerate().max_by_key(|(_, row)| row.get(c).copied().unwrap_or(0)).map_or(0, |(l, _)| l);
+                    (format!("{c}: {} (most {majority})", members.len()), members.into_iter().take(GRID).collect())
+                })
+                .collect();
+            grid(
+                by_cluster,
+                &clusters_figure(dataset, m),
+                &format!(
+                    "{dataset}, {m}: the first test images of each cluster (k-means seed {}; size, most common label)",
+                    shown.best_purity_seed
+                ),
+            )?;
             figures::heatmap(
                 &ctx.output(&contingency_figure(dataset, m)),
                 &format!("{dataset}, {m}: true label x cluster (k-means seed {}, best purity)", shown.best_purity_seed),

@@ -77,8 +77,9 @@ impl StageKind for Train {
 
     /// 2: subnormals flushed to zero during training.
     /// 3: any architecture and dataset; config.json; typed history.json.
+    /// 4: history.json records the test loss after every epoch.
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn cost(&self) -> Cost {
@@ -106,10 +107,11 @@ impl StageKind for Train {
             self.settings.batch_size,
             models::device::name(&device)
         );
-        let (varmap, model, history) = train::fit(&train, &self.settings, &device).map_err(|e| match e.downcast::<train::Diverged>() {
-            Ok(d) => anyhow::anyhow!("{} {d}; lower {model_key}.lr", ctx.stage_id),
-            Err(e) => e,
-        })?;
+        let (varmap, model, history) =
+            train::fit(&train, Some(&data.test), &self.settings, &device).map_err(|e| match e.downcast::<train::Diverged>() {
+                Ok(d) => anyhow::anyhow!("{} {d}; lower {model_key}.lr", ctx.stage_id),
+                Err(e) => e,
+            })?;
         let test_mse = train::mse(model.as_ref(), &data.test, &device)?;
         anyhow::ensure!(test_mse.is_finite(), "{}: the test MSE is {test_mse}; lower {model_key}.lr", ctx.stage_id);
         tracing::info!("{}: test MSE {test_mse:.6}", ctx.stage_id);
