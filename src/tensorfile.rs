@@ -47,12 +47,20 @@ pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
 /// created like any other (mode 0666 less the umask; safetensors' own `serialize_to_file`
 /// makes it 0600, unreadable to the other users of a shared machine).
 pub fn write(path: &Path, arrays: &[Array<'_>]) -> anyhow::Result<()> {
+    write_with(path, arrays, None)
+}
+
+/// [`write`] with one metadata entry (`("format", "pt")` for PyTorch state dicts). One at
+/// most: safetensors writes its metadata map in hash order, so two keys would make the bytes,
+/// and so the hashes, differ from run to run.
+pub fn write_with(path: &Path, arrays: &[Array<'_>], metadata: Option<(&str, &str)>) -> anyhow::Result<()> {
     let views = arrays
         .iter()
         .map(|a| Ok((a.name.to_owned(), TensorView::new(a.dtype, a.shape.clone(), a.bytes)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let metadata = metadata.map(|(k, v)| std::collections::HashMap::from([(k.to_owned(), v.to_owned())]));
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 

@@ -42,7 +42,14 @@ fn trains_and_encodes_both_models() {
         let mse = metrics["test_mse"].as_f64().unwrap();
         assert!(mse > 0.0 && mse < 0.9 * head, "{}: test MSE {mse}, first losses {head}", name);
 
+        // PyTorch-style metadata, as safetensors files made by PyTorch carry it on the Hub.
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let meta = safetensors::SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone().unwrap();
+        assert_eq!(meta.get("format").map(String::as_str), Some("pt"));
         let enc = p.artifacts().join(format!("encode-mnist-{name}-s42"));
+        let bytes = std::fs::read(enc.join("latent.safetensors")).unwrap();
+        let meta = safetensors::SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone().unwrap();
+        assert_eq!(meta["source"], format!("train-mnist-{name}-s42 latents of the test split of mnist"));
         let latent = TensorFile::open(&enc.join("latent.safetensors")).unwrap();
         assert_eq!(latent.get("latent", Dtype::F32).unwrap().0, [10000, arch.latent_dim()]);
         let (shape, labels) = latent.get("labels", Dtype::U8).unwrap();

@@ -274,28 +274,39 @@ pub fn save(varmap: &VarMap, path: &Path) -> anyhow::Result<()> {
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let arrays: Vec<crate::tensorfile::Array<'_>> =
         tensors.iter().map(|(n, shape, bytes)| crate::tensorfile::Array::raw(n, safetensors::Dtype::F32, shape.clone(), bytes)).collect();
-    crate::tensorfile::write(path, &arrays)
+    // `format: pt`, as PyTorch's own safetensors files on the Hub say.
+    crate::tensorfile::write_with(path, &arrays, Some(("format", "pt")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// `save` writes through tensorfile (for the umask) and must give the bytes candle's own
-    /// writer gives, so trained models hash as before and no train version bump is needed.
+    /// `save` writes through tensorfile (for the umask), with `format: pt` metadata, and
+    /// candle's own reader gives back exactly the saved tensors.
     #[test]
-    fn save_writes_the_bytes_candle_writes() {
+    fn saved_weights_read_back_and_say_pt() {
         let dir = std::env::temp_dir().join(format!("latentscope-save-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for arch in [Architecture::notebook_simple(), Architecture::notebook_conv()] {
             let (varmap, _) = initialise(&arch, Shape::MNIST, 7, &Device::Cpu).unwrap();
-            let ours = dir.join(format!("{}-ours.safetensors", arch.family()));
-            let theirs = dir.join(format!("{}-candle.safetensors", arch.family()));
-            save(&varmap, &ours).unwrap();
-            let tensors: std::collections::HashMap<String, Tensor> =
-                varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
-            candle_core::safetensors::save(&tensors, &theirs).unwrap();
-            assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&theirs).unwrap(), "{}", arch.family());
+            let path = dir.join(format!("{}.safetensors", arch.family()));
+            save(&varmap, &path).unwrap();
+            let back = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+            {
+                let data = varmap.data().lock().unwrap();
+                assert_eq!(back.len(), data.len());
+                for (name, var) in data.iter() {
+                    let a = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    assert_eq!(a, back[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{name}");
+                }
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+            assert_eq!(meta.metadata().as_ref().and_then(|m| m.get("format")).map(String::as_str), Some("pt"));
+            // Deterministic bytes: the same weights give the same file.
+            save(&varmap, &path).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), bytes);
         }
         std::fs::remove_dir_all(dir).unwrap();
     }

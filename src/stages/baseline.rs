@@ -57,8 +57,9 @@ impl StageKind for BaselineStage {
         "baseline"
     }
 
+    /// 2: latent.safetensors says what it holds (`source` metadata).
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -79,9 +80,11 @@ impl StageKind for BaselineStage {
         super::ensure_finite(ctx.stage_id, "baseline values", values.iter().copied())?;
         let bytes = le_bytes(&values);
         let n = data.test.len();
-        tensorfile::write(
+        let source = format!("{} of the test split of {}", ctx.stage_id, self.dataset);
+        tensorfile::write_with(
             &ctx.output(LATENT),
             &[Array::raw("latent", Dtype::F32, vec![n, d], &bytes), Array::u8("labels", vec![n], &data.test.labels)],
+            Some(("source", &source)),
         )?;
         Ok(StageReport { device: Some("cpu".into()) })
     }

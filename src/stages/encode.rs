@@ -46,8 +46,9 @@ impl StageKind for Encode {
     }
 
     /// 2: any architecture and image shape.
+    /// 3: latent.safetensors says which model and split it comes from (`source` metadata).
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -67,9 +68,11 @@ impl StageKind for Encode {
         anyhow::ensure!(latent.len() == test.len() * d, "encoder returned {} values for {} images", latent.len(), test.len());
         super::ensure_finite(ctx.stage_id, "latent values", latent.iter().copied())?;
         let bytes = le_bytes(&latent);
-        tensorfile::write(
+        let source = format!("{} latents of the test split of {}", train_id, self.run.dataset);
+        tensorfile::write_with(
             &ctx.output(LATENT),
             &[Array::raw("latent", Dtype::F32, vec![test.len(), d], &bytes), Array::u8("labels", vec![test.len()], &test.labels)],
+            Some(("source", &source)),
         )?;
         let n = self.samples.min(test.len());
         let recon = train::reconstruct(model.as_ref(), &test, n, &device)?;
