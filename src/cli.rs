@@ -43,6 +43,18 @@ enum Command {
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Rewrite README.md's measured numbers (between `<!-- readme-numbers:begin -->` and
+    /// `<!-- readme-numbers:end -->`) from the current, complete run, so they never go stale.
+    ReadmeNumbers {
+        #[command(flatten)]
+        common: Common,
+        /// The README to rewrite.
+        #[arg(long, default_value = "README.md")]
+        readme: PathBuf,
+        /// Change nothing; exit with status 1 if the README's numbers differ from the run's.
+        #[arg(long)]
+        check: bool,
+    },
     /// Print a shell completion script: `latentscope completions bash > ~/.local/share/bash-completion/completions/latentscope`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -292,6 +304,21 @@ fn load(common: &Common) -> anyhow::Result<Graph> {
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let args = match cli.command {
         Command::Pipeline(args) => args,
+        Command::ReadmeNumbers { common, readme, check } => {
+            let config = LoadedConfig::load(&common.config, &common.overrides)?;
+            let graph = Graph::new(crate::stages::plan(&config))?;
+            let block = crate::report::readme_numbers(&graph, &common.artifacts)?;
+            let text = std::fs::read_to_string(&readme).with_context(|| format!("cannot read {}", readme.display()))?;
+            let updated = crate::report::replace_marked(&text, &block).with_context(|| readme.display().to_string())?;
+            if check {
+                return Ok(if updated == text { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
+            if updated != text {
+                crate::pipeline::store::write_atomic(&readme, updated.as_bytes())?;
+            }
+            println!("{}: the measured numbers are those of the run in {}", readme.display(), common.artifacts.display());
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "latentscope", &mut std::io::stdout());

@@ -156,7 +156,7 @@ pub fn table(runs: &[PastRun]) -> String {
 }
 
 /// `2026-11-30 01:23 UTC` (civil date from days since the epoch).
-fn utc(secs: u64) -> String {
+pub fn utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let (h, m) = (secs % 86_400 / 3600, secs % 3600 / 60);
     // Howard Hinnant's days-to-civil algorithm.

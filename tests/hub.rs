@@ -152,7 +152,16 @@ fn publish_then_wipe_then_pull_then_run_finds_everything_but_download_cached() {
     );
     assert!(card.starts_with("---\n"), "{card}");
     let front = card.split("\n---\n").next().unwrap();
-    for needle in ["library_name: latentscope", "license: mit", "ylecun/mnist", "model-index:", "type: mse", "type: purity", "type: nmi"] {
+    for needle in [
+        "library_name: latentscope",
+        "license: mit",
+        "revision: 77f3279092a1c1579b2250db8eafed0ad422088c",
+        "ylecun/mnist",
+        "model-index:",
+        "type: mse",
+        "type: purity",
+        "type: nmi",
+    ] {
         assert!(front.contains(needle), "front matter lacks {needle}:\n{front}");
     }
     for needle in [

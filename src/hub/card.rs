@@ -67,9 +67,15 @@ fn model_index(input: &CardInput) -> Value {
             }
             let arch = m.arch.as_ref().map_or("?", |a| a.family());
             let repo = hub_repo(input, &m.dataset).unwrap_or_else(|| m.dataset.clone());
+            // The pinned commit the data came from (or is published at, for a local copy).
+            let revision = input.config.datasets.get(&m.dataset).and_then(|d| d.hub.as_ref()).map(|h| h.revision.clone());
+            let mut dataset = json!({"type": repo, "name": m.dataset, "config": m.dataset, "split": "test"});
+            if let Some(rev) = revision {
+                dataset["revision"] = rev.into();
+            }
             json!({
                 "task": {"type": "image-feature-extraction", "name": format!("Latent-space clustering ({}: {arch}, k-means k={})", m.model, input.metrics.k)},
-                "dataset": {"type": repo, "name": m.dataset, "split": "test"},
+                "dataset": dataset,
                 "metrics": metrics.into_iter().flatten().collect::<Vec<_>>(),
             })
         })
@@ -196,6 +202,11 @@ pub fn render(input: &CardInput) -> String {
             .join("; ")
     );
     out.push_str("## Reproduce\n\n");
+    // Cargo.toml's `repository`, when the project records one.
+    let repository = env!("CARGO_PKG_REPOSITORY");
+    if !repository.is_empty() {
+        let _ = writeln!(out, "Source: <{repository}>\n");
+    }
     match input.source_revision {
         Some(rev) => {
             let _ = writeln!(out, "With the latentscope source at revision `{rev}`:\n");
