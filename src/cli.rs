@@ -293,10 +293,12 @@ fn init_logging() {
         .try_init();
 }
 
-fn load(common: &Common) -> anyhow::Result<Graph> {
+/// The config (overrides applied, models checked against local datasets) and its stage graph.
+fn load(common: &Common) -> anyhow::Result<(LoadedConfig, Graph)> {
     let config = LoadedConfig::load(&common.config, &common.overrides)?;
     crate::stages::check_shapes(&config)?;
-    Ok(Graph::new(crate::stages::plan(&config))?)
+    let graph = Graph::new(crate::stages::plan(&config))?;
+    Ok((config, graph))
 }
 
 /// Runs the command; the exit status is 0, or 1 for `status --check` with stale stages (errors
@@ -305,8 +307,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let args = match cli.command {
         Command::Pipeline(args) => args,
         Command::ReadmeNumbers { common, readme, check } => {
-            let config = LoadedConfig::load(&common.config, &common.overrides)?;
-            let graph = Graph::new(crate::stages::plan(&config))?;
+            let (_, graph) = load(&common)?;
             let block = crate::report::readme_numbers(&graph, &common.artifacts)?;
             let text = std::fs::read_to_string(&readme).with_context(|| format!("cannot read {}", readme.display()))?;
             let updated = crate::report::replace_marked(&text, &block).with_context(|| readme.display().to_string())?;
@@ -344,7 +345,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match args.command {
         PipelineCommand::Run { ids, force, dry_run, jobs, verify, no_wait, keep_going, json } => {
-            let graph = load(common)?;
+            let (config, graph) = load(common)?;
             let mut opts = RunOptions { targets: ids, force, dry_run, verify, wait: !no_wait, keep_going, ..RunOptions::default() };
             if let Some(j) = jobs {
                 anyhow::ensure!(j >= 1, "--jobs must be at least 1");
@@ -368,7 +369,6 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             // A run that computed something, and left the whole pipeline fresh, refreshes the
             // report page (a no-op run writes nothing).
             if !dry_run && !summary.ran.is_empty() {
-                let config = LoadedConfig::load(&common.config, &common.overrides)?;
                 let page = common.artifacts.join(crate::html::FILE);
                 match crate::html::write(&config, &graph, &common.artifacts, &page) {
                     Ok(page) if !json => writeln!(out, "web page: {}", page.display())?,
@@ -378,7 +378,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         PipelineCommand::Status { json, check, verify } => {
-            let graph = load(common)?;
+            let (_, graph) = load(common)?;
             let rows = pipeline::status(&graph, &common.artifacts, verify)?;
             let stale = rows.iter().filter(|r| !r.fresh).count();
             if json {
@@ -396,7 +396,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         PipelineCommand::Dag { format } => {
-            let graph = load(common)?;
+            let (_, graph) = load(common)?;
             write!(out, "{}", graph.render(format.into()))?;
         }
         PipelineCommand::Metrics { json, diff } => {
@@ -445,8 +445,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         PipelineCommand::Publish { hub: HubArgs { repo, revision, endpoint, no_wait, json }, private, message, dry_run, card_out } => {
-            let config = LoadedConfig::load(&common.config, &common.overrides)?;
-            let graph = Graph::new(crate::stages::plan(&config))?;
+            let (config, graph) = load(common)?;
             let opts = crate::hub::PublishOptions {
                 repo,
                 private,
@@ -469,13 +468,10 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         PipelineCommand::Pull { hub: HubArgs { repo, revision, endpoint, no_wait, json } } => {
             let opts = crate::hub::PullOptions { repo, revision, endpoint, artifacts: common.artifacts.clone(), wait: !no_wait };
             // Without a local config there is nothing to compare with; pulling still works.
-            let local = if common.config.exists() {
-                let config = LoadedConfig::load(&common.config, &common.overrides)?;
-                Some((Graph::new(crate::stages::plan(&config))?, crate::hub::layout::published_stages(&config)))
-            } else {
-                None
-            };
-            let local = local.as_ref().map(|(graph, published)| crate::hub::pull::LocalPlan { graph, published: published.clone() });
+            let loaded = if common.config.exists() { Some(load(common)?) } else { None };
+            let local = loaded
+                .as_ref()
+                .map(|(config, graph)| crate::hub::pull::LocalPlan { graph, published: crate::hub::layout::published_stages(config) });
             let report = crate::hub::pull(&opts, local.as_ref()).with_context(|| format!("pull from {}", opts.repo))?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
@@ -484,7 +480,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         PipelineCommand::Runs { json } => {
-            let graph = load(common)?;
+            let (_, graph) = load(common)?;
             let runs = crate::runs::list(&graph, &common.artifacts)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
@@ -493,8 +489,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         PipelineCommand::Report { out: file } => {
-            let config = LoadedConfig::load(&common.config, &common.overrides)?;
-            let graph = Graph::new(crate::stages::plan(&config))?;
+            let (config, graph) = load(common)?;
             let file = file.unwrap_or_else(|| common.artifacts.join(crate::html::FILE));
             let page = crate::html::write(&config, &graph, &common.artifacts, &file)?;
             writeln!(out, "wrote {}", page.display())?;

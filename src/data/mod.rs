@@ -12,10 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::tensorfile::{self, Array, TensorFile};
 use safetensors::Dtype;
 
-/// MNIST's side, pixels per image and classes (the notebook's data; tests and benches).
+/// MNIST's side and pixels per image (the notebook's data; tests and benches).
 pub const SIDE: usize = 28;
 pub const PIXELS: usize = SIDE * SIDE;
-pub const CLASSES: usize = 10;
 
 /// The shape of one image: channels (1 grey, 3 RGB), height, width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

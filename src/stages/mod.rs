@@ -69,11 +69,6 @@ impl Run {
         }
         out
     }
-
-    /// The model's settings.
-    pub fn model_config<'a>(&self, config: &'a LoadedConfig) -> &'a crate::config::ModelConfig {
-        &config.config.models[&*self.model]
-    }
 }
 
 /// A representation clustered without training: the control a latent space must beat.
@@ -126,13 +121,6 @@ impl Subject {
         match self {
             Subject::Model(r) => r.tag(),
             Subject::Baseline(d, b) => format!("{d}-{}", b.tag()),
-        }
-    }
-
-    pub fn dataset(&self) -> &str {
-        match self {
-            Subject::Model(r) => &r.dataset,
-            Subject::Baseline(d, _) => d,
         }
     }
 

@@ -251,7 +251,8 @@ impl StageKind for Score {
                 for subject in self.subjects.iter().filter(|s| matches!(s, Subject::Model(r) if r.dataset == *dataset && r.model == *model))
                 {
                     runs.push(self.score_subject(ctx, subject)?);
-                    if let Subject::Model(run) = subject {
+                    // Every training seed of a model has one architecture: read it once.
+                    if let (Subject::Model(run), None) = (subject, &arch) {
                         arch = Some(super::train::read_config(ctx.input(&super::train::id(run), super::train::CONFIG)?)?.0);
                     }
                 }
