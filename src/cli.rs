@@ -29,6 +29,21 @@ impl From<DagFormatArg> for DagFormat {
     }
 }
 
+/// `run --executor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecutorArg {
+    Local,
+    Slurm,
+}
+
+/// What a Slurm job needs to rebuild its stage exactly as the coordinator planned it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JobPayload {
+    config_path: PathBuf,
+    config_text: String,
+    overrides: Vec<String>,
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "latentscope", version, about = "Autoencoder latent spaces vs. MNIST labels: a cached, reproducible pipeline")]
 pub struct Cli {
@@ -154,6 +169,16 @@ enum PipelineCommand {
         /// Print the summary as JSON on stdout (logs stay on stderr).
         #[arg(long)]
         json: bool,
+        /// Where stages run: here (local), or one Slurm job each (slurm; settings from the
+        /// config's `slurm:` section; the artefacts folder must be on a shared filesystem).
+        #[arg(long, value_enum, default_value = "local")]
+        executor: ExecutorArg,
+    },
+    /// Run one stage inside a Slurm job (internal: `run --executor slurm` submits it).
+    #[command(hide = true)]
+    Job {
+        /// The job's folder under <artifacts>/.jobs/.
+        dir: PathBuf,
     },
     /// Fresh or stale, and why, for every stage.
     Status {
@@ -293,6 +318,17 @@ fn init_logging() {
         .try_init();
 }
 
+/// The Slurm executor for this config: each job reruns this binary's `pipeline job` on a
+/// snapshot of the config text, so an edit after submission cannot change what a job runs.
+fn slurm_executor(config: &LoadedConfig, common: &Common) -> anyhow::Result<pipeline::SlurmExecutor> {
+    let exe = std::env::current_exe().context("cannot find this program's path for the Slurm jobs")?;
+    let config_path = std::path::absolute(&config.path).with_context(|| config.path.display().to_string())?;
+    let config_text = std::fs::read_to_string(&config.path).with_context(|| format!("cannot read {}", config.path.display()))?;
+    let payload = serde_json::to_value(JobPayload { config_path, config_text, overrides: common.overrides.clone() })?;
+    let command = vec![exe.display().to_string(), "pipeline".to_owned(), "job".to_owned()];
+    pipeline::SlurmExecutor::new(config.config.slurm.clone(), &common.artifacts, command, payload)
+}
+
 /// The config (overrides applied, models checked against local datasets) and its stage graph.
 fn load(common: &Common) -> anyhow::Result<(LoadedConfig, Graph)> {
     let config = LoadedConfig::load(&common.config, &common.overrides)?;
@@ -344,20 +380,30 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let common = &args.common;
     let mut out = std::io::stdout().lock();
     match args.command {
-        PipelineCommand::Run { ids, force, dry_run, jobs, verify, no_wait, keep_going, json } => {
+        PipelineCommand::Run { ids, force, dry_run, jobs, verify, no_wait, keep_going, json, executor } => {
             let (config, graph) = load(common)?;
             let mut opts = RunOptions { targets: ids, force, dry_run, verify, wait: !no_wait, keep_going, ..RunOptions::default() };
             if let Some(j) = jobs {
                 anyhow::ensure!(j >= 1, "--jobs must be at least 1");
                 opts.jobs = j;
             }
-            let summary = pipeline::run(&graph, &common.artifacts, &opts)?;
+            let summary = match executor {
+                ExecutorArg::Local => pipeline::run(&graph, &common.artifacts, &opts)?,
+                ExecutorArg::Slurm => {
+                    anyhow::ensure!(jobs.is_none(), "--jobs applies to --executor local; Slurm decides how many jobs run at once");
+                    let mut slurm = slurm_executor(&config, common)?;
+                    pipeline::run_on(&graph, &common.artifacts, &opts, &mut slurm)?
+                }
+            };
             if json {
                 writeln!(out, "{}", serde_json::to_string(&summary)?)?;
             } else {
                 if dry_run {
                     for id in &summary.ran {
                         writeln!(out, "would run: {id} ({})", summary.reasons.get(id).map_or("", String::as_str))?;
+                        if let Some(command) = summary.commands.get(id) {
+                            writeln!(out, "  {command}")?;
+                        }
                     }
                 }
                 writeln!(out, "{summary}")?;
@@ -376,6 +422,22 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     Err(e) => tracing::debug!("no report page: {e:#}"),
                 }
             }
+        }
+        PipelineCommand::Job { dir } => {
+            use crate::pipeline::executor::slurm;
+            if slurm::is_probe(&dir) {
+                slurm::run_probe(&dir)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let job = slurm::read_job(&dir)?;
+            let payload: JobPayload =
+                serde_json::from_value(job.payload.clone()).with_context(|| format!("{}: not a latentscope job", dir.display()))?;
+            let config = LoadedConfig::from_yaml(&payload.config_text, &payload.config_path, &payload.overrides)?;
+            let spec = crate::stages::plan(&config)
+                .into_iter()
+                .find(|s| s.id == job.stage)
+                .with_context(|| format!("the config has no stage {} (was it edited after submission?)", job.stage))?;
+            slurm::run_job(&dir, &job, &spec)?;
         }
         PipelineCommand::Status { json, check, verify } => {
             let (_, graph) = load(common)?;

@@ -55,6 +55,10 @@ pub struct Config {
     #[serde(default)]
     pub baselines: Vec<BaselineKind>,
     pub plot: PlotConfig,
+    /// Cluster settings for `run --executor slurm`: site settings, not experiment
+    /// parameters, so no stage declares them and nothing publishes them.
+    #[serde(default)]
+    pub slurm: crate::pipeline::SlurmSettings,
 }
 
 /// A baseline: `pixels` (the raw pixels) or `pixels-pca` (PCA of the pixels, fit on the
@@ -286,6 +290,16 @@ impl LoadedConfig {
         Ok(loaded)
     }
 
+    /// The configuration as published and reported: the tree without the site settings
+    /// (`slurm:`), which say where a run ran, not what it computed.
+    pub fn experiment_tree(&self) -> Value {
+        let mut tree = self.tree.clone();
+        if let Some(map) = tree.as_object_mut() {
+            map.remove("slurm");
+        }
+        tree
+    }
+
     /// The directory that relative paths in the config resolve against.
     pub fn base_dir(&self) -> PathBuf {
         match self.path.parent() {
@@ -331,6 +345,10 @@ impl LoadedConfig {
         };
         if c.datasets.is_empty() {
             return bad("datasets", "must name at least one dataset");
+        }
+        if let Err(message) = c.slurm.validate() {
+            let key = message.split_whitespace().next().unwrap_or("slurm").to_owned();
+            return bad(&key, message.strip_prefix(key.as_str()).unwrap_or(&message).trim());
         }
         if c.models.is_empty() {
             return bad("models", "must name at least one model");
@@ -566,6 +584,24 @@ mod tests {
             .replace("models:", "models:\n  c: {arch: mlp, encoder: [784, 9], epochs: 1, batch_size: 2, lr: 0.1, weight_decay: 0.0}\n  b-c: {arch: mlp, encoder: [784, 9], epochs: 1, batch_size: 2, lr: 0.1, weight_decay: 0.0}");
         let e = load(&collide, &[]).unwrap_err().to_string();
         assert!(e.contains("would share stage ids (a-b-c)"), "{e}");
+    }
+
+    #[test]
+    fn slurm_settings_are_site_settings() {
+        let plain = load(SAMPLE, &[]).unwrap();
+        assert_eq!(plain.config.slurm, crate::pipeline::SlurmSettings::default());
+        let c = load(SAMPLE, &["slurm.partition=gpu", "slurm.heavy.gres=gpu:1", "slurm.extra=[--qos=short]", "slurm.poll_s=0.5"]).unwrap();
+        assert_eq!(c.config.slurm.partition.as_deref(), Some("gpu"));
+        assert_eq!(c.config.slurm.heavy.gres.as_deref(), Some("gpu:1"));
+        assert_eq!(c.config.slurm.extra, vec!["--qos=short"]);
+        // No stage declares them, and nothing published or reported carries them.
+        let ids = |c: &LoadedConfig| crate::stages::plan(c).into_iter().map(|s| (s.id, s.params)).collect::<Vec<_>>();
+        assert_eq!(ids(&c), ids(&plain));
+        assert!(c.experiment_tree().get("slurm").is_none() && c.tree().get("slurm").is_some());
+        let e = load(SAMPLE, &["slurm.nodes=3"]).unwrap_err().to_string();
+        assert!(e.contains("slurm.nodes"), "{e}");
+        let e = load(SAMPLE, &["slurm.heavy.cpus=0"]).unwrap_err().to_string();
+        assert!(e.contains("slurm.heavy.cpus") && e.contains("at least 1"), "{e}");
     }
 
     #[test]

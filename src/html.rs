@@ -250,7 +250,8 @@ pub fn write(config: &LoadedConfig, graph: &Graph, artifacts: &Path, out: &Path)
         })
         .collect();
     let prov = Provenance {
-        config_yaml: serde_saphyr::to_string(config.tree()).map_err(|e| anyhow::anyhow!("cannot write the config as YAML: {e}"))?,
+        config_yaml: serde_saphyr::to_string(&config.experiment_tree())
+            .map_err(|e| anyhow::anyhow!("cannot write the config as YAML: {e}"))?,
         version: crate::VERSION.to_owned(),
         source_revision: source_revision(&config.base_dir()),
         stages,

@@ -3,6 +3,7 @@
 //! ARCHITECTURE.md promises: nothing here knows what a stage computes (no candle, no data, no
 //! config types beyond the flat [`Params`] map).
 
+pub mod executor;
 pub mod filestate;
 pub mod fingerprint;
 pub mod graph;
@@ -18,9 +19,11 @@ use std::path::Path;
 /// The tool's version, recorded in every lock entry (shared by the whole workspace).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub use executor::slurm::{SlurmExecutor, SlurmSettings};
+pub use executor::{local::LocalExecutor, Executor};
 pub use graph::{DagFormat, Graph, GraphError};
 pub use lockfile::{LockFile, RunLock};
-pub use runner::{run, status, RunOptions, RunSummary};
+pub use runner::{run, run_on, status, RunOptions, RunSummary};
 pub use spec::{Cost, FileInput, InputRef, Params, StageContext, StageKind, StageReport, StageSpec};
 pub use status::{param_changes, ParamChange, StaleReason, StatusRow};
 pub use store::{RunRecord, Store};

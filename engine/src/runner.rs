@@ -6,23 +6,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+pub use super::executor::local::PAUSE_ENV;
+use super::executor::{link_files, local::LocalExecutor, Executor, Launch};
 use super::filestate::FileState;
 use super::graph::Graph;
 use super::lockfile::{LockFile, RunLock};
-use super::spec::{Cost, StageContext, StageSpec};
-use super::status::{evaluate, Evaluation, StatusRow, Verdict};
+use super::spec::{Cost, StageSpec};
+use super::status::{evaluate, StatusRow, Verdict};
 use super::store::{has_atomic_leftovers, RunRecord, Store};
-
-/// Names a stage; when set, the runner stops (sleeps) after that stage has written its
-/// outputs and before they are committed. Used by tests that kill a run mid-stage.
-pub const PAUSE_ENV: &str = "LATENTSCOPE_PAUSE_BEFORE_COMMIT";
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -65,6 +62,10 @@ pub struct RunSummary {
     /// With `--dry-run`: what would run (nothing ran).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// With `--dry-run`: how the executor would start each stage in `ran`, where that says
+    /// more than the id (the `sbatch` command lines).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub commands: BTreeMap<String, String>,
     pub wall_time_s: f64,
 }
 
@@ -92,12 +93,14 @@ pub fn status(graph: &Graph, artifacts: &Path, verify: bool) -> anyhow::Result<V
     Ok(rows)
 }
 
-enum Done {
-    Ran(RunRecord),
-    Failed(anyhow::Error),
+/// Runs the stale stages on this machine (the local executor).
+pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result<RunSummary> {
+    run_on(graph, artifacts, opts, &mut LocalExecutor::new(opts.jobs))
 }
 
-pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result<RunSummary> {
+/// Runs the stale stages through `executor`; everything else (planning, the run lock, the
+/// commits, the lock file) is the same whatever the executor.
+pub fn run_on(graph: &Graph, artifacts: &Path, opts: &RunOptions, executor: &mut dyn Executor) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
     // Ids and glob patterns (`'kmeans-conv-*'`), as Snakemake and DVC accept.
     let targets = graph.expand(&opts.targets)?;
@@ -119,7 +122,8 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
     }
     let forced: BTreeSet<&str> = opts.force.iter().map(String::as_str).collect();
     let files = FileState::load(artifacts);
-    let preview = dry_run(graph, artifacts, &selected, &forced, opts, &files, started)?;
+    let mut preview = dry_run(graph, artifacts, &selected, &forced, opts, &files, &*executor)?;
+    preview.summary.wall_time_s = started.elapsed().as_secs_f64();
     if opts.dry_run {
         return Ok(preview.summary);
     }
@@ -130,6 +134,7 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
         let mut summary = preview.summary;
         summary.dry_run = false;
         summary.reasons.clear();
+        summary.commands.clear();
         summary.wall_time_s = started.elapsed().as_secs_f64();
         return Ok(summary);
     }
@@ -167,20 +172,33 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
     let mut summary = RunSummary::default();
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut launched: BTreeSet<String> = BTreeSet::new();
-    let mut running: BTreeMap<String, (usize, Instant)> = BTreeMap::new();
-    let mut free = opts.jobs.max(1);
+    // In flight: stage -> job slots it holds.
+    let mut running: BTreeMap<String, usize> = BTreeMap::new();
+    let keys = recipe_keys(graph, &files);
+    let mut free = executor.slots().unwrap_or(usize::MAX);
     let mut failures: Vec<(String, anyhow::Error)> = Vec::new();
-    let (tx, rx) = mpsc::channel::<(String, Done)>();
+    // Stages that failed, or that were stopped because an upstream stage failed.
+    let mut failed: BTreeSet<String> = BTreeSet::new();
 
-    std::thread::scope(|scope| -> anyhow::Result<()> {
+    let result = (|| -> anyhow::Result<()> {
         loop {
-            // Start (or settle without running) every stage whose inputs are ready.
+            // Start (or settle without running) every stage whose inputs are ready, or (for a
+            // chaining executor) will be made ready by stages already in flight there.
             if failures.is_empty() || opts.keep_going {
                 for spec in &order {
-                    if launched.contains(&spec.id) || !spec.upstream().iter().all(|u| done.contains(*u) || !selected.contains(*u)) {
+                    if launched.contains(&spec.id) {
                         continue;
                     }
-                    let ev = evaluate(spec, &lock, &store, &files, opts.verify, |_| false);
+                    let upstream: Vec<&str> = spec.upstream().into_iter().filter(|u| selected.contains(*u)).collect();
+                    if upstream.iter().any(|u| failed.contains(*u)) {
+                        continue;
+                    }
+                    let all_done = upstream.iter().all(|u| done.contains(*u));
+                    let chained = executor.chains() && upstream.iter().all(|u| done.contains(*u) || running.contains_key(*u));
+                    if !(all_done || chained) {
+                        continue;
+                    }
+                    let ev = evaluate(spec, &lock, &store, &files, opts.verify, |u| running.contains_key(u));
                     let forced_here = forced.contains(spec.id.as_str());
                     match (&ev.verdict, forced_here) {
                         (Verdict::Fresh, false) => {
@@ -211,41 +229,49 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
                         }
                         _ => {}
                     }
-                    let need = match spec.kind.cost() {
-                        Cost::Light => 1,
-                        Cost::Heavy => opts.jobs.max(1),
+                    let need = match (spec.kind.cost(), executor.slots()) {
+                        (_, None) => 0,
+                        (Cost::Light, Some(_)) => 1,
+                        (Cost::Heavy, Some(n)) => n.max(1),
                     };
                     if need > free {
                         continue;
                     }
-                    free -= need;
                     let reason = if forced_here { "forced".to_owned() } else { ev.reason() };
                     tracing::info!(stage = %spec.id, "running ({reason})");
+                    let after: Vec<String> = upstream.iter().filter(|u| running.contains_key(**u)).map(|u| u.to_string()).collect();
+                    let mut inputs = input_paths(spec, &lock, &store);
+                    for i in spec.inputs.iter().filter(|i| after.contains(&i.stage)) {
+                        let dir = executor.output_dir(&i.stage).expect("a chaining executor knows where its stages write");
+                        inputs.insert(i.key(), dir.join(&i.file));
+                    }
+                    let key = keys[&spec.id].clone();
+                    let view = store.view_dir(&spec.id);
+                    let launch = Launch { spec: (*spec).clone(), inputs, previous: view.is_dir().then_some(view), after, key };
                     launched.insert(spec.id.clone());
-                    running.insert(spec.id.clone(), (need, Instant::now()));
+                    if let Err(e) = executor.start(launch, &store) {
+                        tracing::error!(stage = %spec.id, "failed to start: {e:#}");
+                        failed.insert(spec.id.clone());
+                        failures.push((spec.id.clone(), e));
+                        progress.inc(1);
+                        continue;
+                    }
+                    free -= need;
+                    running.insert(spec.id.clone(), need);
                     progress.set_message(running.keys().cloned().collect::<Vec<_>>().join(", "));
-                    let inputs = input_paths(spec, &lock, &store);
-                    let tx = tx.clone();
-                    let store = &store;
-                    let spec: &StageSpec = spec;
-                    scope.spawn(move || {
-                        // A panicking stage must still report back, or the loop below would
-                        // wait for it forever.
-                        let result =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(spec, ev, inputs, store, forced_here)))
-                                .unwrap_or_else(|panic| Done::Failed(anyhow::anyhow!("{} panicked: {}", spec.id, panic_text(&*panic))));
-                        let _ = tx.send((spec.id.clone(), result));
-                    });
                 }
             }
             if running.is_empty() {
                 break;
             }
-            let (id, result) = rx.recv().expect("a running stage reports back");
-            let (need, _) = running.remove(&id).expect("stage was running");
+            let (id, outcome) = executor.wait()?;
+            let Some(need) = running.remove(&id) else { continue };
             free += need;
-            match result {
-                Done::Ran(rec) => {
+            let spec = graph.get(&id).expect("a running stage is in the graph");
+            let committed =
+                outcome.and_then(|produced| commit(spec, produced, &lock, &store, &files, opts.verify, forced.contains(id.as_str())));
+            match committed {
+                Ok(rec) => {
                     tracing::info!(stage = %id, "ran in {:.2} s", rec.wall_time_s);
                     let fingerprint = rec.fingerprint.clone();
                     lock.unreadable.remove(&id);
@@ -255,8 +281,25 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
                     done.insert(id.clone());
                     summary.ran.push(id);
                 }
-                Done::Failed(e) => {
+                Err(e) => {
                     tracing::error!(stage = %id, "failed: {e:#}");
+                    // Whatever was started downstream of it cannot succeed.
+                    let mut doomed: BTreeSet<String> = BTreeSet::from([id.clone()]);
+                    for s in &order {
+                        if s.upstream().iter().any(|u| doomed.contains(*u)) {
+                            doomed.insert(s.id.clone());
+                        }
+                    }
+                    let stop: Vec<String> = running.keys().filter(|r| doomed.contains(*r)).cloned().collect();
+                    if !stop.is_empty() {
+                        tracing::warn!("stopping {} (downstream of {id})", stop.join(", "));
+                        executor.cancel(&stop);
+                        for s in &stop {
+                            free += running.remove(s).unwrap_or(0);
+                            launched.remove(s);
+                        }
+                    }
+                    failed.extend(doomed);
                     failures.push((id, e));
                 }
             }
@@ -264,11 +307,16 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
             progress.set_message(running.keys().cloned().collect::<Vec<_>>().join(", "));
         }
         Ok(())
-    })?;
+    })();
+    if result.is_err() {
+        executor.cancel_all();
+    }
+    executor.finish();
     progress.finish_and_clear();
     if let Err(e) = files.save() {
         tracing::warn!("could not save the file-hash cache (the next run re-hashes the local data): {e}");
     }
+    result?;
     if !failures.is_empty() {
         let blocked: Vec<&str> = order.iter().map(|s| s.id.as_str()).filter(|id| !launched.contains(*id)).collect();
         let names: Vec<String> = failures.iter().map(|(id, _)| id.clone()).collect();
@@ -290,58 +338,82 @@ pub fn run(graph: &Graph, artifacts: &Path, opts: &RunOptions) -> anyhow::Result
     Ok(summary)
 }
 
-/// Runs one stage into a scratch folder and commits it. Nothing reaches the store on failure.
-fn execute(spec: &StageSpec, ev: Evaluation, inputs: BTreeMap<String, PathBuf>, store: &Store, forced: bool) -> Done {
-    let started = Instant::now();
-    let attempt = || -> anyhow::Result<RunRecord> {
-        // Only an input that cannot be read leaves a ready stage without a fingerprint.
-        let fingerprint = ev.fingerprint.clone().with_context(|| ev.reason())?;
+/// The key of every stage's work: a fingerprint of its recipe (kind, version, params, the
+/// hashes of the outside files it reads, and its upstream stages' keys in place of their
+/// outputs). It depends on the config and the data only, never on the state of the store, so
+/// two coordinators of the same config give the same work the same key (and the second adopts
+/// the first's jobs). Stages compute deterministically, so equal keys mean equal outputs.
+fn recipe_keys(graph: &Graph, files: &FileState) -> BTreeMap<String, String> {
+    let mut keys: BTreeMap<String, String> = BTreeMap::new();
+    for spec in graph.ordered() {
+        let mut inputs = super::fingerprint::InputHashes::new();
+        for i in &spec.inputs {
+            inputs.insert(i.key(), format!("recipe:{}", keys.get(&i.stage).map_or("", String::as_str)));
+        }
+        for f in &spec.files {
+            inputs.insert(f.key(), files.hash(&f.path).unwrap_or_default());
+        }
+        let key = super::fingerprint::fingerprint(&format!("recipe:{}", spec.kind.kind()), spec.kind.version(), &spec.params, &inputs);
+        keys.insert(spec.id.clone(), key);
+    }
+    keys
+}
+
+/// Commits what a stage run produced: its fingerprint is taken now, when every upstream
+/// stage is committed. Nothing reaches the store on failure.
+fn commit(
+    spec: &StageSpec,
+    produced: super::executor::Produced,
+    lock: &LockFile,
+    store: &Store,
+    files: &FileState,
+    verify: bool,
+    forced: bool,
+) -> anyhow::Result<RunRecord> {
+    let ev = evaluate(spec, lock, store, files, verify, |_| false);
+    let scratch = if produced.movable {
+        produced.out_dir.clone()
+    } else {
+        // Downstream jobs may still read these files: link them into a scratch folder.
         let scratch = store.scratch(&spec.id)?;
-        let view = store.view_dir(&spec.id);
-        let previous = view.is_dir().then_some(view);
-        let ctx = StageContext::new(&spec.id, &spec.params, inputs, &scratch).with_previous(previous);
-        let result = spec.kind.run(&ctx);
-        let report = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&scratch);
-                return Err(e);
-            }
-        };
-        if std::env::var(PAUSE_ENV).is_ok_and(|v| v == spec.id) {
-            eprintln!("paused before commit: {}", spec.id);
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+        link_files(&produced.out_dir, &scratch).with_context(|| format!("cannot collect the outputs of {}", produced.out_dir.display()))?;
+        scratch
+    };
+    let attempt = || -> anyhow::Result<RunRecord> {
+        // Only an input that cannot be read leaves a finished stage without a fingerprint.
+        let fingerprint = ev.fingerprint.clone().with_context(|| ev.reason())?;
+        if let Some(read) = &produced.read {
+            // A job (perhaps adopted from an earlier coordinator) must have read exactly the
+            // inputs the lock now names, or its outputs would be recorded under a lie.
+            let differ: Vec<&String> = ev.inputs.keys().filter(|k| read.get(*k) != ev.inputs.get(*k)).collect();
+            anyhow::ensure!(
+                differ.is_empty(),
+                "the job read other inputs than the lock file now names ({}); run again to recompute it",
+                differ.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+            );
         }
         let record = RunRecord {
             kind: spec.kind.kind().to_owned(),
             version: spec.kind.version(),
             fingerprint,
             params: spec.params.clone(),
-            inputs: ev.inputs,
+            inputs: ev.inputs.clone(),
             outputs: BTreeMap::new(),
-            wall_time_s: started.elapsed().as_secs_f64(),
-            device: report.device,
+            wall_time_s: produced.wall_time_s,
+            device: produced.report.device.clone(),
             tool_version: crate::VERSION.to_owned(),
             finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            executor: Some(produced.executor.to_owned()),
+            node: produced.node.clone(),
+            job: produced.job.clone(),
         };
-        let committed = store.commit(&spec.id, &scratch, &spec.outputs, record, forced);
-        if committed.is_err() {
-            let _ = std::fs::remove_dir_all(&scratch);
-        }
-        Ok(committed?)
+        Ok(store.commit(&spec.id, &scratch, &spec.outputs, record, forced)?)
     };
-    match attempt() {
-        Ok(rec) => Done::Ran(rec),
-        Err(e) => Done::Failed(e),
+    let committed = attempt();
+    if committed.is_err() {
+        let _ = std::fs::remove_dir_all(&scratch);
     }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(s), _) => (*s).to_owned(),
-        (_, Some(s)) => s.clone(),
-        _ => "(no message)".to_owned(),
-    }
+    committed
 }
 
 /// Where a stage finds its inputs: in the store entries that the lock names for its upstream.
@@ -378,7 +450,7 @@ fn dry_run(
     forced: &BTreeSet<&str>,
     opts: &RunOptions,
     files: &FileState,
-    started: Instant,
+    executor: &dyn Executor,
 ) -> anyhow::Result<Preview> {
     let lock = LockFile::load(artifacts)?;
     let store = Store::open_read_only(artifacts)?;
@@ -387,6 +459,7 @@ fn dry_run(
     let mut nothing_to_write =
         !(opts.targets.is_empty() && lock.stages.keys().chain(lock.unreadable.keys()).any(|id| graph.get(id).is_none()));
     let mut will_run = BTreeSet::new();
+    let keys = if opts.dry_run { recipe_keys(graph, files) } else { BTreeMap::new() };
     for spec in graph.ordered().filter(|s| selected.contains(&s.id)) {
         let ev = evaluate(spec, &lock, &store, files, opts.verify, |u| will_run.contains(u));
         let runs = forced.contains(spec.id.as_str()) || matches!(ev.verdict, Verdict::Stale { cached: None, .. });
@@ -396,11 +469,18 @@ fn dry_run(
             summary.ran.push(spec.id.clone());
             let reason = if forced.contains(spec.id.as_str()) { "forced".to_owned() } else { ev.reason() };
             summary.reasons.insert(spec.id.clone(), reason);
+            if opts.dry_run {
+                let key = keys[&spec.id].clone();
+                let after = spec.upstream().into_iter().filter(|u| will_run.contains(*u) && *u != spec.id).map(str::to_owned).collect();
+                let launch = Launch { spec: spec.clone(), inputs: BTreeMap::new(), previous: None, after, key };
+                if let Some(line) = executor.describe(&launch) {
+                    summary.commands.insert(spec.id.clone(), line);
+                }
+            }
         } else {
             summary.cached.push(spec.id.clone());
         }
     }
-    summary.wall_time_s = started.elapsed().as_secs_f64();
     Ok(Preview { summary, nothing_to_write })
 }
 

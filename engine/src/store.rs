@@ -92,6 +92,15 @@ pub struct RunRecord {
     pub tool_version: String,
     /// Seconds since the epoch when the run finished.
     pub finished_at: u64,
+    /// What ran it: `local` or `slurm` (absent in records older than the executors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    /// The host it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The scheduler's job id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// The result of checking an entry's files against its manifest.
@@ -508,6 +517,9 @@ mod tests {
             device: None,
             tool_version: "t".into(),
             finished_at: 0,
+            executor: None,
+            node: None,
+            job: None,
         }
     }
 

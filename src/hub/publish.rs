@@ -190,7 +190,8 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
     }
     let metrics_rec = &lock.stages[crate::stages::score::ID];
     let metrics = crate::stages::score::Metrics::read(&store.entry_dir(&metrics_rec.fingerprint).join(crate::stages::score::METRICS))?;
-    let yaml = serde_saphyr::to_string(config.tree()).map_err(|e| anyhow::anyhow!("cannot write the effective config as YAML: {e}"))?;
+    let yaml = serde_saphyr::to_string(&config.experiment_tree())
+        .map_err(|e| anyhow::anyhow!("cannot write the effective config as YAML: {e}"))?;
     let header = "# The effective configuration of this run (overrides applied), written by latentscope publish.\n";
     files.push(generated(layout::CONFIG.into(), format!("{header}{yaml}").into_bytes()));
     let lock_text = serde_json::to_string_pretty(&published_lock(&lock, graph))? + "\n";

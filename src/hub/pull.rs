@@ -293,6 +293,9 @@ mod tests {
             device: None,
             tool_version: "t".into(),
             finished_at: 0,
+            executor: None,
+            node: None,
+            job: None,
         };
         LockFile { stages: [(id.to_owned(), rec)].into(), ..LockFile::empty() }
     }

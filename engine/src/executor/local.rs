@@ -1,0 +1,88 @@
+//! The local executor: each stage runs on a thread of this process, into a scratch folder
+//! under `.tmp/` that the runner then moves into the store.
+
+use std::sync::mpsc;
+use std::time::Instant;
+
+use super::{hostname, Executor, Launch, Outcome, Produced};
+use crate::spec::StageContext;
+use crate::store::Store;
+
+/// Names a stage; when set, the runner stops (sleeps) after that stage has written its
+/// outputs and before they are committed. Used by tests that kill a run mid-stage.
+pub const PAUSE_ENV: &str = "LATENTSCOPE_PAUSE_BEFORE_COMMIT";
+
+pub struct LocalExecutor {
+    jobs: usize,
+    tx: mpsc::Sender<(String, Outcome)>,
+    rx: mpsc::Receiver<(String, Outcome)>,
+}
+
+impl LocalExecutor {
+    /// Runs at most `jobs` light stages at once (a heavy stage takes all the slots).
+    pub fn new(jobs: usize) -> Self {
+        let (tx, rx) = mpsc::channel();
+        Self { jobs: jobs.max(1), tx, rx }
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn slots(&self) -> Option<usize> {
+        Some(self.jobs)
+    }
+
+    fn start(&mut self, launch: Launch, store: &Store) -> anyhow::Result<()> {
+        let scratch = store.scratch(&launch.spec.id)?;
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let Launch { spec, inputs, previous, .. } = launch;
+            // A panicking stage must still report back, or the runner would wait forever.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let ctx = StageContext::new(&spec.id, &spec.params, inputs, &scratch).with_previous(previous);
+                spec.kind.run(&ctx)
+            }))
+            .unwrap_or_else(|panic| Err(anyhow::anyhow!("{} panicked: {}", spec.id, panic_text(&*panic))));
+            let outcome = match result {
+                Ok(report) => {
+                    if std::env::var(PAUSE_ENV).is_ok_and(|v| v == spec.id) {
+                        eprintln!("paused before commit: {}", spec.id);
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                    }
+                    Ok(Produced {
+                        out_dir: scratch,
+                        movable: true,
+                        report,
+                        wall_time_s: started.elapsed().as_secs_f64(),
+                        executor: "local",
+                        node: hostname(),
+                        job: None,
+                        read: None,
+                    })
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    Err(e)
+                }
+            };
+            let _ = tx.send((spec.id.clone(), outcome));
+        });
+        Ok(())
+    }
+
+    fn wait(&mut self) -> anyhow::Result<(String, Outcome)> {
+        Ok(self.rx.recv().expect("the executor holds a sender, so a stage always reports back"))
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "(no message)".to_owned(),
+    }
+}
