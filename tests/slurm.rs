@@ -199,6 +199,14 @@ fn slurm_run_gives_the_local_bytes_and_reruns_only_stale_stages() {
     for (stage, id) in &after {
         assert_eq!(ran.contains(&stage.as_str()), before.get(stage) != Some(id), "{stage}");
     }
+    // --force submits the forced stage again, and nothing else.
+    let out = p.run(&["pipeline", "run", "score", "--force", "score", "--executor", "slurm", "--json", "--set", "kmeans.max_iter=50"]);
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let summary: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(summary["ran"], serde_json::json!(["score"]));
+    assert_eq!(sbatch_lines(&log), 1, "{log}");
+    assert_ne!(job_ids(&p)["score"], after["score"]);
     // The site settings never reach a fingerprint: another partition or account changes nothing.
     let status =
         p.ok(&["pipeline", "status", "--set", "kmeans.max_iter=50", "--set", "slurm.partition=gpu", "--set", "slurm.heavy.cpus=4"]);

@@ -174,7 +174,10 @@ pub fn run_on(graph: &Graph, artifacts: &Path, opts: &RunOptions, executor: &mut
     let mut launched: BTreeSet<String> = BTreeSet::new();
     // In flight: stage -> job slots it holds.
     let mut running: BTreeMap<String, usize> = BTreeMap::new();
-    let keys = recipe_keys(graph, &files);
+    // Only an executor that chains names its work by key.
+    let keys = if executor.chains() { recipe_keys(graph, &files) } else { BTreeMap::new() };
+    // The evaluation each stage was launched under, for stages whose inputs were all known.
+    let mut launched_under: BTreeMap<String, super::status::Evaluation> = BTreeMap::new();
     let mut free = executor.slots().unwrap_or(usize::MAX);
     let mut failures: Vec<(String, anyhow::Error)> = Vec::new();
     // Stages that failed, or that were stopped because an upstream stage failed.
@@ -245,9 +248,13 @@ pub fn run_on(graph: &Graph, artifacts: &Path, opts: &RunOptions, executor: &mut
                         let dir = executor.output_dir(&i.stage).expect("a chaining executor knows where its stages write");
                         inputs.insert(i.key(), dir.join(&i.file));
                     }
-                    let key = keys[&spec.id].clone();
+                    let key = keys.get(&spec.id).cloned().unwrap_or_default();
                     let view = store.view_dir(&spec.id);
-                    let launch = Launch { spec: (*spec).clone(), inputs, previous: view.is_dir().then_some(view), after, key };
+                    if after.is_empty() {
+                        launched_under.insert(spec.id.clone(), ev.clone());
+                    }
+                    let launch =
+                        Launch { spec: (*spec).clone(), inputs, previous: view.is_dir().then_some(view), after, key, forced: forced_here };
                     launched.insert(spec.id.clone());
                     if let Err(e) = executor.start(launch, &store) {
                         tracing::error!(stage = %spec.id, "failed to start: {e:#}");
@@ -268,8 +275,13 @@ pub fn run_on(graph: &Graph, artifacts: &Path, opts: &RunOptions, executor: &mut
             let Some(need) = running.remove(&id) else { continue };
             free += need;
             let spec = graph.get(&id).expect("a running stage is in the graph");
-            let committed =
-                outcome.and_then(|produced| commit(spec, produced, &lock, &store, &files, opts.verify, forced.contains(id.as_str())));
+            let ran = outcome.is_ok();
+            let under = launched_under.remove(&id);
+            let is_forced = forced.contains(id.as_str());
+            let committed = outcome.and_then(|produced| commit(spec, produced, under, &lock, &store, &files, opts.verify, is_forced));
+            if ran && committed.is_err() {
+                executor.keep(&id);
+            }
             match committed {
                 Ok(rec) => {
                     tracing::info!(stage = %id, "ran in {:.2} s", rec.wall_time_s);
@@ -322,7 +334,7 @@ pub fn run_on(graph: &Graph, artifacts: &Path, opts: &RunOptions, executor: &mut
         let names: Vec<String> = failures.iter().map(|(id, _)| id.clone()).collect();
         let (first, e) = failures.remove(0);
         let mut e = e.context(format!("stage {first} failed"));
-        if opts.keep_going {
+        if opts.keep_going || names.len() > 1 {
             e = e.context(format!(
                 "{} failed ({}); {} ran, {} cached{}",
                 if names.len() == 1 { "1 stage".to_owned() } else { format!("{} stages", names.len()) },
@@ -359,18 +371,21 @@ fn recipe_keys(graph: &Graph, files: &FileState) -> BTreeMap<String, String> {
     keys
 }
 
-/// Commits what a stage run produced: its fingerprint is taken now, when every upstream
-/// stage is committed. Nothing reaches the store on failure.
+/// Commits what a stage run produced, under the evaluation it was launched with or, for a
+/// stage started while its upstream ran (a chaining executor), one taken now that every
+/// upstream stage is committed. Nothing reaches the store on failure.
+#[allow(clippy::too_many_arguments)]
 fn commit(
     spec: &StageSpec,
     produced: super::executor::Produced,
+    launched_under: Option<super::status::Evaluation>,
     lock: &LockFile,
     store: &Store,
     files: &FileState,
     verify: bool,
     forced: bool,
 ) -> anyhow::Result<RunRecord> {
-    let ev = evaluate(spec, lock, store, files, verify, |_| false);
+    let ev = launched_under.unwrap_or_else(|| evaluate(spec, lock, store, files, verify, |_| false));
     let scratch = if produced.movable {
         produced.out_dir.clone()
     } else {
@@ -459,7 +474,7 @@ fn dry_run(
     let mut nothing_to_write =
         !(opts.targets.is_empty() && lock.stages.keys().chain(lock.unreadable.keys()).any(|id| graph.get(id).is_none()));
     let mut will_run = BTreeSet::new();
-    let keys = if opts.dry_run { recipe_keys(graph, files) } else { BTreeMap::new() };
+    let keys = if opts.dry_run && executor.chains() { recipe_keys(graph, files) } else { BTreeMap::new() };
     for spec in graph.ordered().filter(|s| selected.contains(&s.id)) {
         let ev = evaluate(spec, &lock, &store, files, opts.verify, |u| will_run.contains(u));
         let runs = forced.contains(spec.id.as_str()) || matches!(ev.verdict, Verdict::Stale { cached: None, .. });
@@ -470,9 +485,9 @@ fn dry_run(
             let reason = if forced.contains(spec.id.as_str()) { "forced".to_owned() } else { ev.reason() };
             summary.reasons.insert(spec.id.clone(), reason);
             if opts.dry_run {
-                let key = keys[&spec.id].clone();
+                let key = keys.get(&spec.id).cloned().unwrap_or_default();
                 let after = spec.upstream().into_iter().filter(|u| will_run.contains(*u) && *u != spec.id).map(str::to_owned).collect();
-                let launch = Launch { spec: spec.clone(), inputs: BTreeMap::new(), previous: None, after, key };
+                let launch = Launch { spec: spec.clone(), inputs: BTreeMap::new(), previous: None, after, key, forced: false };
                 if let Some(line) = executor.describe(&launch) {
                     summary.commands.insert(spec.id.clone(), line);
                 }

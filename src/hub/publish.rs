@@ -145,7 +145,8 @@ fn planned_store(
 }
 
 /// The lock file as published: only this graph's stages, modification times zeroed (they
-/// are local facts; `pull` records its own).
+/// are local facts; `pull` records its own), and no node names or job ids (site facts, like
+/// the `slurm:` settings); the executor stays.
 fn published_lock(lock: &LockFile, graph: &Graph) -> LockFile {
     let mut out = LockFile { version: lock.version, ..LockFile::empty() };
     for spec in graph.ordered() {
@@ -154,6 +155,8 @@ fn published_lock(lock: &LockFile, graph: &Graph) -> LockFile {
             for file in rec.outputs.values_mut() {
                 file.mtime_ns = 0;
             }
+            rec.node = None;
+            rec.job = None;
             out.stages.insert(spec.id.clone(), rec);
         }
     }

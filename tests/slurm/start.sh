@@ -53,8 +53,9 @@ export SLURM_CONF=$conf
 
 alive() { [ -f "$1" ] && $sudo kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# munge: the package's key, or a new one.
-if ! pgrep -x munged >/dev/null; then
+# munge: the package's key, or a new one. Running means answering (not a zombie's pid).
+munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
+if ! munge_ok; then
     if [ ! -s /etc/munge/munge.key ]; then
         $sudo mkdir -p /etc/munge
         $sudo dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
@@ -63,8 +64,11 @@ if ! pgrep -x munged >/dev/null; then
     $sudo chmod 0400 /etc/munge/munge.key
     $sudo mkdir -p /run/munge /var/log/munge /var/lib/munge
     $sudo chown munge:munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null || true
-    $sudo -u munge munged 2>/dev/null || $sudo runuser -u munge -- munged
-    pgrep -x munged | head -1 | $sudo tee "$dir/run/munged.pid" >/dev/null
+    if [ -z "$sudo" ]; then runuser -u munge -- munged; else sudo -u munge munged; fi
+    for _ in $(seq 1 50); do munge_ok && break; sleep 0.1; done
+    munge_ok || { say "munged did not start"; exit 1; }
+    # munged writes its own pid file (the daemon's pid, after it forked).
+    $sudo cp /run/munge/munged.pid "$dir/run/munged.pid"
 fi
 
 if ! alive "$dir/run/slurmctld.pid"; then
@@ -75,7 +79,7 @@ if ! alive "$dir/run/slurmd.pid"; then
 fi
 
 for _ in $(seq 1 60); do
-    state=$(sinfo -h -n "$host" -o %T 2>/dev/null || true)
+    state=$(timeout 5 sinfo -h -n "$host" -o %T 2>/dev/null || true)
     case "$state" in
         idle* | mixed* | allocated*) break ;;
         down* | drain*) $sudo env SLURM_CONF="$conf" scontrol update nodename="$host" state=resume 2>/dev/null || true ;;

@@ -14,6 +14,7 @@ pub const PAUSE_ENV: &str = "LATENTSCOPE_PAUSE_BEFORE_COMMIT";
 
 pub struct LocalExecutor {
     jobs: usize,
+    threads: Vec<std::thread::JoinHandle<()>>,
     tx: mpsc::Sender<(String, Outcome)>,
     rx: mpsc::Receiver<(String, Outcome)>,
 }
@@ -22,7 +23,7 @@ impl LocalExecutor {
     /// Runs at most `jobs` light stages at once (a heavy stage takes all the slots).
     pub fn new(jobs: usize) -> Self {
         let (tx, rx) = mpsc::channel();
-        Self { jobs: jobs.max(1), tx, rx }
+        Self { jobs: jobs.max(1), threads: Vec::new(), tx, rx }
     }
 }
 
@@ -38,7 +39,8 @@ impl Executor for LocalExecutor {
     fn start(&mut self, launch: Launch, store: &Store) -> anyhow::Result<()> {
         let scratch = store.scratch(&launch.spec.id)?;
         let tx = self.tx.clone();
-        std::thread::spawn(move || {
+        self.threads.retain(|t| !t.is_finished());
+        self.threads.push(std::thread::spawn(move || {
             let started = Instant::now();
             let Launch { spec, inputs, previous, .. } = launch;
             // A panicking stage must still report back, or the runner would wait forever.
@@ -70,12 +72,22 @@ impl Executor for LocalExecutor {
                 }
             };
             let _ = tx.send((spec.id.clone(), outcome));
-        });
+        }));
         Ok(())
     }
 
     fn wait(&mut self) -> anyhow::Result<(String, Outcome)> {
         Ok(self.rx.recv().expect("the executor holds a sender, so a stage always reports back"))
+    }
+}
+
+impl Drop for LocalExecutor {
+    /// A run that ends early (an error in the runner) still waits for its stages, so nothing
+    /// writes into the artefacts folder after `run` returned.
+    fn drop(&mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 

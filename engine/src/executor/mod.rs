@@ -22,10 +22,13 @@ pub struct Launch {
     pub previous: Option<PathBuf>,
     /// Upstream stages still running in this executor (only for executors that chain).
     pub after: Vec<String>,
-    /// What this piece of work is: the stage's fingerprint, or, while an upstream stage is
-    /// still running, a hash of the same recipe with that stage's key in place of its output
-    /// hashes. Equal keys mean equal work, so a restarted coordinator can adopt a job.
+    /// What this piece of work is: a hash of the stage's recipe (kind, version, params,
+    /// outside files, its upstream stages' keys), independent of the store. Equal keys mean
+    /// equal work, so a restarted coordinator can adopt a job. Empty for executors that do
+    /// not chain.
     pub key: String,
+    /// `--force`: run it again, never adopt earlier work.
+    pub forced: bool,
 }
 
 /// What a stage run left behind, before it is committed.
@@ -74,6 +77,9 @@ pub trait Executor {
     fn wait(&mut self) -> anyhow::Result<(String, Outcome)>;
     /// Stops these in-flight stages (their upstream failed); they report nothing more.
     fn cancel(&mut self, _stages: &[String]) {}
+    /// The runner could not commit what this stage produced: keep whatever explains why
+    /// (a job's log).
+    fn keep(&mut self, _stage: &str) {}
     /// Stops everything in flight.
     fn cancel_all(&mut self) {}
     /// With `--dry-run`: how this stage would be started (the `sbatch` line), if that says

@@ -3,7 +3,7 @@
 //! `--dependency=afterok`, so Slurm releases them in order.
 //!
 //! ```text
-//! artifacts/.jobs/<stage>.<key16>/   one job's folder (on the filesystem every node sees)
+//! artifacts/.jobs/<stage>.<tag>/     one job's folder (on the filesystem every node sees)
 //!   job.json                         what to run: stage, params, input paths (written here)
 //!   job.log                          the job's stdout and stderr
 //!   out/                             the declared outputs, written by the job
@@ -12,9 +12,9 @@
 //! ```
 //! A job writes only into its own folder. The coordinator (the `run` process, holding the
 //! run lock) verifies and hashes the outputs, links them into the store and updates the lock
-//! file, exactly as for a local run. Job names (`ls.<key16>.<stage>`) carry the stage's key
-//! (its fingerprint, or its recipe while upstream stages run), so a restarted coordinator
-//! adopts its predecessor's queued, running or finished jobs instead of submitting them again.
+//! file, exactly as for a local run. Job names (`ls.<tag>.<stage>`) carry a tag of the stage's
+//! recipe key and the artefacts folder, so a restarted coordinator adopts its predecessor's
+//! queued, running or finished jobs instead of submitting them again (never for `--force`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -182,8 +182,25 @@ struct QueueEntry {
     reason: String,
 }
 
-/// Every job of this user that slurmctld still knows (finished ones for `MinJobAge`).
+/// [`queue_once`], retried with backoff (about half a minute in all): a busy slurmctld that
+/// misses one call must not end a run of many hours. An interrupt ends the retries.
 fn queue() -> anyhow::Result<Vec<QueueEntry>> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match queue_once() {
+            Ok(q) => return Ok(q),
+            Err(e) if delay > Duration::from_secs(16) || INTERRUPTED.load(Ordering::SeqCst) => return Err(e),
+            Err(e) => {
+                tracing::warn!("{e:#}; trying again in {} s", delay.as_secs());
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+        }
+    }
+}
+
+/// Every job of this user that slurmctld still knows (finished ones for `MinJobAge`).
+fn queue_once() -> anyhow::Result<Vec<QueueEntry>> {
     let out = Command::new("squeue")
         .args(["--noheader", "--states=all", "--me", "--format=%i|%j|%T|%N|%r"])
         .output()
@@ -239,12 +256,15 @@ struct Job {
     node: String,
     /// When Slurm first called it COMPLETED without a `done.json` in sight.
     completed_at: Option<Instant>,
+    /// Upstream stages in flight here when it started: it is reported only after them.
+    after: Vec<String>,
 }
 
 #[derive(Debug)]
 struct Probe {
     id: String,
     dir: PathBuf,
+    completed_at: Option<Instant>,
 }
 
 /// Runs stages as Slurm jobs. See the module docs.
@@ -272,7 +292,8 @@ impl SlurmExecutor {
     pub fn new(settings: SlurmSettings, artifacts: &Path, command: Vec<String>, payload: serde_json::Value) -> anyhow::Result<Self> {
         settings.validate().map_err(|e| anyhow::anyhow!(e))?;
         let cwd = std::env::current_dir().context("cannot read the current folder")?;
-        let artifacts = if artifacts.is_absolute() { artifacts.to_owned() } else { cwd.join(artifacts) };
+        // One spelling of the folder, so that job names match whichever path reached it.
+        let artifacts = std::fs::canonicalize(artifacts).unwrap_or_else(|_| cwd.join(artifacts));
         Ok(Self {
             settings,
             artifacts,
@@ -359,7 +380,7 @@ impl SlurmExecutor {
         let light = Resources { time: Some("00:05:00".to_owned()), ..self.settings.light.clone() };
         let id = Self::sbatch(&self.sbatch_args(&format!("ls.probe.{nonce}"), &dir, &light, &[]))?;
         tracing::debug!("probe job {id}: can a job see {}?", self.artifacts.display());
-        self.probe = Some(Probe { id: id.clone(), dir });
+        self.probe = Some(Probe { id: id.clone(), dir, completed_at: None });
         Ok(id)
     }
 
@@ -367,27 +388,30 @@ impl SlurmExecutor {
     /// so upstream before downstream) to `ready`.
     fn poll(&mut self) -> anyhow::Result<()> {
         let queue: BTreeMap<String, QueueEntry> = queue()?.into_iter().map(|e| (e.id.clone(), e)).collect();
-        if let Some(probe) = &self.probe {
+        if let Some(probe) = &mut self.probe {
             let entry = queue.get(&probe.id);
             if entry.is_none_or(|e| !is_live(&e.state)) {
-                let seen = std::fs::read_to_string(probe.dir.join(PROBE_SEEN)).ok();
-                match seen {
-                    Some(_) => {
-                        let _ = std::fs::remove_dir_all(&probe.dir);
-                    }
-                    None => {
-                        let (state, node) = entry.map_or(("gone".to_owned(), String::new()), |e| (e.state.clone(), e.node.clone()));
-                        anyhow::bail!(
-                            "the probe job {} ({state}{}) could not see the artefacts folder {}: it must be on a filesystem that \
-                             every node mounts at the same path (see README, \"Running on a Slurm cluster\"){}",
-                            probe.id,
-                            if node.is_empty() { String::new() } else { format!(" on node {node}") },
-                            self.artifacts.display(),
-                            log_tail(&probe.dir.join(LOG_FILE)).map(|t| format!("; its log:\n{t}")).unwrap_or_default()
-                        );
-                    }
+                let seen = probe.dir.join(PROBE_SEEN).is_file();
+                let completed = entry.is_none_or(|e| e.state == "COMPLETED");
+                // NFS may show the probe's answer a little after Slurm reports its end.
+                let waiting = !seen && completed && probe.completed_at.get_or_insert_with(Instant::now).elapsed() < RESULT_GRACE;
+                if seen {
+                    let _ = std::fs::remove_dir_all(&probe.dir);
+                    self.probe = None;
+                } else if !waiting {
+                    let (state, node) = entry.map_or(("gone".to_owned(), String::new()), |e| (e.state.clone(), e.node.clone()));
+                    anyhow::bail!(
+                        "the probe job {} ({state}{}) could not see the artefacts folder {} or could not run {} in {}: the \
+                         folder, the project and the binary must be on a filesystem that every node mounts at the same \
+                         path (see README, \"Running on a Slurm cluster\"){}",
+                        probe.id,
+                        if node.is_empty() { String::new() } else { format!(" on node {node}") },
+                        self.artifacts.display(),
+                        self.command.first().map_or("", String::as_str),
+                        self.cwd.display(),
+                        log_tail(&probe.dir.join(LOG_FILE)).map(|t| format!("; its log:\n{t}")).unwrap_or_default()
+                    );
                 }
-                self.probe = None;
             }
         }
         for mut job in std::mem::take(&mut self.jobs) {
@@ -410,7 +434,9 @@ impl SlurmExecutor {
                 && entry.as_ref().is_none_or(|e| e.state == "COMPLETED")
                 && !job.dir.join(DONE_FILE).is_file()
                 && job.completed_at.get_or_insert_with(Instant::now).elapsed() < RESULT_GRACE;
-            if live || awaiting_result {
+            // Upstream first: the runner commits a stage only after the stages it reads.
+            let upstream_pending = job.after.iter().any(|u| self.jobs.iter().any(|j| &j.stage == u));
+            if live || awaiting_result || upstream_pending {
                 self.jobs.push(job);
                 continue;
             }
@@ -497,31 +523,40 @@ impl Executor for SlurmExecutor {
             catch_interrupts();
         }
         let stage = launch.spec.id.clone();
-        let dir = job_dir(&self.artifacts, &stage, &launch.key);
-        let name = job_name(&self.artifacts, &stage, &launch.key);
+        // A forced stage is new work: its own key, so it neither adopts nor disturbs earlier jobs.
+        let key = if launch.forced {
+            let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+            format!("{}-forced-{}-{nonce}", launch.key, std::process::id())
+        } else {
+            launch.key.clone()
+        };
+        let dir = job_dir(&self.artifacts, &stage, &key);
+        let name = job_name(&self.artifacts, &stage, &key);
         let mut job = Job {
             stage: stage.clone(),
-            key: launch.key.clone(),
+            key: key.clone(),
             dir: dir.clone(),
             id: None,
             state: String::new(),
             node: String::new(),
             completed_at: None,
+            after: launch.after.clone(),
         };
-        // A finished job of a previous coordinator: adopt its result.
-        let finished = std::fs::read(dir.join(DONE_FILE)).ok().and_then(|b| serde_json::from_slice::<JobResult>(&b).ok());
-        if finished.as_ref().is_some_and(|r| r.key == launch.key) {
-            tracing::info!(stage = %stage, "adopting the finished job of an earlier run ({})", dir.display());
-            self.started.insert(stage, (dir, None));
-            self.jobs.push(job);
-            return Ok(());
-        }
         // A queued or running job of a previous coordinator: wait for it.
         if let Some(entry) = self.found()?.get(&name).cloned() {
             tracing::info!(stage = %stage, "adopting Slurm job {} ({}) of an earlier run", entry.id, entry.state);
             self.started.insert(stage, (dir, Some(entry.id.clone())));
             job.id = Some(entry.id);
             job.state = entry.state;
+            self.jobs.push(job);
+            return Ok(());
+        }
+        // A finished job of a previous coordinator (no try of it still queued): adopt its
+        // result; the runner checks the inputs it read before committing it.
+        let finished = std::fs::read(dir.join(DONE_FILE)).ok().and_then(|b| serde_json::from_slice::<JobResult>(&b).ok());
+        if finished.as_ref().is_some_and(|r| r.key == key) {
+            tracing::info!(stage = %stage, "adopting the finished job of an earlier run ({})", dir.display());
+            self.started.insert(stage, (dir, None));
             self.jobs.push(job);
             return Ok(());
         }
@@ -533,7 +568,7 @@ impl Executor for SlurmExecutor {
         std::fs::create_dir_all(dir.join(OUT_DIR)).with_context(|| format!("cannot create {}", dir.display()))?;
         let file = JobFile {
             stage: stage.clone(),
-            key: launch.key.clone(),
+            key,
             kind: launch.spec.kind.kind().to_owned(),
             version: launch.spec.kind.version(),
             params: launch.spec.params.clone(),
@@ -558,7 +593,11 @@ impl Executor for SlurmExecutor {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 anyhow::bail!("interrupted");
             }
-            self.poll()?;
+            if let Err(e) = self.poll() {
+                // An interrupt also reaches squeue; say what happened, not how squeue died.
+                anyhow::ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted");
+                return Err(e);
+            }
             if self.ready.is_empty() {
                 let until = Instant::now() + Duration::from_secs_f64(self.settings.poll_s);
                 while Instant::now() < until && !INTERRUPTED.load(Ordering::SeqCst) {
@@ -572,6 +611,12 @@ impl Executor for SlurmExecutor {
         let (gone, kept): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.jobs).into_iter().partition(|j| stages.contains(&j.stage));
         self.jobs = kept;
         scancel(gone.iter().filter_map(|j| j.id.clone()).collect());
+    }
+
+    fn keep(&mut self, stage: &str) {
+        if let Some((dir, _)) = self.started.get(stage) {
+            self.keep.push(dir.clone());
+        }
     }
 
     fn cancel_all(&mut self) {
@@ -598,20 +643,25 @@ impl Executor for SlurmExecutor {
         let Ok(queue) = queue() else { return };
         let live: Vec<String> = queue.into_iter().filter(|e| is_live(&e.state)).map(|e| e.name).collect();
         let Ok(entries) = std::fs::read_dir(self.artifacts.join(JOBS_DIR)) else { return };
+        let mut folders: Vec<(PathBuf, bool)> = Vec::new();
         for entry in entries.flatten() {
-            let path = entry.path();
-            if self.keep.contains(&path) || self.jobs.iter().any(|j| j.dir == path) {
-                continue;
-            }
             // `<stage>.<tag>` is job `ls.<tag>.<stage>`; `probe.<nonce>` is `ls.probe.<nonce>`.
             let name = entry.file_name().to_string_lossy().into_owned();
             let job = match name.strip_prefix("probe.") {
                 Some(nonce) => format!("ls.probe.{nonce}"),
                 None => name.rsplit_once('.').map(|(stage, tag)| format!("ls.{tag}.{stage}")).unwrap_or_default(),
             };
-            if !live.contains(&job) {
-                let _ = std::fs::remove_dir_all(&path);
+            folders.push((entry.path(), live.contains(&job)));
+        }
+        let ours = |path: &Path| self.started.values().any(|(d, _)| d == path);
+        // An earlier coordinator's job still in the queue may read its upstream's folder: then
+        // only this run's own folders go.
+        let others_live = folders.iter().any(|(path, live)| *live && !ours(path));
+        for (path, live) in &folders {
+            if *live || self.keep.contains(path) || self.jobs.iter().any(|j| &j.dir == path) || (others_live && !ours(path)) {
+                continue;
             }
+            let _ = std::fs::remove_dir_all(path);
         }
         if let Some(p) = self.probe.take() {
             let _ = std::fs::remove_dir_all(&p.dir);
@@ -688,6 +738,11 @@ pub fn run_job(dir: &Path, job: &JobFile, spec: &StageSpec) -> anyhow::Result<()
         job.stage,
         changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     );
+    // A requeued job starts over: its earlier result must not outlive the outputs it describes.
+    let done = dir.join(DONE_FILE);
+    if done.exists() {
+        std::fs::remove_file(&done).with_context(|| format!("cannot remove {}", done.display()))?;
+    }
     let out = dir.join(OUT_DIR);
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
@@ -757,6 +812,7 @@ mod tests {
             previous: None,
             after: after.iter().map(|s| s.to_string()).collect(),
             key: "ab".repeat(32),
+            forced: false,
         }
     }
 
