@@ -118,7 +118,7 @@ pub fn fit(
         let mut sum = 0f64;
         for (step, chunk) in order.chunks(s.batch_size).enumerate() {
             let x = batch_tensor(train, chunk.iter().copied(), device)?;
-            let loss = model.forward(&x)?.sub(&x)?.sqr()?.mean_all()?;
+            let loss = models::dense::mse(&model.forward(&x)?, &x)?;
             let grads = loss.backward()?;
             opt.step(&grads)?;
             let l = loss.to_scalar::<f32>()?;
@@ -246,7 +246,7 @@ pub fn mse(model: &dyn Autoencoder, split: &Split, device: &Device) -> anyhow::R
     let mut sum = 0f64;
     for start in (0..split.len()).step_by(1000) {
         let x = batch_tensor(split, start..(start + 1000).min(split.len()), device)?;
-        let se = model.forward(&x)?.sub(&x)?.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let se = models::dense::squared_error_sum(&model.forward(&x)?, &x)?;
         sum += se;
     }
     Ok(sum / (split.len() * split.shape.pixels()) as f64)

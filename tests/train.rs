@@ -74,16 +74,20 @@ fn trains_and_encodes_both_models() {
 }
 
 #[test]
-fn training_is_bitwise_reproducible_across_thread_counts() {
+fn training_is_bitwise_reproducible_across_thread_counts_and_kernel_builds() {
     // Every output (weights, history, metrics), not only the weights: no timing in any file.
-    let hashes: Vec<Vec<serde_json::Value>> = ["1", "2", "2"]
+    // The last run uses the plain scalar kernels (LATENTSCOPE_KERNELS=portable): the fast
+    // kernels (whatever SIMD this CPU has) must give their bits, which is how an AVX2 laptop,
+    // an AVX-512 server and an ARM Mac agree.
+    let hashes: Vec<Vec<serde_json::Value>> = [("1", "fast"), ("2", "fast"), ("2", "fast"), ("2", "portable")]
         .iter()
         .enumerate()
-        .map(|(i, threads)| {
+        .map(|(i, (threads, kernels))| {
             let p = Project::mnist(&format!("determinism-{i}"), 512);
             let out = p
                 .cmd(&["pipeline", "run", "train-mnist-simple-s42", "train-mnist-conv-s42"])
                 .env("RAYON_NUM_THREADS", threads)
+                .env(latentscope::models::dense::KERNELS_ENV, kernels)
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{}", common::text(&out.stderr));
@@ -100,4 +104,5 @@ fn training_is_bitwise_reproducible_across_thread_counts() {
         .collect();
     assert_eq!(hashes[0], hashes[1], "1 thread vs 2 threads");
     assert_eq!(hashes[1], hashes[2], "two runs with 2 threads");
+    assert_eq!(hashes[2], hashes[3], "fast kernels vs the portable scalar ones");
 }

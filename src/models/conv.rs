@@ -138,6 +138,6 @@ impl Autoencoder for ConvAutoencoder {
                 h = super::ops::relu(&h)?;
             }
         }
-        candle_nn::ops::sigmoid(&h)?.reshape((b, self.shape.pixels()))
+        super::dense::sigmoid(&h)?.reshape((b, self.shape.pixels()))
     }
 }

@@ -2,7 +2,7 @@
 //! 784-128-64-36-18-9) and the mirror image back, ReLU between layers, sigmoid output.
 //! PyTorch names: `encoder.{0,2,4,..}` and `decoder.{0,2,4,..}` (ReLUs sit at the odd indices).
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::init::{self, Param};
@@ -37,7 +37,8 @@ fn stack(vb: &VarBuilder, prefix: &str, dims: &[usize]) -> Result<Vec<Linear>> {
 pub(super) fn run(layers: &[Linear], x: &Tensor) -> Result<Tensor> {
     let mut h = x.clone();
     for (i, layer) in layers.iter().enumerate() {
-        h = layer.forward(&h)?;
+        let bias = layer.bias().expect("every layer of these models has a bias");
+        h = super::dense::linear(&h, layer.weight(), bias)?;
         if i + 1 < layers.len() {
             h = relu(&h)?;
         }
@@ -57,6 +58,6 @@ impl Autoencoder for MlpAutoencoder {
     }
 
     fn decode(&self, z: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::sigmoid(&run(&self.decoder, z)?)
+        super::dense::sigmoid(&run(&self.decoder, z)?)
     }
 }

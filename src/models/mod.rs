@@ -4,6 +4,7 @@
 
 pub mod adam;
 pub mod conv;
+pub mod dense;
 pub mod device;
 pub mod init;
 pub mod mlp;

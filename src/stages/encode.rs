@@ -48,7 +48,7 @@ impl StageKind for Encode {
     /// 2: any architecture and image shape.
     /// 3: latent.safetensors says which model and split it comes from (`source` metadata).
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {

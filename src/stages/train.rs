@@ -79,7 +79,7 @@ impl StageKind for Train {
     /// 3: any architecture and dataset; config.json; typed history.json.
     /// 4: history.json records the test loss after every epoch.
     fn version(&self) -> u32 {
-        5
+        6
     }
 
     fn cost(&self) -> Cost {
