@@ -392,7 +392,25 @@ mod tests {
             let mut best = vec![0f32; m * n];
             blocked_best(&a, &b, &mut best, 0..m, k, n);
             let threaded = matmul_slices(&a, &b, m, k, n);
-            for (name, got) in [("blocked", &plain), ("widest", &best), ("threaded", &threaded)] {
+            #[allow(unused_mut)]
+            let mut builds = vec![("blocked", plain), ("widest", best), ("threaded", threaded)];
+            #[cfg(target_arch = "x86_64")]
+            for (name, has, f) in [
+                (
+                    "avx2",
+                    std::arch::is_x86_feature_detected!("avx2"),
+                    blocked_avx2 as unsafe fn(&[f32], &[f32], &mut [f32], std::ops::Range<usize>, usize, usize),
+                ),
+                ("avx512", std::arch::is_x86_feature_detected!("avx512f"), blocked_avx512),
+            ] {
+                if has {
+                    let mut c = vec![0f32; m * n];
+                    // SAFETY: the CPU has the feature, checked above.
+                    unsafe { f(&a, &b, &mut c, 0..m, k, n) };
+                    builds.push((name, c));
+                }
+            }
+            for (name, got) in &builds {
                 assert!(got.iter().zip(&scalar).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} {m}x{k}x{n}");
             }
         }
