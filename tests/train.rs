@@ -77,8 +77,8 @@ fn trains_and_encodes_both_models() {
 fn training_is_bitwise_reproducible_across_thread_counts_and_kernel_builds() {
     // Every output (weights, history, metrics), not only the weights: no timing in any file.
     // The last run uses the plain scalar kernels (LATENTSCOPE_KERNELS=portable): the fast
-    // kernels (whatever SIMD this CPU has) must give their bits, which is how an AVX2 laptop,
-    // an AVX-512 server and an ARM Mac agree.
+    // kernels (whatever SIMD this CPU has) must give their bits, which is how an AVX2 laptop
+    // and an AVX-512 server agree.
     let hashes: Vec<Vec<serde_json::Value>> = [("1", "fast"), ("2", "fast"), ("2", "fast"), ("2", "portable")]
         .iter()
         .enumerate()

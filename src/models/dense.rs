@@ -1,5 +1,6 @@
 //! Dense layers, the sigmoid and the loss with CPU kernels whose result does not depend on the
-//! CPU: the same bits on an AVX-512 server, an AVX2 laptop and an ARM Mac.
+//! CPU: the same bits on an AVX-512 server and an AVX2 laptop (and on ARM once training flushes
+//! subnormals there as it does on x86; see `FlushDenormals` in src/train.rs).
 //!
 //! - [`linear`]: `x W^T + b`, forward and backward through one fixed-order matmul kernel.
 //!   Every output element sums its products in order of the inner index, one multiply and one
