@@ -21,6 +21,8 @@ use std::sync::OnceLock;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::ops::{contiguous_f32, on_cpu_f32};
+
 /// Environment variable: `portable` selects the scalar kernels.
 pub const KERNELS_ENV: &str = "LATENTSCOPE_KERNELS";
 
@@ -28,18 +30,6 @@ pub const KERNELS_ENV: &str = "LATENTSCOPE_KERNELS";
 pub fn portable() -> bool {
     static PORTABLE: OnceLock<bool> = OnceLock::new();
     *PORTABLE.get_or_init(|| std::env::var(KERNELS_ENV).is_ok_and(|v| v == "portable"))
-}
-
-fn on_cpu_f32(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("{op}: input must be contiguous"),
-    }
 }
 
 fn dims2(l: &Layout, op: &str) -> Result<(usize, usize)> {
@@ -172,7 +162,7 @@ impl CustomOp2 for MatMul {
         if k != k2 {
             bail!("matmul: {m}x{k} times {k2}x{n}");
         }
-        let c = matmul_slices(contiguous(s1, l1, "matmul")?, contiguous(s2, l2, "matmul")?, m, k, n);
+        let c = matmul_slices(contiguous_f32(s1, l1, "matmul")?, contiguous_f32(s2, l2, "matmul")?, m, k, n);
         Ok((CpuStorage::F32(c), Shape::from((m, n))))
     }
 }
@@ -218,12 +208,12 @@ impl CustomOp3 for Linear {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let ((m, k), (n, k2)) = (dims2(l1, "linear")?, dims2(l2, "linear")?);
-        let bias = contiguous(s3, l3, "linear")?;
+        let bias = contiguous_f32(s3, l3, "linear")?;
         if k != k2 || bias.len() != n {
             bail!("linear: {m}x{k} input, {n}x{k2} weights, {} biases", bias.len());
         }
-        let xt = transpose(contiguous(s1, l1, "linear")?, m, k);
-        let yt = matmul_slices(contiguous(s2, l2, "linear")?, &xt, n, k, m);
+        let xt = transpose(contiguous_f32(s1, l1, "linear")?, m, k);
+        let yt = matmul_slices(contiguous_f32(s2, l2, "linear")?, &xt, n, k, m);
         let mut y = transpose(&yt, n, m);
         for row in y.chunks_mut(n) {
             for (v, b) in row.iter_mut().zip(bias) {
@@ -263,8 +253,8 @@ impl CustomOp2 for WeightGrad {
         if m != m2 {
             bail!("weight-grad: {m}x{n} gradient for a {m2}x{k} input");
         }
-        let gt = transpose(contiguous(s1, l1, "weight-grad")?, m, n);
-        Ok((CpuStorage::F32(matmul_slices(&gt, contiguous(s2, l2, "weight-grad")?, n, m, k)), Shape::from((n, k))))
+        let gt = transpose(contiguous_f32(s1, l1, "weight-grad")?, m, n);
+        Ok((CpuStorage::F32(matmul_slices(&gt, contiguous_f32(s2, l2, "weight-grad")?, n, m, k)), Shape::from((n, k))))
     }
 }
 
@@ -278,7 +268,7 @@ impl CustomOp1 for ColumnSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (_, n) = dims2(l, "column-sum")?;
-        let g = contiguous(s, l, "column-sum")?;
+        let g = contiguous_f32(s, l, "column-sum")?;
         let mut out = vec![0f32; n];
         for row in g.chunks(n) {
             for (o, v) in out.iter_mut().zip(row) {
@@ -309,7 +299,7 @@ impl CustomOp1 for Sigmoid {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s, l, "sigmoid")?;
+        let x = contiguous_f32(s, l, "sigmoid")?;
         Ok((CpuStorage::F32(x.iter().map(|&v| 1.0 / (1.0 + libm::expf(-v))).collect()), l.shape().clone()))
     }
 
@@ -338,7 +328,7 @@ impl CustomOp2 for Mse {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, x) = (contiguous(s1, l1, "mse")?, contiguous(s2, l2, "mse")?);
+        let (y, x) = (contiguous_f32(s1, l1, "mse")?, contiguous_f32(s2, l2, "mse")?);
         if y.len() != x.len() || y.is_empty() {
             bail!("mse: {} predictions for {} targets", y.len(), x.len());
         }

@@ -28,10 +28,6 @@ impl LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
-    fn name(&self) -> &'static str {
-        "local"
-    }
-
     fn slots(&self) -> Option<usize> {
         Some(self.jobs)
     }

@@ -56,8 +56,6 @@ pub struct Produced {
 pub type Outcome = anyhow::Result<Produced>;
 
 pub trait Executor {
-    /// `local` or `slurm`.
-    fn name(&self) -> &'static str;
     /// Whether a stage may be started while its upstream stages are still running here (the
     /// executor then orders them itself).
     fn chains(&self) -> bool {

@@ -502,10 +502,6 @@ fn log_tail(path: &Path) -> Option<String> {
 }
 
 impl Executor for SlurmExecutor {
-    fn name(&self) -> &'static str {
-        "slurm"
-    }
-
     fn chains(&self) -> bool {
         true
     }
