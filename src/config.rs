@@ -55,6 +55,19 @@ pub struct Config {
     #[serde(default)]
     pub baselines: Vec<BaselineKind>,
     pub plot: PlotConfig,
+    /// Clustering methods besides k-means, each run on every representation.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// Embeddings: `umap` (a representation of its own, clustered like the latents, and a
+    /// 2-D view), `tsne` (2-D views only).
+    #[serde(default)]
+    pub embed: EmbedConfig,
+    /// The 2-D views in the report besides PCA (`umap`, `tsne`; `pca` is always drawn).
+    #[serde(default)]
+    pub views: Vec<View>,
+    /// Curves for choosing k without labels (inertia and silhouette over a range of k).
+    #[serde(default)]
+    pub select_k: Option<SelectKConfig>,
     /// Cluster settings for `run --executor slurm`: site settings, not experiment
     /// parameters, so no stage declares them and nothing publishes them.
     #[serde(default)]
@@ -215,6 +228,165 @@ pub struct KmeansConfig {
     pub seeds: Vec<u64>,
     pub max_iter: usize,
     pub tol: f64,
+}
+
+/// `cluster:`: every method present runs on every representation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    #[serde(default)]
+    pub gmm: Option<GmmConfig>,
+    #[serde(default)]
+    pub agglomerative: Option<AgglomerativeConfig>,
+    #[serde(default)]
+    pub hdbscan: Option<HdbscanConfig>,
+}
+
+/// A Gaussian mixture per seed (linfa-clustering; initialised from k-means).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GmmConfig {
+    pub k: usize,
+    pub seeds: Vec<u64>,
+    /// Only `full` (linfa's one covariance type).
+    #[serde(default)]
+    pub covariance: Covariance,
+    #[serde(default = "default_gmm_max_iter")]
+    pub max_iter: usize,
+    #[serde(default = "default_gmm_tol")]
+    pub tol: f64,
+    #[serde(default = "default_reg_covar")]
+    pub reg_covar: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Covariance {
+    #[default]
+    Full,
+}
+
+fn default_gmm_max_iter() -> usize {
+    100
+}
+fn default_gmm_tol() -> f64 {
+    1e-3
+}
+fn default_reg_covar() -> f64 {
+    1e-6
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgglomerativeConfig {
+    pub k: usize,
+    #[serde(default = "default_linkage")]
+    pub linkage: crate::analysis::agglomerative::Linkage,
+}
+
+fn default_linkage() -> crate::analysis::agglomerative::Linkage {
+    crate::analysis::agglomerative::Linkage::Ward
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HdbscanConfig {
+    pub min_cluster_size: usize,
+    /// Neighbours that make a point core; `null`: `min_cluster_size`.
+    #[serde(default)]
+    pub min_samples: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedConfig {
+    #[serde(default)]
+    pub umap: Option<UmapConfig>,
+    #[serde(default)]
+    pub tsne: Option<TsneConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UmapConfig {
+    /// Dimensions of the embedding that is clustered (the 2-D view is a separate one).
+    pub components: usize,
+    #[serde(default = "default_neighbors")]
+    pub neighbors: usize,
+    #[serde(default = "default_min_dist")]
+    pub min_dist: f64,
+    #[serde(default)]
+    pub seed: u64,
+    /// `null`: 500 epochs up to 10,000 points, else 200 (umap-learn's default).
+    #[serde(default)]
+    pub epochs: Option<usize>,
+}
+
+fn default_neighbors() -> usize {
+    15
+}
+fn default_min_dist() -> f64 {
+    0.1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsneConfig {
+    #[serde(default = "default_perplexity")]
+    pub perplexity: f64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_tsne_iter")]
+    pub max_iter: usize,
+    /// Barnes-Hut accuracy: 0 exact, 0.5 scikit-learn's default.
+    #[serde(default = "default_theta")]
+    pub theta: f64,
+}
+
+fn default_perplexity() -> f64 {
+    30.0
+}
+fn default_tsne_iter() -> usize {
+    1000
+}
+fn default_theta() -> f64 {
+    0.5
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    Pca,
+    Umap,
+    Tsne,
+}
+
+/// `select_k: {method: kmeans, range: [2, 20]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectKConfig {
+    #[serde(default)]
+    pub method: SelectMethod,
+    pub range: [usize; 2],
+    #[serde(default)]
+    pub seed: u64,
+    /// Points sampled for the silhouette (O(n^2)); the inertia uses every point.
+    #[serde(default = "default_silhouette_sample")]
+    pub sample: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectMethod {
+    /// Inertia and silhouette of k-means.
+    #[default]
+    Kmeans,
+    /// BIC and silhouette of a Gaussian mixture (full covariances).
+    Gmm,
+}
+
+fn default_silhouette_sample() -> usize {
+    2000
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -455,7 +627,102 @@ impl LoadedConfig {
         if c.plot.samples == 0 || c.plot.samples > 100 {
             return bad("plot.samples", "must be between 1 and 100");
         }
+        if let Some((key, message)) = self.check_methods() {
+            return bad(&key, &message);
+        }
         Ok(())
+    }
+}
+
+impl LoadedConfig {
+    /// The `cluster`, `embed`, `views` and `select_k` settings: the first bad key and why.
+    fn check_methods(&self) -> Option<(String, String)> {
+        let c = &self.config;
+        let fail = |key: &str, message: &str| Some((key.to_owned(), message.to_owned()));
+        let check_seeds = |key: &str, seeds: &[u64]| {
+            let mut seen = std::collections::BTreeSet::new();
+            match seeds.iter().find(|s| !seen.insert(**s)) {
+                _ if seeds.is_empty() => fail(key, "must list at least one seed"),
+                Some(dup) => fail(key, &format!("seed {dup} is listed twice")),
+                None => None,
+            }
+        };
+        if let Some(g) = &c.cluster.gmm {
+            if g.k < 2 {
+                return fail("cluster.gmm.k", "must be at least 2");
+            }
+            if let Some(bad) = check_seeds("cluster.gmm.seeds", &g.seeds) {
+                return Some(bad);
+            }
+            if g.max_iter == 0 {
+                return fail("cluster.gmm.max_iter", "must be at least 1");
+            }
+            if !(g.tol.is_finite() && g.tol > 0.0) {
+                return fail("cluster.gmm.tol", "must be positive");
+            }
+            if !(g.reg_covar.is_finite() && g.reg_covar >= 0.0) {
+                return fail("cluster.gmm.reg_covar", "must be zero or positive");
+            }
+        }
+        if c.cluster.agglomerative.as_ref().is_some_and(|a| a.k < 2) {
+            return fail("cluster.agglomerative.k", "must be at least 2");
+        }
+        if let Some(h) = &c.cluster.hdbscan {
+            if h.min_cluster_size < 2 {
+                return fail("cluster.hdbscan.min_cluster_size", "must be at least 2");
+            }
+            if h.min_samples == Some(0) {
+                return fail("cluster.hdbscan.min_samples", "must be null or at least 1");
+            }
+        }
+        if let Some(u) = &c.embed.umap {
+            if !(1..=100).contains(&u.components) {
+                return fail("embed.umap.components", "must be between 1 and 100");
+            }
+            if u.neighbors < 2 {
+                return fail("embed.umap.neighbors", "must be at least 2");
+            }
+            if !(u.min_dist.is_finite() && (0.0..=1.0).contains(&u.min_dist)) {
+                return fail("embed.umap.min_dist", "must be between 0 and 1");
+            }
+            if u.epochs == Some(0) {
+                return fail("embed.umap.epochs", "must be null or at least 1");
+            }
+        }
+        if let Some(t) = &c.embed.tsne {
+            if !(t.perplexity.is_finite() && t.perplexity > 0.0) {
+                return fail("embed.tsne.perplexity", "must be positive");
+            }
+            if !(t.theta.is_finite() && (0.0..1.0).contains(&t.theta)) {
+                return fail("embed.tsne.theta", "must be at least 0 and below 1");
+            }
+            if t.max_iter < 2 {
+                return fail("embed.tsne.max_iter", "must be at least 2");
+            }
+            if !c.views.contains(&View::Tsne) {
+                return fail("embed.tsne", "makes 2-D views only: add tsne to views, or remove it");
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = c.views.iter().find(|v| !seen.insert(format!("{v:?}"))) {
+            return fail("views", &format!("{dup:?} is listed twice"));
+        }
+        if c.views.contains(&View::Umap) && c.embed.umap.is_none() {
+            return fail("views", "umap needs embed.umap (its neighbours, min_dist and seed)");
+        }
+        if c.views.contains(&View::Tsne) && c.embed.tsne.is_none() {
+            return fail("views", "tsne needs embed.tsne (its perplexity and seed)");
+        }
+        if let Some(s) = &c.select_k {
+            let [lo, hi] = s.range;
+            if lo < 2 || hi < lo || hi > 100 {
+                return fail("select_k.range", "must be [low, high] with 2 <= low <= high <= 100");
+            }
+            if s.sample < 10 {
+                return fail("select_k.sample", "must be at least 10");
+            }
+        }
+        None
     }
 }
 

@@ -207,7 +207,11 @@ pub fn image_rows(path: &Path, title: &str, shape: crate::data::Shape, rows: &[(
     })
 }
 
-/// 2-d points coloured by their true label, with a legend of the ten digits.
+/// The label [`scatter`] draws grey, as noise (a point no cluster took).
+pub const NOISE_LABEL: u8 = u8::MAX;
+
+/// 2-d points coloured by their true label (or cluster), with a legend of the ten digits;
+/// [`NOISE_LABEL`] points are small and grey.
 pub fn scatter(path: &Path, title: &str, points: &[f32], labels: &[u8], axis: (&str, &str)) -> anyhow::Result<()> {
     render(path, 900, 800, |root| {
         let bound = |k: usize| {
@@ -225,7 +229,9 @@ pub fn scatter(path: &Path, title: &str, points: &[f32], labels: &[u8], axis: (&
             .map_err(plot_err)?;
         chart.configure_mesh().x_desc(axis.0).y_desc(axis.1).label_style((FAMILY, 15)).draw().map_err(plot_err)?;
         // One colour a class; past the palette, colours repeat and the legend stops at it.
-        let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+        let noise = points.chunks_exact(2).zip(labels).filter(|(_, l)| **l == NOISE_LABEL).map(|(p, _)| (p[0] as f64, p[1] as f64));
+        chart.draw_series(noise.map(|p| Circle::new(p, 1, RGBColor(170, 170, 170).filled()))).map_err(plot_err)?;
+        let classes = labels.iter().filter(|&&l| l != NOISE_LABEL).map(|&l| l as usize + 1).max().unwrap_or(0);
         for class in 0..classes {
             let colour = DIGIT_COLOURS[class % DIGIT_COLOURS.len()];
             let pts = points.chunks_exact(2).zip(labels).filter(|(_, l)| **l as usize == class).map(|(p, _)| (p[0] as f64, p[1] as f64));
@@ -295,6 +301,55 @@ pub fn heatmap(path: &Path, title: &str, counts: &[Vec<u64>], columns: &[usize])
         scale.draw(&Text::new(format!("{}", max as u64), (x0 + 26, top - 6), label.clone())).map_err(plot_err)?;
         scale.draw(&Text::new("0".to_owned(), (x0 + 26, bottom - 8), label.clone())).map_err(plot_err)?;
         scale.draw(&Text::new("images".to_owned(), (x0 - 4, top - 28), label)).map_err(plot_err)?;
+        Ok(())
+    })
+}
+
+/// A named line of (x, y) points.
+pub type Series = (String, Vec<(f64, f64)>);
+
+/// Panels of curves sharing an integer x axis (`select_k`: a score per k), one line a
+/// series, with a legend.
+pub fn curves(path: &Path, title: &str, x_desc: &str, panels: &[(&str, Vec<Series>)]) -> anyhow::Result<()> {
+    let cols = panels.len().max(1) as u32;
+    render(path, 620 * cols + 20, 520, |root| {
+        let root = root.titled(title, (FAMILY, 20)).map_err(plot_err)?;
+        for (area, (name, series)) in root.split_evenly((1, cols as usize)).iter().zip(panels) {
+            let all = series.iter().flat_map(|(_, pts)| pts.iter()).filter(|p| p.1.is_finite());
+            let (x0, x1, y0, y1) =
+                all.fold((f64::MAX, f64::MIN, f64::MAX, f64::MIN), |(a, b, c, d), p| (a.min(p.0), b.max(p.0), c.min(p.1), d.max(p.1)));
+            if x0 > x1 {
+                continue;
+            }
+            let pad = ((y1 - y0) * 0.08).max(1e-6);
+            let mut chart = ChartBuilder::on(area)
+                .caption(*name, (FAMILY, 18))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(x0 - 0.5..x1 + 0.5, (y0 - pad)..(y1 + pad))
+                .map_err(plot_err)?;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .x_labels(((x1 - x0) as usize + 1).min(20))
+                .x_label_formatter(&|x| format!("{}", x.round() as i64))
+                .label_style((FAMILY, 14))
+                .light_line_style(WHITE)
+                .draw()
+                .map_err(plot_err)?;
+            for (i, (label, pts)) in series.iter().enumerate() {
+                let colour = DIGIT_COLOURS[i % DIGIT_COLOURS.len()];
+                let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.1.is_finite()).collect();
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                    .map_err(plot_err)?
+                    .label(label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(3)));
+                chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled()))).map_err(plot_err)?;
+            }
+            legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+        }
         Ok(())
     })
 }

@@ -195,6 +195,112 @@ pub struct RunFacts {
     pub datasets: Vec<DatasetFacts>,
     /// Per model: its name and a one-line description (`ConvAE, 10-d latent`).
     pub models: Vec<(String, String)>,
+    /// Further sections (markdown, each with its heading), placed before the figures.
+    pub sections: Vec<String>,
+}
+
+/// The method x representation tables: per dataset and metric, a row per representation
+/// (each model, its training seeds pooled, then the baselines), a column per
+/// (embedding, method); each cell the mean over the method's seeds and training seeds, and
+/// the best. Empty when k-means on the latents is all there is.
+pub fn methods_tables(metrics: &Metrics) -> String {
+    let c = &metrics.clusterings;
+    if c.iter().all(|m| m.method == "kmeans" && m.embed.is_none()) {
+        return String::new();
+    }
+    let mut out = String::from("## Clustering methods\n\n");
+    out.push_str(
+        "Every method on every representation. Each cell: the mean over the method's seeds (and training seeds), \
+         then the best in brackets (chosen with the labels). HDBSCAN finds its own number of clusters and leaves some \
+         points out as noise: here its noise counts as one more cluster; the table after scores only the points it kept.\n\n",
+    );
+    for dataset in &metrics.datasets {
+        let mut cols: Vec<String> = Vec::new();
+        let mut rows: Vec<String> = Vec::new();
+        for m in c.iter().filter(|m| &m.dataset == dataset) {
+            if !cols.contains(&m.label()) {
+                cols.push(m.label());
+            }
+            if !rows.contains(&m.representation) {
+                rows.push(m.representation.clone());
+            }
+        }
+        for metric in crate::stages::score::CLUSTER_METRICS {
+            let _ = write!(
+                out,
+                "### {dataset}: {}\n\n| representation | {} |\n|{}\n",
+                metric_name(metric),
+                cols.join(" | "),
+                " --- |".repeat(cols.len() + 1)
+            );
+            for row in &rows {
+                let cells: Vec<String> = cols
+                    .iter()
+                    .map(|col| {
+                        let cell: Vec<&crate::stages::score::MethodMetrics> =
+                            c.iter().filter(|m| &m.dataset == dataset && &m.representation == row && &m.label() == col).collect();
+                        if cell.is_empty() {
+                            return "—".to_owned();
+                        }
+                        let mean = cell.iter().map(|m| m.metric(metric).mean).sum::<f64>() / cell.len() as f64;
+                        let best = cell.iter().map(|m| m.metric(metric).best).fold(f64::NEG_INFINITY, f64::max);
+                        format!("{mean:.4} ({best:.4})")
+                    })
+                    .collect();
+                let _ = writeln!(out, "| {row} | {} |", cells.join(" | "));
+            }
+            out.push('\n');
+        }
+        let noisy: Vec<&crate::stages::score::MethodMetrics> = c.iter().filter(|m| &m.dataset == dataset && m.covered.is_some()).collect();
+        if !noisy.is_empty() {
+            let _ = write!(out, "### {dataset}: HDBSCAN\n\n| representation | clusters found | noise | purity | NMI | ARI | ACC | on kept points: purity | NMI | ARI | ACC |\n|{}\n", " --- |".repeat(11));
+            for m in noisy {
+                let covered = m.covered.as_ref().expect("filtered");
+                let noise = m.noise_fraction.as_ref().and_then(|n| n.first()).copied().unwrap_or(0.0);
+                let _ = writeln!(
+                    out,
+                    "| {}{} | {} | {:.1}% | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                    m.representation,
+                    m.training_seed.map(|s| format!(" s{s}")).unwrap_or_default()
+                        + &m.embed.as_ref().map(|e| format!(" ({e})")).unwrap_or_default(),
+                    m.clusters.first().copied().unwrap_or(0),
+                    100.0 * noise,
+                    m.purity.mean,
+                    m.nmi.mean,
+                    m.ari.mean,
+                    m.acc.mean,
+                    covered["purity"],
+                    covered["nmi"],
+                    covered["ari"],
+                    covered["acc"]
+                );
+            }
+            out.push('\n');
+        }
+        let best: Vec<_> = metrics.best_clusterings.iter().filter(|b| &b.dataset == dataset).collect();
+        if !best.is_empty() {
+            let _ = write!(out, "### {dataset}: the best clustering of each model (by accuracy, so chosen with the labels)\n\n| model | training seed | method | seed | clusters | ACC |\n| --- | --- | --- | --- | --- | --- |\n");
+            for b in best {
+                let method = match &b.embed {
+                    Some(e) => format!("{e} + {}", b.method),
+                    None => b.method.clone(),
+                };
+                let seed = b.seed.map_or("—".to_owned(), |s| s.to_string());
+                let _ = writeln!(out, "| {} | {} | {method} | {seed} | {} | {:.4} |", b.model, b.training_seed, b.clusters, b.acc);
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn metric_name(metric: &str) -> &'static str {
+    match metric {
+        "purity" => "purity",
+        "nmi" => "NMI",
+        "ari" => "ARI",
+        _ => "ACC",
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +376,12 @@ pub fn markdown(metrics: &Metrics, facts: &RunFacts, figures: &[(&str, &str)]) -
     out.push_str("(Hungarian). Best, mean and population standard deviation over the k-means seeds. \"Best by label\" picks ");
     out.push_str("the k-means seed by purity, which uses the true labels (what the notebook did); \"lowest inertia\" is the ");
     out.push_str("seed a user without labels would pick, and the honest estimate of what k-means finds.\n\n");
+    for section in &facts.sections {
+        out.push_str(section);
+        if !section.ends_with("\n\n") {
+            out.push('\n');
+        }
+    }
     out.push_str("## Figures\n\n");
     for (file, caption) in figures {
         let _ = write!(out, "### {caption}\n\n![{caption}]({file})\n\n");

@@ -84,7 +84,7 @@ fn hub_and_idx_sources_give_the_same_tensors() {
     let before = mock.requests().iter().filter(|r| r.method == "GET").count();
     let out =
         p.cmd(&["pipeline", "run", "--force", "download-mnist"]).env("HF_ENDPOINT", &mock.url).env("HF_HOME", &hf_home).output().unwrap();
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
     assert_eq!(mock.requests().iter().filter(|r| r.method == "GET").count(), before, "cache first");
 }
 

@@ -33,6 +33,11 @@ pub const LOCK: &str = "pipeline.lock";
 /// stage that is not published.
 pub fn stage_folder(id: &StageId) -> Option<String> {
     let run = |r: &crate::stages::Run| format!("{}/{}/s{}", r.dataset, r.model, r.seed);
+    let subject = |s: &Subject| match s {
+        Subject::Model(r) => run(r),
+        Subject::Baseline(d, b) => format!("{d}/{}", b.tag()),
+    };
+    let rep = |r: &crate::stages::Rep| format!("{}{}", subject(&r.subject), if r.umap { "/umap" } else { "" });
     Some(match id {
         StageId::Download(_) | StageId::Baseline(_, Baseline::Pixels) => return None,
         StageId::Score => String::new(),
@@ -41,8 +46,13 @@ pub fn stage_folder(id: &StageId) -> Option<String> {
         StageId::Encode(r) => format!("latents/{}", run(r)),
         StageId::Pca(r) => format!("pca/{}", run(r)),
         StageId::Baseline(d, b) => format!("baselines/{d}/{}", b.tag()),
-        StageId::Kmeans(Subject::Model(r), k) => format!("kmeans/{}/seed-{k}", run(r)),
-        StageId::Kmeans(Subject::Baseline(d, b), k) => format!("kmeans/{d}/{}/seed-{k}", b.tag()),
+        StageId::Kmeans(r, k) => format!("kmeans/{}/seed-{k}", rep(r)),
+        StageId::Umap(s) => format!("umap/{}", subject(s)),
+        StageId::View(v, r) => format!("views/{}/{}", crate::stages::view_name(*v), run(r)),
+        StageId::Gmm(r, seed) => format!("gmm/{}/seed-{seed}", rep(r)),
+        StageId::Agglomerative(r) => format!("agglomerative/{}", rep(r)),
+        StageId::Hdbscan(r) => format!("hdbscan/{}", rep(r)),
+        StageId::SelectK(r) => format!("select-k/{}", rep(r)),
     })
 }
 

@@ -206,7 +206,11 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
         datasets.push(crate::stages::download::DatasetSummary::read(&path)?);
     }
     let source_rev = crate::html::source_revision(&config.base_dir());
-    let figures = crate::stages::plot::figure_captions(&metrics.datasets, &config.config.models.keys().cloned().collect::<Vec<_>>());
+    let figures = crate::stages::plot::figure_captions(
+        &metrics.datasets,
+        &config.config.models.keys().cloned().collect::<Vec<_>>(),
+        &crate::stages::plot::Extras::of(config),
+    );
     let text = card::render(&card::CardInput {
         repo: &opts.repo,
         metrics: &metrics,

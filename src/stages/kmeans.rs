@@ -1,12 +1,13 @@
-//! `kmeans-<dataset>-<model>-s<training seed>-<seed>`, `kmeans-<dataset>-<baseline>-<seed>`:
-//! k-means on the full latent vectors (or baseline vectors) with one seed
+//! `kmeans-<dataset>-<model>-s<training seed>-<seed>`, `kmeans-<dataset>-<baseline>-<seed>`
+//! (and `kmeans-<rep>-<seed>` on a UMAP embedding): k-means on the full latent vectors (or
+//! baseline vectors, or their embedding) with one seed
 //! (`assignments.safetensors`: `labels` u32 [n], `centroids` f32 [k, d]; `kmeans.json`,
 //! [`KmeansSummary`]).
 
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
-use super::{StageId, Subject};
+use super::{Rep, StageId};
 use crate::analysis::kmeans;
 use crate::config::LoadedConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
@@ -15,8 +16,8 @@ use crate::tensorfile::{self, le_bytes, le_bytes_u32, Array};
 pub const ASSIGNMENTS: &str = "assignments.safetensors";
 pub const SUMMARY: &str = "kmeans.json";
 
-pub fn id(subject: &Subject, seed: u64) -> String {
-    StageId::Kmeans(subject.clone(), seed).to_string()
+pub fn id(rep: &Rep, seed: u64) -> String {
+    StageId::Kmeans(rep.clone(), seed).to_string()
 }
 
 /// `kmeans.json`.
@@ -47,16 +48,16 @@ struct Settings {
 }
 
 pub struct Kmeans {
-    subject: Subject,
+    rep: Rep,
     cfg: Settings,
 }
 
-pub fn spec(config: &LoadedConfig, subject: Subject, seed: u64) -> StageSpec {
-    let source = subject.source();
+pub fn spec(config: &LoadedConfig, rep: Rep, seed: u64) -> StageSpec {
+    let source = rep.source();
     // Its own seed, not the list: adding a seed must not re-run the others.
     let declared = super::Declared::new(config.params(&["kmeans.k", "kmeans.max_iter", "kmeans.tol"])).with("kmeans.seed", seed);
     let cfg = declared.get("kmeans");
-    declared.spec(id(&subject, seed), Kmeans { subject, cfg }).input(&source, super::encode::LATENT).outputs(&[ASSIGNMENTS, SUMMARY])
+    declared.spec(id(&rep, seed), Kmeans { rep, cfg }).input(&source, super::encode::LATENT).outputs(&[ASSIGNMENTS, SUMMARY])
 }
 
 impl StageKind for Kmeans {
@@ -69,7 +70,7 @@ impl StageKind for Kmeans {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let (latent, n, d) = super::encode::read_latent(ctx.input(&self.subject.source(), super::encode::LATENT)?)?;
+        let (latent, n, d) = super::encode::read_latent(ctx.input(&self.rep.source(), super::encode::LATENT)?)?;
         anyhow::ensure!(n >= self.cfg.k, "{}: kmeans.k = {} exceeds the {n} points to cluster; lower kmeans.k", ctx.stage_id, self.cfg.k);
         tracing::info!(
             stage = ctx.stage_id,

@@ -2,18 +2,25 @@
 //! the list of stage specs that the engine runs. Each stage reads only the config keys it
 //! declares here, so an edit re-runs exactly the stages that read the edited key.
 
+pub mod agglomerative;
 pub mod baseline;
+pub mod cluster;
 pub mod download;
 pub mod encode;
+pub mod gmm;
+pub mod hdbscan;
 pub mod kmeans;
 pub mod pca;
 pub mod plot;
 pub mod score;
+pub mod select_k;
 pub mod train;
+pub mod umap;
+pub mod view;
 
 use std::sync::Arc;
 
-use crate::config::{BaselineKind, LoadedConfig};
+use crate::config::{BaselineKind, LoadedConfig, View};
 use crate::pipeline::StageSpec;
 
 /// A dataset or model name from the config (cheap to clone into every id).
@@ -24,8 +31,11 @@ pub type Name = Arc<str>;
 /// Per dataset `d`: `download-<d>`; per model `m` and training seed `s`: `train-<d>-<m>-s<s>`,
 /// `encode-<d>-<m>-s<s>`, `pca-<d>-<m>-s<s>`; per baseline: `baseline-<d>-pixels`,
 /// `baseline-<d>-pixels-pca<n>`; per clustered representation and k-means seed `k`:
-/// `kmeans-<d>-<m>-s<s>-<k>`, `kmeans-<d>-pixels-<k>`, `kmeans-<d>-pixels-pca<n>-<k>`; then
-/// `score` and `plot`. Every axis is in every id, so adding a dataset, a model, a seed or a
+/// `kmeans-<d>-<m>-s<s>-<k>`, `kmeans-<d>-pixels-<k>`, `kmeans-<d>-pixels-pca<n>-<k>`; with
+/// `embed.umap`, `umap-<subject>` and every clustering again on `<subject>-umap`
+/// (`kmeans-mnist-conv-s42-umap-0`); the other methods: `gmm-<rep>-<seed>`,
+/// `agglomerative-<rep>`, `hdbscan-<rep>`, `select-k-<rep>`; the 2-D views
+/// `view-umap-<run>`, `view-tsne-<run>`; then `score` and `plot`. Every axis is in every id, so adding a dataset, a model, a seed or a
 /// baseline never renames a stage. Config validation keeps two (dataset, model) pairs from
 /// spelling the same id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,7 +45,13 @@ pub enum StageId {
     Encode(Run),
     Pca(Run),
     Baseline(Name, Baseline),
-    Kmeans(Subject, u64),
+    Kmeans(Rep, u64),
+    Umap(Subject),
+    View(View, Run),
+    Gmm(Rep, u64),
+    Agglomerative(Rep),
+    Hdbscan(Rep),
+    SelectK(Rep),
     Score,
     Plot,
 }
@@ -141,6 +157,14 @@ impl Subject {
         }
     }
 
+    /// The dataset it belongs to.
+    pub fn dataset(&self) -> &str {
+        match self {
+            Subject::Model(r) => &r.dataset,
+            Subject::Baseline(d, _) => d,
+        }
+    }
+
     /// Every representation of the config: each run, then each dataset's baselines.
     pub fn all(config: &LoadedConfig) -> Vec<Subject> {
         let mut out: Vec<Subject> = Run::all(config).into_iter().map(Subject::Model).collect();
@@ -151,6 +175,61 @@ impl Subject {
     }
 }
 
+/// What a clustering stage clusters: a subject's vectors, or their UMAP embedding.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rep {
+    pub subject: Subject,
+    pub umap: bool,
+}
+
+impl Rep {
+    pub fn raw(subject: Subject) -> Self {
+        Self { subject, umap: false }
+    }
+
+    /// `mnist-conv-s42`, `mnist-conv-s42-umap`.
+    pub fn tag(&self) -> String {
+        format!("{}{}", self.subject.tag(), if self.umap { "-umap" } else { "" })
+    }
+
+    /// The stage whose `latent.safetensors` holds the vectors to cluster.
+    pub fn source(&self) -> String {
+        match self.umap {
+            true => StageId::Umap(self.subject.clone()).to_string(),
+            false => self.subject.source(),
+        }
+    }
+
+    /// The embedding in between, as the metrics name it (`umap`), if any.
+    pub fn embed(&self) -> Option<&'static str> {
+        self.umap.then_some("umap")
+    }
+
+    /// Every representation: each subject, then (with `embed.umap`) each subject's UMAP.
+    pub fn all(config: &LoadedConfig) -> Vec<Rep> {
+        let subjects = Subject::all(config);
+        let mut out: Vec<Rep> = subjects.iter().cloned().map(Rep::raw).collect();
+        if config.config.embed.umap.is_some() {
+            out.extend(subjects.into_iter().map(|subject| Rep { subject, umap: true }));
+        }
+        out
+    }
+}
+
+/// A 2-D view's name in ids and file names.
+pub fn view_name(view: View) -> &'static str {
+    match view {
+        View::Pca => "pca",
+        View::Umap => "umap",
+        View::Tsne => "tsne",
+    }
+}
+
+/// The views drawn by their own stages (PCA is the `pca-*` stages).
+pub fn extra_views(config: &LoadedConfig) -> Vec<View> {
+    config.config.views.iter().copied().filter(|&v| v != View::Pca).collect()
+}
+
 impl std::fmt::Display for StageId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -159,7 +238,13 @@ impl std::fmt::Display for StageId {
             StageId::Encode(r) => write!(f, "encode-{}", r.tag()),
             StageId::Pca(r) => write!(f, "pca-{}", r.tag()),
             StageId::Baseline(d, b) => write!(f, "baseline-{d}-{}", b.tag()),
-            StageId::Kmeans(subject, k) => write!(f, "kmeans-{}-{k}", subject.tag()),
+            StageId::Kmeans(rep, k) => write!(f, "kmeans-{}-{k}", rep.tag()),
+            StageId::Umap(subject) => write!(f, "umap-{}", subject.tag()),
+            StageId::View(view, r) => write!(f, "view-{}-{}", view_name(*view), r.tag()),
+            StageId::Gmm(rep, seed) => write!(f, "gmm-{}-{seed}", rep.tag()),
+            StageId::Agglomerative(rep) => write!(f, "agglomerative-{}", rep.tag()),
+            StageId::Hdbscan(rep) => write!(f, "hdbscan-{}", rep.tag()),
+            StageId::SelectK(rep) => write!(f, "select-k-{}", rep.tag()),
             StageId::Score => f.write_str(score::ID),
             StageId::Plot => f.write_str(plot::ID),
         }
@@ -178,8 +263,27 @@ pub fn stage_ids(config: &LoadedConfig) -> Vec<StageId> {
         Subject::Baseline(d, b) => Some(StageId::Baseline(d.clone(), *b)),
         Subject::Model(_) => None,
     }));
-    for subject in subjects {
-        ids.extend(config.config.kmeans.seeds.iter().map(|&k| StageId::Kmeans(subject.clone(), k)));
+    if config.config.embed.umap.is_some() {
+        ids.extend(subjects.iter().cloned().map(StageId::Umap));
+    }
+    for view in extra_views(config) {
+        ids.extend(runs.iter().cloned().map(|r| StageId::View(view, r)));
+    }
+    let c = &config.config;
+    for rep in Rep::all(config) {
+        ids.extend(c.kmeans.seeds.iter().map(|&k| StageId::Kmeans(rep.clone(), k)));
+        if let Some(g) = &c.cluster.gmm {
+            ids.extend(g.seeds.iter().map(|&s| StageId::Gmm(rep.clone(), s)));
+        }
+        if c.cluster.agglomerative.is_some() {
+            ids.push(StageId::Agglomerative(rep.clone()));
+        }
+        if c.cluster.hdbscan.is_some() {
+            ids.push(StageId::Hdbscan(rep.clone()));
+        }
+        if c.select_k.is_some() {
+            ids.push(StageId::SelectK(rep));
+        }
     }
     ids.push(StageId::Score);
     ids.push(StageId::Plot);
@@ -199,7 +303,13 @@ pub fn spec(config: &LoadedConfig, id: StageId) -> StageSpec {
         StageId::Encode(r) => encode::spec(config, r),
         StageId::Pca(r) => pca::spec(config, r),
         StageId::Baseline(d, b) => baseline::spec(config, d, b),
-        StageId::Kmeans(s, k) => kmeans::spec(config, s, k),
+        StageId::Kmeans(rep, k) => kmeans::spec(config, rep, k),
+        StageId::Umap(s) => umap::spec(config, s),
+        StageId::View(v, r) => view::spec(config, v, r),
+        StageId::Gmm(rep, seed) => gmm::spec(config, rep, seed),
+        StageId::Agglomerative(rep) => agglomerative::spec(config, rep),
+        StageId::Hdbscan(rep) => hdbscan::spec(config, rep),
+        StageId::SelectK(rep) => select_k::spec(config, rep),
         StageId::Score => score::spec(config),
         StageId::Plot => plot::spec(config),
     }
@@ -319,8 +429,15 @@ mod tests {
         let p9 = Subject::Baseline("mnist".into(), Baseline::PixelsPca(9));
         assert_eq!(StageId::Download("mnist".into()).to_string(), "download-mnist");
         assert_eq!(StageId::Train(r.clone()).to_string(), "train-fashion-mnist-conv-s42");
-        assert_eq!(StageId::Kmeans(Subject::Model(r), 7).to_string(), "kmeans-fashion-mnist-conv-s42-7");
-        assert_eq!(StageId::Kmeans(p9, 0).to_string(), "kmeans-mnist-pixels-pca9-0");
+        assert_eq!(StageId::Kmeans(Rep::raw(Subject::Model(r.clone())), 7).to_string(), "kmeans-fashion-mnist-conv-s42-7");
+        assert_eq!(StageId::Kmeans(Rep::raw(p9.clone()), 0).to_string(), "kmeans-mnist-pixels-pca9-0");
+        let umap = Rep { subject: p9.clone(), umap: true };
+        assert_eq!(StageId::Gmm(umap.clone(), 2).to_string(), "gmm-mnist-pixels-pca9-umap-2");
+        assert_eq!(StageId::Hdbscan(umap.clone()).to_string(), "hdbscan-mnist-pixels-pca9-umap");
+        assert_eq!(StageId::Agglomerative(Rep::raw(p9.clone())).to_string(), "agglomerative-mnist-pixels-pca9");
+        assert_eq!(StageId::SelectK(umap).to_string(), "select-k-mnist-pixels-pca9-umap");
+        assert_eq!(StageId::Umap(p9).to_string(), "umap-mnist-pixels-pca9");
+        assert_eq!(StageId::View(View::Tsne, r).to_string(), "view-tsne-fashion-mnist-conv-s42");
         assert_eq!(StageId::Baseline("mnist".into(), Baseline::Pixels).to_string(), "baseline-mnist-pixels");
     }
 

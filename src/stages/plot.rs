@@ -47,9 +47,43 @@ pub fn contingency_figure(dataset: &str, model: &str) -> String {
     format!("contingency-{dataset}-{model}.png")
 }
 
+pub fn view_figure(view: &str, dataset: &str, model: &str, clusters: bool) -> String {
+    format!("view-{view}-{dataset}-{model}{}.png", if clusters { "-clusters" } else { "" })
+}
+
+pub fn best_clusters_figure(dataset: &str, model: &str) -> String {
+    format!("best-clusters-{dataset}-{model}.png")
+}
+
+pub fn select_k_figure(dataset: &str) -> String {
+    format!("select-k-{dataset}.png")
+}
+
+/// The figures beyond k-means that the config asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// `umap`, `tsne`: 2-D views drawn by their own stages.
+    pub views: Vec<crate::config::View>,
+    pub select_k: bool,
+    /// Methods besides k-means, or an embedding: the best clustering may be another method's.
+    pub methods: bool,
+}
+
+impl Extras {
+    pub fn of(config: &LoadedConfig) -> Self {
+        let c = &config.config;
+        let cl = &c.cluster;
+        Self {
+            views: super::extra_views(config),
+            select_k: c.select_k.is_some(),
+            methods: cl.gmm.is_some() || cl.agglomerative.is_some() || cl.hdbscan.is_some() || c.embed.umap.is_some(),
+        }
+    }
+}
+
 /// Every figure this stage draws for these datasets and models, with its caption, in report
 /// order.
-pub fn figure_captions(datasets: &[String], models: &[String]) -> Vec<(String, String)> {
+pub fn figure_captions(datasets: &[String], models: &[String], extras: &Extras) -> Vec<(String, String)> {
     let mut figs = Vec::new();
     for d in datasets {
         figs.push((samples_figure(d), format!("{d}: test images of each class")));
@@ -65,6 +99,27 @@ pub fn figure_captions(datasets: &[String], models: &[String]) -> Vec<(String, S
             figs.push((clusters_figure(d, m), format!("{d}: test images in each cluster of the best {m} clustering")));
         }
         figs.push((spread_figure(d), format!("{d}: spread of each metric over k-means and training seeds")));
+        for &view in &extras.views {
+            let v = super::view_name(view);
+            let name = v.to_uppercase().replace("TSNE", "t-SNE");
+            for m in models {
+                figs.push((view_figure(v, d, m, false), format!("{d}: {name} of the {m} latent space, by true label")));
+                if extras.methods {
+                    figs.push((view_figure(v, d, m, true), format!("{d}: {name} of the {m} latent space, by its best clustering")));
+                }
+            }
+        }
+        if extras.methods {
+            for m in models {
+                figs.push((
+                    best_clusters_figure(d, m),
+                    format!("{d}: test images in each cluster of the best {m} clustering of any method"),
+                ));
+            }
+        }
+        if extras.select_k {
+            figs.push((select_k_figure(d), format!("{d}: choosing k without labels")));
+        }
     }
     figs
 }
@@ -77,6 +132,9 @@ pub struct Plot {
     models: Vec<Name>,
     /// The training seed whose model the per-model figures show.
     shown: u64,
+    extras: Extras,
+    /// The representations whose k-selection curves are drawn (shown seed's and baselines).
+    select_k: Vec<super::Rep>,
 }
 
 pub fn spec(config: &LoadedConfig) -> StageSpec {
@@ -86,13 +144,38 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
     let datasets: Vec<Name> = c.datasets.keys().map(|d| d.as_str().into()).collect();
     let models: Vec<Name> = c.models.keys().map(|m| m.as_str().into()).collect();
     let names = |v: &[Name]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-    let mut outputs: Vec<String> = figure_captions(&names(&datasets), &names(&models)).into_iter().map(|(f, _)| f).collect();
+    let extras = Extras::of(config);
+    let mut outputs: Vec<String> = figure_captions(&names(&datasets), &names(&models), &extras).into_iter().map(|(f, _)| f).collect();
     outputs.push(REPORT.to_owned());
+    let select_k: Vec<super::Rep> = match c.select_k {
+        Some(_) => {
+            super::Rep::all(config).into_iter().filter(|r| !matches!(&r.subject, super::Subject::Model(run) if run.seed != shown)).collect()
+        }
+        None => Vec::new(),
+    };
+    let plot =
+        Plot { samples: c.plot.samples, datasets: datasets.clone(), models: models.clone(), shown, extras: extras.clone(), select_k };
+    let mut inputs: Vec<(String, &str)> = plot.select_k.iter().map(|r| (super::select_k::id(r), super::select_k::SUMMARY)).collect();
     // Everything else (k, the seeds) comes from score's metrics.json.
-    let mut spec = super::stage(ID, Plot { samples: c.plot.samples, datasets: datasets.clone(), models: models.clone(), shown })
+    let mut spec = super::stage(ID, plot)
         .params(config.params(&["plot"]))
         .param("plot.training_seed", shown)
         .input(super::score::ID, super::score::METRICS);
+    if extras.methods {
+        spec = spec.input(super::score::ID, super::score::BEST);
+    }
+    for d in &datasets {
+        for m in &models {
+            let run = Run { dataset: d.clone(), model: m.clone(), seed: shown };
+            for &view in &extras.views {
+                inputs.push((super::view::id(view, &run), super::view::POINTS));
+                inputs.push((super::view::id(view, &run), super::view::SUMMARY));
+            }
+        }
+    }
+    for (stage, file) in &inputs {
+        spec = spec.input(stage, file);
+    }
     for d in &datasets {
         spec = spec.input(&super::download::id(d), super::download::OUTPUT).input(&super::download::id(d), super::download::SUMMARY);
         for m in &models {
@@ -106,7 +189,7 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
                 .input(&super::pca::id(&run), super::pca::SUMMARY);
             // The cluster grid shows the best-purity seed, known only once score has run.
             for &k in &kmeans_seeds {
-                spec = spec.input(&super::kmeans::id(&super::Subject::Model(run.clone()), k), super::kmeans::ASSIGNMENTS);
+                spec = spec.input(&super::kmeans::id(&super::Rep::raw(super::Subject::Model(run.clone())), k), super::kmeans::ASSIGNMENTS);
             }
         }
     }
@@ -130,17 +213,21 @@ impl StageKind for Plot {
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let metrics = Metrics::read(ctx.input(super::score::ID, super::score::METRICS)?)?;
-        let mut facts = report::RunFacts { datasets: Vec::new(), models: Vec::new() };
+        let mut facts = report::RunFacts { datasets: Vec::new(), models: Vec::new(), sections: Vec::new() };
+        let mut embeddings = String::new();
         for dataset in &self.datasets {
             facts.datasets.push(self.draw_dataset(ctx, &metrics, dataset)?);
+            embeddings.push_str(&self.draw_extras(ctx, &metrics, dataset)?);
         }
+        facts.sections.push(report::methods_tables(&metrics));
+        facts.sections.push(embeddings);
         for model in &self.models {
             let run = Run { dataset: self.datasets[0].clone(), model: model.clone(), seed: self.shown };
             let (arch, _) = super::train::read_config(ctx.input(&super::train::id(&run), super::train::CONFIG)?)?;
             facts.models.push((model.to_string(), format!("{} {}, {}-d latent", arch.family(), arch.class_name(), arch.latent_dim())));
         }
         let names = |v: &[Name]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        let figs = figure_captions(&names(&self.datasets), &names(&self.models));
+        let figs = figure_captions(&names(&self.datasets), &names(&self.models), &self.extras);
         let refs: Vec<(&str, &str)> = figs.iter().map(|(f, c)| (f.as_str(), c.as_str())).collect();
         let path = ctx.output(REPORT);
         super::write_file(&path, report::markdown(&metrics, &facts, &refs))?;
@@ -149,6 +236,122 @@ impl StageKind for Plot {
 }
 
 impl Plot {
+    /// The views, the best clustering's members and the k-selection curves of one dataset;
+    /// returns the report's text about them.
+    fn draw_extras(&self, ctx: &StageContext<'_>, metrics: &Metrics, dataset: &Name) -> anyhow::Result<String> {
+        use std::fmt::Write;
+        let mut text = String::new();
+        let best = match self.extras.methods {
+            true => Some(TensorFile::open(ctx.input(super::score::ID, super::score::BEST)?)?),
+            false => None,
+        };
+        let test = if best.is_some() { Some(super::download::read(ctx, dataset)?.test) } else { None };
+        let mut trust = Vec::new();
+        for m in &self.models {
+            let run = Run { dataset: dataset.clone(), model: m.clone(), seed: self.shown };
+            let chosen = metrics.best_clusterings.iter().find(|b| b.key == run.tag());
+            let best_labels: Option<Vec<u32>> = match (&best, chosen) {
+                (Some(file), Some(b)) => Some(crate::tensorfile::u32_values(file.get(&b.key, Dtype::U32)?.1)),
+                _ => None,
+            };
+            let describe = |b: &super::score::BestClustering| {
+                let method = b.embed.as_ref().map_or(b.method.clone(), |e| format!("{e} + {}", b.method));
+                format!("{method}{}, ACC {:.3}", b.seed.map(|s| format!(" seed {s}")).unwrap_or_default(), b.acc)
+            };
+            for &view in &self.extras.views {
+                let v = super::view_name(view);
+                let stage = super::view::id(view, &run);
+                let path = ctx.input(&stage, super::view::POINTS)?;
+                let (points, _, dim) = super::encode::read_latent(path)?;
+                anyhow::ensure!(dim == 2, "{}: a view has {dim} dimensions, expected 2", path.display());
+                let labels = super::encode::read_labels(path)?;
+                let summary = super::umap::EmbeddingSummary::read(ctx.input(&stage, super::view::SUMMARY)?)?;
+                trust.push((format!("{m}, {v}"), summary.trustworthiness));
+                let name = if v == "tsne" { "t-SNE" } else { "UMAP" };
+                let axes = (format!("{name} 1"), format!("{name} 2"));
+                figures::scatter(
+                    &ctx.output(&view_figure(v, dataset, m, false)),
+                    &format!("{dataset}, {m}: {name} of the test-set latents, by true label"),
+                    &points,
+                    &labels,
+                    (&axes.0, &axes.1),
+                )?;
+                if let (Some(found), Some(b)) = (&best_labels, chosen) {
+                    let coloured: Vec<u8> =
+                        found.iter().map(|&c| if c == super::cluster::NOISE { figures::NOISE_LABEL } else { c.min(253) as u8 }).collect();
+                    figures::scatter(
+                        &ctx.output(&view_figure(v, dataset, m, true)),
+                        &format!("{dataset}, {m}: {name}, by cluster of {}", describe(b)),
+                        &points,
+                        &coloured,
+                        (&axes.0, &axes.1),
+                    )?;
+                }
+            }
+            if let (Some(found), Some(b), Some(test)) = (&best_labels, chosen, &test) {
+                anyhow::ensure!(found.len() == test.len(), "{m}: {} best-cluster labels for {} test images", found.len(), test.len());
+                let mut groups: Vec<u32> = found.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                groups.truncate(30);
+                let rows: Vec<(String, Vec<f32>)> = groups
+                    .iter()
+                    .map(|&g| {
+                        let members: Vec<usize> = (0..test.len()).filter(|&i| found[i] == g).collect();
+                        let mut counts = vec![0usize; 256];
+                        members.iter().for_each(|&i| counts[test.labels[i] as usize] += 1);
+                        let majority = (0..256).max_by_key(|&l| (counts[l], std::cmp::Reverse(l))).unwrap_or(0);
+                        let name = if g == super::cluster::NOISE { "noise".to_owned() } else { g.to_string() };
+                        let label = format!("{name}: {} (most {majority})", members.len());
+                        (label, members.iter().take(GRID).flat_map(|&i| test.image(i).iter().map(|&p| p as f32 / 255.0)).collect())
+                    })
+                    .collect();
+                let refs: Vec<(&str, &[f32])> = rows.iter().map(|(l, p)| (l.as_str(), p.as_slice())).collect();
+                let title = format!("{dataset}, {m}: the first test images of each cluster of {} (size, most common label)", describe(b));
+                figures::image_rows(&ctx.output(&best_clusters_figure(dataset, m)), &title, test.shape, &refs, GRID)?;
+            }
+        }
+        if !trust.is_empty() {
+            let _ = write!(
+                text,
+                "## {dataset}: 2-D views\n\nTrustworthiness (15 neighbours, first 2,000 test points; 1 means every neighbour in the view \
+                 is a neighbour in the latent space).\n\n| view | trustworthiness |\n| --- | --- |\n"
+            );
+            for (name, t) in trust {
+                let _ = writeln!(text, "| {name} | {t:.4} |");
+            }
+            text.push('\n');
+        }
+        let reps: Vec<&super::Rep> = self.select_k.iter().filter(|r| r.subject.dataset() == dataset.as_ref()).collect();
+        if !reps.is_empty() {
+            let mut silhouettes = Vec::new();
+            let mut criterion = Vec::new();
+            let _ = write!(
+                text,
+                "## {dataset}: choosing k without labels\n\nFor each k, one clustering; the silhouette on a sample (higher is better) \
+                 and the inertia or BIC. Does the data itself pick the number of classes?\n\n\
+                 | representation | k of the best silhouette | its silhouette | k of the lowest BIC |\n| --- | --- | --- | --- |\n"
+            );
+            for rep in reps {
+                let s = super::select_k::SelectK::read(ctx.input(&super::select_k::id(rep), super::select_k::SUMMARY)?)?;
+                let name = format!("{}{}", rep.subject.name(), if rep.umap { " (umap)" } else { "" });
+                let best = s.ks.iter().position(|&k| k == s.best_silhouette_k).map_or(f64::NAN, |i| s.silhouette[i]);
+                let bic = s.best_bic_k.map_or("—".to_owned(), |k| k.to_string());
+                let _ = writeln!(text, "| {name} | {} | {best:.3} | {bic} |", s.best_silhouette_k);
+                let xs: Vec<f64> = s.ks.iter().map(|&k| k as f64).collect();
+                silhouettes.push((name.clone(), xs.iter().copied().zip(s.silhouette.iter().copied()).collect()));
+                // Relative to the first k, so that representations of any scale share an axis.
+                let (values, what) = if s.bic.is_empty() { (&s.inertia, "inertia") } else { (&s.bic, "BIC") };
+                let first = values.first().copied().unwrap_or(1.0);
+                let scaled = values.iter().map(|v| if what == "inertia" { v / first } else { v - first });
+                criterion.push((format!("{name} ({what})"), xs.iter().copied().zip(scaled).collect()));
+            }
+            text.push('\n');
+            let panels =
+                vec![("silhouette (sampled)", silhouettes), ("inertia / inertia at the lowest k, or BIC - BIC at the lowest k", criterion)];
+            figures::curves(&ctx.output(&select_k_figure(dataset)), &format!("{dataset}: choosing k without labels"), "k", &panels)?;
+        }
+        Ok(text)
+    }
+
     /// The figures of one dataset; returns the facts the report states about it.
     fn draw_dataset(&self, ctx: &StageContext<'_>, metrics: &Metrics, dataset: &Name) -> anyhow::Result<report::DatasetFacts> {
         let summary = super::download::DatasetSummary::read(ctx.input(&super::download::id(dataset), super::download::SUMMARY)?)?;
@@ -225,9 +428,10 @@ impl Plot {
                 .model(dataset, m)
                 .and_then(|mm| mm.runs.iter().find(|r| r.training_seed == Some(self.shown)))
                 .ok_or_else(|| anyhow::anyhow!("score/metrics.json has no {dataset} {m} model of training seed {}", self.shown))?;
-            let file = TensorFile::open(
-                ctx.input(&super::kmeans::id(&super::Subject::Model(run.clone()), shown.best_purity_seed), super::kmeans::ASSIGNMENTS)?,
-            )?;
+            let file = TensorFile::open(ctx.input(
+                &super::kmeans::id(&super::Rep::raw(super::Subject::Model(run.clone())), shown.best_purity_seed),
+                super::kmeans::ASSIGNMENTS,
+            )?)?;
             let assigned = crate::tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
             anyhow::ensure!(assigned.len() == test.len(), "{m}: {} cluster assignments for {} test images", assigned.len(), test.len());
             let order = crate::analysis::metrics::diagonal_order(&shown.contingency);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
-use super::{Name, Run, Subject};
+use super::{Name, Rep, Run, Subject};
 use crate::analysis::metrics;
 use crate::analysis::stats::{self, Stats, TTest};
 use crate::config::LoadedConfig;
@@ -16,6 +16,9 @@ use crate::tensorfile::{self, TensorFile};
 
 pub const ID: &str = "score";
 pub const METRICS: &str = "metrics.json";
+/// Per trained model (first of each model's runs and every other), the labels of the best
+/// clustering by accuracy: `<run tag>` u32 [n] (noise [`super::cluster::NOISE`]).
+pub const BEST: &str = "best.safetensors";
 
 pub struct Score {
     datasets: Vec<Name>,
@@ -24,6 +27,23 @@ pub struct Score {
     kmeans_seeds: Vec<u64>,
     training_seeds: Vec<u64>,
     k: usize,
+    reps: Vec<Rep>,
+    gmm_seeds: Vec<u64>,
+    agglomerative: bool,
+    hdbscan: bool,
+}
+
+/// Every clustering stage of a representation: (method, seed, stage id, summary file).
+fn clusterings_of(s: &Score, rep: &Rep) -> Vec<(&'static str, Option<u64>, String)> {
+    let mut out: Vec<_> = s.kmeans_seeds.iter().map(|&k| ("kmeans", Some(k), super::kmeans::id(rep, k))).collect();
+    out.extend(s.gmm_seeds.iter().map(|&g| ("gmm", Some(g), super::gmm::id(rep, g))));
+    if s.agglomerative {
+        out.push(("agglomerative", None, super::agglomerative::id(rep)));
+    }
+    if s.hdbscan {
+        out.push(("hdbscan", None, super::hdbscan::id(rep)));
+    }
+    out
 }
 
 pub fn spec(config: &LoadedConfig) -> StageSpec {
@@ -37,11 +57,21 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
         kmeans_seeds: c.kmeans.seeds.clone(),
         training_seeds: c.train.seeds.clone(),
         k: c.kmeans.k,
+        reps: super::Rep::all(config),
+        gmm_seeds: c.cluster.gmm.as_ref().map(|g| g.seeds.clone()).unwrap_or_default(),
+        agglomerative: c.cluster.agglomerative.is_some(),
+        hdbscan: c.cluster.hdbscan.is_some(),
     };
+    let clustering_inputs: Vec<(&str, String)> =
+        kind.reps.iter().flat_map(|rep| clusterings_of(&kind, rep)).map(|(method, _, stage)| (method, stage)).collect();
+    let mut keys = vec!["kmeans.seeds", "kmeans.k", "train.seeds"];
+    if c.cluster.gmm.is_some() {
+        keys.push("cluster.gmm.seeds");
+    }
     let mut spec = super::stage(ID, kind)
         // The order of the seeds is the order of the per-seed lists; k sizes the contingency.
-        .params(config.params(&["kmeans.seeds", "kmeans.k", "train.seeds"]))
-        .outputs(&[METRICS]);
+        .params(config.params(&keys))
+        .outputs(&[METRICS, BEST]);
     for run in &runs {
         spec = spec.input(&super::train::id(run), super::train::METRICS).input(&super::train::id(run), super::train::CONFIG);
     }
@@ -49,8 +79,14 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
         spec = spec.input(&subject.source(), super::encode::LATENT);
         for &seed in &c.kmeans.seeds {
             spec = spec
-                .input(&super::kmeans::id(subject, seed), super::kmeans::ASSIGNMENTS)
-                .input(&super::kmeans::id(subject, seed), super::kmeans::SUMMARY);
+                .input(&super::kmeans::id(&super::Rep::raw(subject.clone()), seed), super::kmeans::ASSIGNMENTS)
+                .input(&super::kmeans::id(&super::Rep::raw(subject.clone()), seed), super::kmeans::SUMMARY);
+        }
+    }
+    for (method, stage) in &clustering_inputs {
+        spec = spec.input(stage, super::cluster::ASSIGNMENTS);
+        if *method != "kmeans" {
+            spec = spec.input(stage, super::cluster::SUMMARY);
         }
     }
     spec
@@ -99,6 +135,70 @@ pub struct Metrics {
     /// k-means seeds); and every model against every baseline, by Welch's t-test of the
     /// model's per-seed values against the baseline's per-k-means-seed values.
     pub comparisons: Vec<Comparison>,
+    /// Every clustering method on every representation (k-means included, also on the UMAP
+    /// embedding): the method x representation tables.
+    #[serde(default)]
+    pub clusterings: Vec<MethodMetrics>,
+    /// Per trained model, the clustering of highest accuracy (chosen with the labels); its
+    /// labels are in `best.safetensors` under the run's tag.
+    #[serde(default)]
+    pub best_clusterings: Vec<BestClustering>,
+}
+
+/// One method on one representation of one training run (or baseline).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodMetrics {
+    pub dataset: String,
+    /// The model (`conv`) or baseline (`pixels-pca9`).
+    pub representation: String,
+    pub training_seed: Option<u64>,
+    /// `umap` when the method clustered the UMAP embedding.
+    pub embed: Option<String>,
+    /// `kmeans`, `gmm`, `agglomerative` or `hdbscan`.
+    pub method: String,
+    /// The method's seeds (empty for the deterministic ones); the per-seed lists follow them.
+    pub seeds: Vec<u64>,
+    /// Clusters found, per seed (noise not counted).
+    pub clusters: Vec<usize>,
+    /// Scores over every point; a method's noise points count as one more cluster.
+    pub purity: Summary,
+    pub nmi: Summary,
+    pub ari: Summary,
+    pub acc: Summary,
+    /// The share of points marked noise (HDBSCAN), per seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_fraction: Option<Vec<f64>>,
+    /// HDBSCAN: purity, NMI, ARI and ACC on the points it did not mark noise (first seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered: Option<BTreeMap<String, f64>>,
+}
+
+impl MethodMetrics {
+    pub fn metric(&self, name: &str) -> &Summary {
+        pick(name, [&self.purity, &self.nmi, &self.ari, &self.acc])
+    }
+
+    /// `kmeans`, `umap + gmm`.
+    pub fn label(&self) -> String {
+        match &self.embed {
+            Some(e) => format!("{e} + {}", self.method),
+            None => self.method.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestClustering {
+    pub dataset: String,
+    pub model: String,
+    pub training_seed: u64,
+    pub embed: Option<String>,
+    pub method: String,
+    pub seed: Option<u64>,
+    pub acc: f64,
+    pub clusters: usize,
+    /// The key of its labels in `best.safetensors`.
+    pub key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,13 +242,18 @@ pub struct RunMetrics {
 
 impl RunMetrics {
     pub fn metric(&self, name: &str) -> &Summary {
-        match name {
-            "purity" => &self.purity,
-            "nmi" => &self.nmi,
-            "ari" => &self.ari,
-            "acc" => &self.acc,
-            other => panic!("no clustering metric {other}"),
-        }
+        pick(name, [&self.purity, &self.nmi, &self.ari, &self.acc])
+    }
+}
+
+/// One of the four scores by name, in [`CLUSTER_METRICS`] order.
+fn pick<'a>(name: &str, [purity, nmi, ari, acc]: [&'a Summary; 4]) -> &'a Summary {
+    match name {
+        "purity" => purity,
+        "nmi" => nmi,
+        "ari" => ari,
+        "acc" => acc,
+        other => panic!("no clustering metric {other}"),
     }
 }
 
@@ -238,8 +343,9 @@ impl StageKind for Score {
     /// 2: training seeds; statistics over them; typed metrics.json; the label-free choice.
     /// 3: models against baselines by Welch's test (the baseline's k-means spread counts).
     /// 4: datasets; any class count.
+    /// 5: every clustering method and embedding; the best clustering's labels.
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -266,6 +372,53 @@ impl StageKind for Score {
             }
             comparisons.extend(compare(&models[first..], &baselines[first_baseline..]));
         }
+        let (mut clusterings, mut best_clusterings, mut best_labels) = (Vec::new(), Vec::new(), Vec::new());
+        for rep in &self.reps {
+            let truth = super::encode::read_labels(ctx.input(&rep.subject.source(), super::encode::LATENT)?)?;
+            let classes = truth.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
+            let mut by_method: Vec<(&str, Vec<SeededStage>)> = Vec::new();
+            for (method, seed, stage) in clusterings_of(self, rep) {
+                match by_method.last_mut() {
+                    Some((m, list)) if *m == method => list.push((seed, stage)),
+                    _ => by_method.push((method, vec![(seed, stage)])),
+                }
+            }
+            for (method, stages) in by_method {
+                let (m, best) = score_method(ctx, rep, method, &stages, &truth, classes)?;
+                if let Subject::Model(run) = &rep.subject {
+                    let key = run.tag();
+                    let slot = best_clusterings.iter().position(|b: &BestClustering| b.key == key);
+                    if slot.is_none_or(|i| best.1 > best_clusterings[i].acc) {
+                        let entry = BestClustering {
+                            dataset: run.dataset.to_string(),
+                            model: run.model.to_string(),
+                            training_seed: run.seed,
+                            embed: rep.embed().map(str::to_owned),
+                            method: method.to_owned(),
+                            seed: best.0,
+                            acc: best.1,
+                            clusters: best.2.iter().filter(|&&l| l != super::cluster::NOISE).map(|&l| l as usize + 1).max().unwrap_or(0),
+                            key,
+                        };
+                        match slot {
+                            Some(i) => (best_clusterings[i], best_labels[i]) = (entry, best.2),
+                            None => {
+                                best_clusterings.push(entry);
+                                best_labels.push(best.2);
+                            }
+                        }
+                    }
+                }
+                clusterings.push(m);
+            }
+        }
+        let bytes: Vec<Vec<u8>> = best_labels.iter().map(|l| tensorfile::le_bytes_u32(l)).collect();
+        let arrays: Vec<tensorfile::Array> = best_clusterings
+            .iter()
+            .zip(&bytes)
+            .map(|(b, bytes)| tensorfile::Array::raw(&b.key, Dtype::U32, vec![bytes.len() / 4], bytes))
+            .collect();
+        tensorfile::write(&ctx.output(BEST), &arrays)?;
         let metrics = Metrics {
             datasets: self.datasets.iter().map(|d| d.to_string()).collect(),
             training_seeds: self.training_seeds.clone(),
@@ -274,6 +427,8 @@ impl StageKind for Score {
             models,
             baselines,
             comparisons,
+            clusterings,
+            best_clusterings,
         };
         super::write_json(&ctx.output(METRICS), &metrics)?;
         Ok(StageReport { device: Some("cpu".into()) })
@@ -314,6 +469,79 @@ fn compare(models: &[ModelMetrics], baselines: &[ModelMetrics]) -> Vec<Compariso
     out
 }
 
+/// A clustering stage and its method's seed (none for the deterministic methods).
+type SeededStage = (Option<u64>, String);
+
+/// A method's best seed by accuracy: (seed, accuracy, labels).
+type Chosen = (Option<u64>, f64, Vec<u32>);
+
+/// The four scores and the contingency of one clustering; noise is one more cluster.
+fn score_labels(truth: &[u8], clusters: &[u32], classes: usize) -> [f64; 4] {
+    let found = clusters.iter().filter(|&&c| c != super::cluster::NOISE).map(|&c| c as usize + 1).max().unwrap_or(0);
+    let mapped: Vec<u32> = clusters.iter().map(|&c| if c == super::cluster::NOISE { found as u32 } else { c }).collect();
+    let m = metrics::contingency(truth, &mapped, classes, found + 1);
+    [metrics::purity(&m), metrics::nmi(&m), metrics::ari(&m), metrics::accuracy(&m)]
+}
+
+/// Scores one method's stages on one representation; also returns the best seed's (seed,
+/// accuracy, labels).
+fn score_method(
+    ctx: &StageContext<'_>,
+    rep: &Rep,
+    method: &str,
+    stages: &[SeededStage],
+    truth: &[u8],
+    classes: usize,
+) -> anyhow::Result<(MethodMetrics, Chosen)> {
+    let mut values: [Vec<f64>; 4] = Default::default();
+    let (mut found, mut noise, mut covered, mut best) = (Vec::new(), Vec::new(), None, None::<Chosen>);
+    for (seed, stage) in stages {
+        let path = ctx.input(stage, super::cluster::ASSIGNMENTS)?;
+        let clusters = super::cluster::read_labels(path)?;
+        anyhow::ensure!(clusters.len() == truth.len(), "{}: {} assignments for {} labels", path.display(), clusters.len(), truth.len());
+        let scores = score_labels(truth, &clusters, classes);
+        scores.iter().zip(values.iter_mut()).for_each(|(v, list)| list.push(*v));
+        found.push(clusters.iter().filter(|&&c| c != super::cluster::NOISE).map(|&c| c as usize + 1).max().unwrap_or(0));
+        let n_noise = clusters.iter().filter(|&&c| c == super::cluster::NOISE).count();
+        noise.push(n_noise as f64 / clusters.len().max(1) as f64);
+        if method == "hdbscan" && covered.is_none() {
+            let kept: Vec<usize> = (0..clusters.len()).filter(|&i| clusters[i] != super::cluster::NOISE).collect();
+            let on_covered = if kept.is_empty() {
+                [0.0; 4]
+            } else {
+                let t: Vec<u8> = kept.iter().map(|&i| truth[i]).collect();
+                let c: Vec<u32> = kept.iter().map(|&i| clusters[i]).collect();
+                score_labels(&t, &c, classes)
+            };
+            covered = Some(CLUSTER_METRICS.iter().zip(on_covered).map(|(k, v)| (k.to_string(), v)).collect());
+        }
+        if best.as_ref().is_none_or(|b| scores[3] > b.1) {
+            best = Some((*seed, scores[3], clusters));
+        }
+    }
+    let [purity, nmi, ari, acc] = values.map(Summary::of);
+    let (dataset, representation, training_seed) = match &rep.subject {
+        Subject::Model(r) => (r.dataset.to_string(), r.model.to_string(), Some(r.seed)),
+        Subject::Baseline(d, b) => (d.to_string(), b.tag(), None),
+    };
+    let m = MethodMetrics {
+        dataset,
+        representation,
+        training_seed,
+        embed: rep.embed().map(str::to_owned),
+        method: method.to_owned(),
+        seeds: stages.iter().filter_map(|(s, _)| *s).collect(),
+        clusters: found,
+        purity,
+        nmi,
+        ari,
+        acc,
+        noise_fraction: (method == "hdbscan").then_some(noise),
+        covered,
+    };
+    Ok((m, best.expect("at least one stage")))
+}
+
 impl Score {
     fn score_subject(&self, ctx: &StageContext<'_>, subject: &Subject) -> anyhow::Result<RunMetrics> {
         let (training_seed, test_mse) = match subject {
@@ -329,9 +557,11 @@ impl Score {
         let mut best: Option<(f64, u64, Vec<Vec<u64>>)> = None;
         let mut lowest: Option<(f64, u64, [f64; 4])> = None;
         for &seed in &self.kmeans_seeds {
-            let inertia =
-                super::kmeans::KmeansSummary::read(ctx.input(&super::kmeans::id(subject, seed), super::kmeans::SUMMARY)?)?.inertia;
-            let path = ctx.input(&super::kmeans::id(subject, seed), super::kmeans::ASSIGNMENTS)?;
+            let inertia = super::kmeans::KmeansSummary::read(
+                ctx.input(&super::kmeans::id(&super::Rep::raw(subject.clone()), seed), super::kmeans::SUMMARY)?,
+            )?
+            .inertia;
+            let path = ctx.input(&super::kmeans::id(&super::Rep::raw(subject.clone()), seed), super::kmeans::ASSIGNMENTS)?;
             let file = TensorFile::open(path)?;
             let clusters = tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
             anyhow::ensure!(

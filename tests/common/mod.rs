@@ -33,9 +33,33 @@ impl Drop for TempDir {
     }
 }
 
-/// The repository's `pipeline.yaml`.
+/// The repository's `pipeline.yaml`, without the methods beyond k-means (see [`kmeans_only`]).
 pub fn shipped_config() -> String {
+    kmeans_only(&full_shipped_config())
+}
+
+/// The repository's `pipeline.yaml` as it is.
+pub fn full_shipped_config() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.yaml")).unwrap()
+}
+
+/// The shipped config without the clustering methods and embeddings beyond k-means (the
+/// `cluster`, `embed`, `views` and `select_k` blocks): the tests that train and cluster the
+/// full test set keep to k-means; `tests/methods.rs` runs the rest on a small dataset.
+pub fn kmeans_only(config: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in config.lines() {
+        let top = !line.starts_with(' ') && !line.is_empty();
+        if top {
+            skipping = ["cluster:", "embed:", "views:", "select_k:"].iter().any(|k| line.starts_with(k));
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The repository's MNIST copy.

@@ -1,0 +1,126 @@
+//! `select-k-<rep>`: does the data itself pick k? For each k of `select_k.range`, one
+//! clustering (`select_k.method`: k-means or a Gaussian mixture, seed `select_k.seed`): its
+//! inertia (k-means) or BIC (mixture) over every point, and the silhouette on a seeded sample
+//! of `select_k.sample` points (`select_k.json`: [`SelectK`]). No labels are used.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Rep, StageId};
+use crate::analysis::{gmm, kmeans, silhouette};
+use crate::config::{LoadedConfig, SelectKConfig, SelectMethod};
+use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
+
+pub const SUMMARY: &str = "select_k.json";
+
+pub fn id(rep: &Rep) -> String {
+    StageId::SelectK(rep.clone()).to_string()
+}
+
+/// `select_k.json`: one entry per k.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectK {
+    pub method: SelectMethod,
+    pub ks: Vec<usize>,
+    /// k-means: the inertia (sum of squared distances to the centroids), per k.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inertia: Vec<f64>,
+    /// Mixture: the Bayesian information criterion (lower is better), per k.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bic: Vec<f64>,
+    /// Mean silhouette on the sample, per k (higher is better).
+    pub silhouette: Vec<f64>,
+    pub sample: usize,
+    /// The k of the highest silhouette.
+    pub best_silhouette_k: usize,
+    /// The k of the lowest BIC (mixture only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_bic_k: Option<usize>,
+}
+
+impl SelectK {
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        serde_json::from_value(super::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not a select_k.json: {e}", path.display()))
+    }
+}
+
+pub struct SelectKStage {
+    rep: Rep,
+    cfg: SelectKConfig,
+    kmeans: crate::config::KmeansConfig,
+}
+
+pub fn spec(config: &LoadedConfig, rep: Rep) -> StageSpec {
+    let declared = super::Declared::new(config.params(&["select_k", "kmeans.max_iter", "kmeans.tol"]));
+    let cfg = declared.get("select_k");
+    let kmeans =
+        crate::config::KmeansConfig { k: 2, seeds: vec![], max_iter: declared.get("kmeans.max_iter"), tol: declared.get("kmeans.tol") };
+    let source = rep.source();
+    declared.spec(id(&rep), SelectKStage { rep, cfg, kmeans }).input(&source, super::encode::LATENT).outputs(&[SUMMARY])
+}
+
+impl StageKind for SelectKStage {
+    fn kind(&self) -> &'static str {
+        "select-k"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
+        let (points, n, d) = super::encode::read_latent(ctx.input(&self.rep.source(), super::encode::LATENT)?)?;
+        let [lo, hi] = self.cfg.range;
+        anyhow::ensure!(hi <= n, "{}: select_k.range goes up to k = {hi}, more than the {n} points; lower it", ctx.stage_id);
+        // The silhouette sample: a seeded choice of points, the same for every k.
+        let mut order: Vec<usize> = (0..n).collect();
+        crate::models::rng::Rng::derive(self.cfg.seed, "select-k sample").shuffle(&mut order);
+        order.truncate(self.cfg.sample.min(n));
+        let sample: Vec<f32> = order.iter().flat_map(|&i| points[i * d..(i + 1) * d].iter().copied()).collect();
+        let mut out = SelectK {
+            method: self.cfg.method,
+            ks: (lo..=hi).collect(),
+            inertia: vec![],
+            bic: vec![],
+            silhouette: vec![],
+            sample: order.len(),
+            best_silhouette_k: lo,
+            best_bic_k: None,
+        };
+        let bar = crate::progress::bar((hi - lo + 1) as u64, "{prefix} [{bar:16}] k {pos}/{len}");
+        bar.set_prefix(ctx.stage_id.to_owned());
+        for k in lo..=hi {
+            let labels = match self.cfg.method {
+                SelectMethod::Kmeans => {
+                    let c = kmeans::fit(&points, d, k, self.cfg.seed, self.kmeans.max_iter, self.kmeans.tol)?;
+                    out.inertia.push(c.inertia);
+                    c.labels
+                }
+                SelectMethod::Gmm => {
+                    let s = gmm::Settings { k, seed: self.cfg.seed, max_iter: 100, tol: 1e-3, reg_covar: 1e-6 };
+                    let fit = gmm::fit(&points, d, &s).map_err(|e| anyhow::anyhow!("{}: k = {k}: {e}", ctx.stage_id))?;
+                    out.bic.push(fit.bic);
+                    fit.labels
+                }
+            };
+            let sampled: Vec<u32> = order.iter().map(|&i| labels[i]).collect();
+            out.silhouette.push(silhouette::score(&sample, d, &sampled).unwrap_or(f64::NAN));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let best = |values: &[f64], better: fn(f64, f64) -> bool| {
+            let mut best: Option<(usize, f64)> = None;
+            for (&k, &v) in out.ks.iter().zip(values) {
+                if v.is_finite() && best.is_none_or(|(_, b)| better(v, b)) {
+                    best = Some((k, v));
+                }
+            }
+            best.map(|(k, _)| k)
+        };
+        out.best_silhouette_k = best(&out.silhouette, |a, b| a > b).unwrap_or(lo);
+        out.best_bic_k = best(&out.bic, |a, b| a < b);
+        // NaN (a sample with a single cluster) is not JSON: record it as 0, "no structure".
+        out.silhouette.iter_mut().filter(|v| !v.is_finite()).for_each(|v| *v = 0.0);
+        super::write_json(&ctx.output(SUMMARY), &out)?;
+        Ok(StageReport { device: Some("cpu".into()) })
+    }
+}

@@ -1,0 +1,120 @@
+//! `umap-<subject>`: the UMAP embedding of a representation (`embed.umap`, our own UMAP), a
+//! representation in its own right: every clustering method runs on it as on the latents
+//! (`latent.safetensors`: `latent` f32 [n, components], `labels` u8 [n]; `umap.json`:
+//! [`EmbeddingSummary`]).
+
+use safetensors::Dtype;
+use serde::{Deserialize, Serialize};
+
+use super::{StageId, Subject};
+use crate::analysis::umap;
+use crate::config::{LoadedConfig, UmapConfig};
+use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
+use crate::tensorfile::{self, le_bytes, Array};
+
+pub const SUMMARY: &str = "umap.json";
+/// Points on which the trustworthiness is measured (it is O(n^2 log n)).
+pub const TRUST_SAMPLE: usize = 2000;
+/// Neighbours for the trustworthiness, as in the reference comparison.
+pub const TRUST_NEIGHBORS: usize = 15;
+
+pub fn id(subject: &Subject) -> String {
+    StageId::Umap(subject.clone()).to_string()
+}
+
+/// `umap.json` and the views' `view.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingSummary {
+    pub method: String,
+    pub points: usize,
+    pub input_dim: usize,
+    pub components: usize,
+    /// scikit-learn's trustworthiness with 15 neighbours on the first 2,000 points (1: every
+    /// embedded neighbour is an input neighbour). No timing, so that the file is the same
+    /// bytes on every run (the lock file has the wall time).
+    pub trustworthiness: f64,
+}
+
+impl EmbeddingSummary {
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        serde_json::from_value(super::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not an embedding summary: {e}", path.display()))
+    }
+}
+
+pub struct Umap {
+    subject: Subject,
+    cfg: UmapConfig,
+}
+
+pub fn spec(config: &LoadedConfig, subject: Subject) -> StageSpec {
+    let declared = super::Declared::new(config.params(&["embed.umap"]));
+    let cfg = declared.get("embed.umap");
+    let source = subject.source();
+    declared.spec(id(&subject), Umap { subject, cfg }).input(&source, super::encode::LATENT).outputs(&[super::encode::LATENT, SUMMARY])
+}
+
+/// Runs `f` on the vectors of `source`'s latent file and writes the embedding (with the
+/// labels, so that it reads as latents) and its summary; shared with the 2-D views.
+pub(crate) fn embed_stage(
+    ctx: &StageContext<'_>,
+    source: &str,
+    method: &str,
+    components: usize,
+    (points_file, summary_file): (&str, &str),
+    f: impl FnOnce(&[f32], usize) -> anyhow::Result<Vec<f32>>,
+) -> anyhow::Result<StageReport> {
+    let path = ctx.input(source, super::encode::LATENT)?;
+    let (latent, n, d) = super::encode::read_latent(path)?;
+    let labels = super::encode::read_labels(path)?;
+    let spinner = crate::progress::spinner(format!("{}: {method}, {n} points of dimension {d} to {components}", ctx.stage_id));
+    let start = std::time::Instant::now();
+    let y = f(&latent, d);
+    spinner.finish_and_clear();
+    let y = y.map_err(|e| anyhow::anyhow!("{}: {e}", ctx.stage_id))?;
+    let seconds = start.elapsed().as_secs_f64();
+    super::ensure_finite(ctx.stage_id, "embedded values", y.iter().copied())?;
+    let m = n.min(TRUST_SAMPLE);
+    let trust = if m > 2 * TRUST_NEIGHBORS + 1 {
+        umap::trustworthiness(&latent[..m * d], d, &y[..m * components], components, TRUST_NEIGHBORS)
+    } else {
+        f64::NAN
+    };
+    tracing::info!(stage = ctx.stage_id, "{method}: {seconds:.1} s, trustworthiness {trust:.4}");
+    tensorfile::write(
+        &ctx.output(points_file),
+        &[Array::raw("latent", Dtype::F32, vec![n, components], &le_bytes(&y)), Array::u8("labels", vec![n], &labels)],
+    )?;
+    let summary = EmbeddingSummary {
+        method: method.to_owned(),
+        points: n,
+        input_dim: d,
+        components,
+        trustworthiness: if trust.is_finite() { trust } else { 0.0 },
+    };
+    super::write_json(&ctx.output(summary_file), &summary)?;
+    Ok(StageReport { device: Some("cpu".into()) })
+}
+
+pub(crate) fn params(cfg: &UmapConfig, components: usize) -> umap::Params {
+    umap::Params { components, neighbors: cfg.neighbors, min_dist: cfg.min_dist as f32, seed: cfg.seed, epochs: cfg.epochs }
+}
+
+impl StageKind for Umap {
+    fn kind(&self) -> &'static str {
+        "umap"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
+        let p = params(&self.cfg, self.cfg.components);
+        embed_stage(ctx, &self.subject.source(), "umap", p.components, (super::encode::LATENT, SUMMARY), |x, d| {
+            umap::embed(x, d, &p).map_err(|e| match e {
+                umap::UmapError::TooFewPoints { .. } => anyhow::anyhow!("embed.umap.neighbors: {e}"),
+                other => other.into(),
+            })
+        })
+    }
+}

@@ -1,0 +1,81 @@
+//! `view-umap-<run>`, `view-tsne-<run>`: 2-D views of a model's latents for the report
+//! (`views:`), with the settings of `embed.umap` (2 components) or `embed.tsne`
+//! (`view.safetensors`: `latent` f32 [n, 2], `labels` u8 [n]; `view.json`:
+//! [`super::umap::EmbeddingSummary`]).
+
+use super::{Run, StageId};
+use crate::analysis::tsne;
+use crate::config::{LoadedConfig, TsneConfig, UmapConfig, View};
+use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
+
+pub const POINTS: &str = "view.safetensors";
+pub const SUMMARY: &str = "view.json";
+
+pub fn id(view: View, run: &Run) -> String {
+    StageId::View(view, run.clone()).to_string()
+}
+
+enum Method {
+    Umap(UmapConfig),
+    Tsne(TsneConfig),
+}
+
+pub struct ViewStage {
+    run: Run,
+    method: Method,
+}
+
+pub fn spec(config: &LoadedConfig, view: View, run: Run) -> StageSpec {
+    let (declared, method) = match view {
+        View::Umap => {
+            // The 2-D view does not depend on the clustered embedding's size.
+            let d = super::Declared::new(config.params(&[
+                "embed.umap.neighbors",
+                "embed.umap.min_dist",
+                "embed.umap.seed",
+                "embed.umap.epochs",
+            ]))
+            .with("embed.umap.components", 2);
+            let cfg = d.get("embed.umap");
+            (d, Method::Umap(cfg))
+        }
+        View::Tsne => {
+            let d = super::Declared::new(config.params(&["embed.tsne"]));
+            let cfg = d.get("embed.tsne");
+            (d, Method::Tsne(cfg))
+        }
+        View::Pca => unreachable!("the PCA view is the pca stage"),
+    };
+    let source = super::encode::id(&run);
+    declared.spec(id(view, &run), ViewStage { run, method }).input(&source, super::encode::LATENT).outputs(&[POINTS, SUMMARY])
+}
+
+impl StageKind for ViewStage {
+    fn kind(&self) -> &'static str {
+        match self.method {
+            Method::Umap(_) => "view-umap",
+            Method::Tsne(_) => "view-tsne",
+        }
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
+        let source = super::encode::id(&self.run);
+        let files = (POINTS, SUMMARY);
+        match &self.method {
+            Method::Umap(cfg) => {
+                let p = super::umap::params(cfg, 2);
+                super::umap::embed_stage(ctx, &source, "umap", 2, files, |x, d| Ok(crate::analysis::umap::embed(x, d, &p)?))
+            }
+            Method::Tsne(cfg) => {
+                let s = tsne::Settings { perplexity: cfg.perplexity, seed: cfg.seed, max_iter: cfg.max_iter, theta: cfg.theta };
+                super::umap::embed_stage(ctx, &source, "tsne", 2, files, |x, d| {
+                    tsne::embed(x, d, &s).map_err(|e| anyhow::anyhow!("embed.tsne: {e}"))
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The clustering methods beyond k-means (GMM, agglomerative, HDBSCAN), the UMAP embedding,
+//! the t-SNE and UMAP views and the k-selection curves, through the real pipeline on a small
+//! MNIST subset: what each writes, what the report shows, what an edit re-runs, and the
+//! bad inputs.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::Project;
+use latentscope::data::{idx, Dataset, Split};
+
+/// A project on the first 600 training and 500 test images of the real MNIST, every method
+/// on, quick settings.
+fn project(tag: &str) -> Project {
+    let p = Project::new(tag);
+    let (full, _) = idx::read_dir(&common::mnist_dir()).unwrap();
+    let take =
+        |s: &Split, n: usize| Split { shape: s.shape, images: s.images[..n * s.shape.pixels()].to_vec(), labels: s.labels[..n].to_vec() };
+    let small = Dataset { train: take(&full.train, 600), test: take(&full.test, 500) };
+    std::fs::remove_dir_all(p.path().join("data")).unwrap();
+    idx::write_dir(&p.path().join("data"), &small).unwrap();
+    let config = common::full_shipped_config()
+        .replace("local: data/mnist", "local: data")
+        .replace("epochs: 20", "epochs: 1")
+        .replace("device: auto", "device: cpu")
+        .replace("seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "seeds: [0, 1]")
+        .replace("range: [2, 20]", "range: [2, 6], sample: 200")
+        .replace("  hdbscan: {min_cluster_size: 50}\n", "");
+    assert!(!config.contains("hdbscan") && config.contains("gmm:") && config.contains("tsne:"), "{config}");
+    std::fs::write(p.path().join("pipeline.yaml"), config).unwrap();
+    p
+}
+
+fn ran(p: &Project, args: &[&str]) -> BTreeSet<String> {
+    let mut all = vec!["pipeline", "run", "--json"];
+    all.extend_from_slice(args);
+    let out: serde_json::Value = serde_json::from_str(p.ok(&all).trim()).unwrap();
+    serde_json::from_value(out["ran"].clone()).unwrap()
+}
+
+fn stale(p: &Project, args: &[&str]) -> BTreeSet<String> {
+    p.status(args).into_iter().filter(|(_, (fresh, _))| !fresh).map(|(id, _)| id).collect()
+}
+
+fn metrics(p: &Project) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p.artifacts().join("score/metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn every_method_runs_is_scored_reported_and_re_runs_only_when_its_settings_change() {
+    let p = project("methods");
+    let first = ran(&p, &[]);
+    for id in [
+        "umap-mnist-conv-s42",
+        "view-umap-mnist-simple-s42",
+        "view-tsne-mnist-conv-s42",
+        "gmm-mnist-conv-s42-1",
+        "gmm-mnist-conv-s42-umap-0",
+        "kmeans-mnist-simple-s42-umap-1",
+        "agglomerative-mnist-simple-s42-umap",
+        "select-k-mnist-conv-s42",
+        "select-k-mnist-conv-s42-umap",
+    ] {
+        assert!(first.contains(id), "{id} did not run: {first:?}");
+    }
+
+    // Every (representation, embedding, method) is scored; the best clustering is recorded.
+    let m = metrics(&p);
+    let rows = m["clusterings"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 * 2 * 3, "{rows:?}");
+    for row in rows {
+        let acc = &row["acc"];
+        assert!(acc["best"].as_f64().unwrap() >= acc["mean"].as_f64().unwrap());
+        let expected_seeds = if row["method"] == "agglomerative" { 0 } else { 2 };
+        assert_eq!(row["seeds"].as_array().unwrap().len(), expected_seeds, "{row}");
+    }
+    let umap_gmm = rows.iter().find(|r| r["representation"] == "conv" && r["embed"] == "umap" && r["method"] == "gmm").unwrap();
+    // One epoch on 600 images: still far above chance (0.1) once UMAP has unfolded the latents.
+    assert!(umap_gmm["acc"]["best"].as_f64().unwrap() > 0.4, "{umap_gmm}");
+    assert_eq!(m["best_clusterings"].as_array().unwrap().len(), 2);
+    let select: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.artifacts().join("select-k-mnist-conv-s42/select_k.json")).unwrap()).unwrap();
+    assert_eq!(select["ks"], serde_json::json!([2, 3, 4, 5, 6]));
+    assert_eq!(select["inertia"].as_array().unwrap().len(), 5);
+    let view: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.artifacts().join("view-tsne-mnist-conv-s42/view.json")).unwrap()).unwrap();
+    assert!(view["trustworthiness"].as_f64().unwrap() > 0.8, "{view}");
+
+    let plot = p.artifacts().join("plot");
+    for file in ["view-umap-mnist-conv.png", "view-tsne-mnist-simple-clusters.png", "best-clusters-mnist-conv.png", "select-k-mnist.png"] {
+        assert!(std::fs::metadata(plot.join(file)).unwrap().len() > 1000, "{file}");
+    }
+    let report = std::fs::read_to_string(plot.join("report.md")).unwrap();
+    for needle in [
+        "## Clustering methods",
+        "| umap + gmm |",
+        "| agglomerative |",
+        "choosing k without labels",
+        "2-D views",
+        "(view-tsne-mnist-conv.png)",
+    ] {
+        assert!(report.contains(needle), "report.md lacks {needle}:\n{report}");
+    }
+
+    // Every method is deterministic: forcing them again gives the same bytes.
+    let lock = |p: &Project| std::fs::read_to_string(p.artifacts().join("pipeline.lock")).unwrap();
+    let before = lock(&p);
+    ran(&p, &["--force", "umap-*", "--force", "gmm-*", "--force", "agglomerative-*", "--force", "view-*"]);
+    let hashes =
+        |text: &str| -> Vec<String> { text.lines().filter(|l| l.contains("blake3") || l.contains("hash")).map(str::to_owned).collect() };
+    assert_eq!(hashes(&lock(&p)), hashes(&before));
+
+    // Editing one method's settings re-runs its stages, score and plot, nothing else.
+    let edit = ["--set", "cluster.gmm.tol=0.01"];
+    let expected: BTreeSet<String> = stale(&p, &[]).into_iter().collect();
+    assert!(expected.is_empty(), "{expected:?}");
+    let st = stale(&p, &edit);
+    assert!(st.iter().all(|id| id.starts_with("gmm-") || id == "score" || id == "plot"), "{st:?}");
+    assert_eq!(st.iter().filter(|id| id.starts_with("gmm-")).count(), 2 * 2 * 2);
+    ran(&p, &edit);
+
+    // Adding a method runs only its stages (one per representation), score and plot.
+    let add = ["--set", "cluster.gmm.tol=0.01", "--set", "cluster.hdbscan={min_cluster_size: 10}"];
+    let added = ran(&p, &add);
+    let expected: BTreeSet<String> = ["simple", "conv"]
+        .iter()
+        .flat_map(|m| [format!("hdbscan-mnist-{m}-s42"), format!("hdbscan-mnist-{m}-s42-umap")])
+        .chain(["score".to_owned(), "plot".to_owned()])
+        .collect();
+    assert_eq!(added, expected);
+    let m = metrics(&p);
+    let h = m["clusterings"].as_array().unwrap().iter().find(|r| r["method"] == "hdbscan").unwrap().clone();
+    assert!(h["noise_fraction"].as_array().unwrap()[0].as_f64().unwrap() >= 0.0 && h["covered"]["acc"].is_number(), "{h}");
+
+    // HDBSCAN finding one cluster or none is an outcome, recorded, not an error.
+    let all = ["--set", "cluster.gmm.tol=0.01", "--set", "cluster.hdbscan={min_cluster_size: 400}"];
+    ran(&p, &all);
+    let m = metrics(&p);
+    for r in m["clusterings"].as_array().unwrap().iter().filter(|r| r["method"] == "hdbscan") {
+        assert!(r["clusters"][0].as_u64().unwrap() <= 1, "{r}");
+    }
+
+    // k above the number of points: a clear error naming the key; nothing committed.
+    let out = p.run(&["pipeline", "run", "--set", "cluster.gmm.k=501", "--set", "cluster.hdbscan={min_cluster_size: 400}"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cluster.gmm.k: k = 501 exceeds the 500 points"), "{err}");
+    let out = p.run(&["pipeline", "run", "--set", "select_k.range=[2, 600]"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("select_k.range goes up to k = 600, more than the 500 points"), "{err}");
+    // Views need their settings.
+    let out = p.run(&["pipeline", "status", "--set", "embed.tsne="]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("tsne needs embed.tsne"), "{err}");
+}
