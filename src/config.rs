@@ -373,6 +373,19 @@ pub struct SelectKConfig {
     /// Points sampled for the silhouette (O(n^2)); the inertia uses every point.
     #[serde(default = "default_silhouette_sample")]
     pub sample: usize,
+    /// The clusterings' own iteration limit and tolerance (k-means' or EM's), so that a
+    /// `kmeans:` edit does not re-run the k selection.
+    #[serde(default = "default_select_max_iter")]
+    pub max_iter: usize,
+    #[serde(default = "default_select_tol")]
+    pub tol: f64,
+}
+
+fn default_select_max_iter() -> usize {
+    300
+}
+fn default_select_tol() -> f64 {
+    1e-4
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -715,11 +728,17 @@ impl LoadedConfig {
         }
         if let Some(s) = &c.select_k {
             let [lo, hi] = s.range;
-            if lo < 2 || hi < lo || hi > 100 {
-                return fail("select_k.range", "must be [low, high] with 2 <= low <= high <= 100");
+            if lo < 2 || hi < lo {
+                return fail("select_k.range", "must be [low, high] with 2 <= low <= high");
             }
             if s.sample < 10 {
                 return fail("select_k.sample", "must be at least 10");
+            }
+            if s.max_iter == 0 {
+                return fail("select_k.max_iter", "must be at least 1");
+            }
+            if !(s.tol.is_finite() && s.tol > 0.0) {
+                return fail("select_k.tol", "must be positive");
             }
         }
         None
@@ -927,6 +946,30 @@ mod tests {
         // The same bad value in the file is blamed on the file.
         let e = load(&SAMPLE.replace("k: 10,", "k: 1,"), &[]).unwrap_err().to_string();
         assert!(e.contains("pipeline.yaml") && e.contains("kmeans.k"), "{e}");
+    }
+
+    #[test]
+    fn method_settings_are_checked_and_name_their_key() {
+        let c = load(SAMPLE, &[]).unwrap();
+        assert_eq!(c.config.cluster.gmm.as_ref().unwrap().reg_covar, 1e-6, "defaults fill in");
+        for (set, needle) in [
+            ("cluster.gmm.k=1", "cluster.gmm.k must be at least 2"),
+            ("cluster.gmm.seeds=[3,3]", "seed 3 is listed twice"),
+            ("cluster.gmm.covariance=diag", "cluster.gmm.covariance"),
+            ("cluster.agglomerative.linkage=median", "cluster.agglomerative.linkage"),
+            ("cluster.hdbscan.min_cluster_size=1", "cluster.hdbscan.min_cluster_size must be at least 2"),
+            ("embed.umap.min_dist=2", "embed.umap.min_dist must be between 0 and 1"),
+            ("embed.umap=", "views: umap needs embed.umap"),
+            ("views=[pca]", "embed.tsne: makes 2-D views only"),
+            ("select_k.range=[5,2]", "select_k.range must be [low, high]"),
+            ("cluster.nope={k: 3}", "unknown key cluster.nope"),
+        ] {
+            let e = load(SAMPLE, &[set]).unwrap_err().to_string();
+            assert!(e.contains(needle), "--set {set}: {e}");
+        }
+        // A method can be added by --set and removed by setting it to null.
+        let c = load(SAMPLE, &["cluster.hdbscan=", "embed.tsne=", "views=[umap]"]).unwrap();
+        assert!(c.config.cluster.hdbscan.is_none() && c.config.embed.tsne.is_none());
     }
 
     #[test]

@@ -121,3 +121,29 @@ fn cholesky(a: &Array2<f64>) -> Option<Array2<f64>> {
     }
     Some(l)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn degenerate_and_bad_input_are_errors_not_panics() {
+        // Three exact points repeated: every covariance is zero, not positive definite.
+        let pts: Vec<f32> = (0..30).flat_map(|i| [(i % 3) as f32 * 5.0, 1.0]).collect();
+        let s = Settings { k: 3, seed: 0, max_iter: 100, tol: 1e-3, reg_covar: 0.0 };
+        let e = fit(&pts, 2, &s).unwrap_err();
+        assert!(matches!(e, Error::NotPositiveDefinite | Error::Other(_) | Error::NotConverged(_)), "{e}");
+        // reg_covar makes the same data a clean fit.
+        let ok = fit(&pts, 2, &Settings { reg_covar: 1e-3, ..s.clone() }).unwrap();
+        assert_eq!(ok.labels.len(), 30);
+        assert!(matches!(fit(&pts, 2, &Settings { k: 31, ..s.clone() }), Err(Error::TooFewPoints { k: 31, points: 30 })));
+        let mut nan = pts.clone();
+        nan[3] = f32::NAN;
+        assert!(matches!(fit(&nan, 2, &s), Err(Error::NotFinite { bad: 1 })));
+        assert_eq!(
+            crate::analysis::agglomerative::fit(&nan, 2, 3, crate::analysis::agglomerative::Linkage::Ward),
+            Err(crate::analysis::agglomerative::Error::NotFinite { bad: 1 })
+        );
+        assert_eq!(crate::analysis::hdbscan::fit(&nan, 2, 5, None), Err(crate::analysis::hdbscan::Error::NotFinite { bad: 1 }));
+    }
+}

@@ -205,6 +205,15 @@ impl Rep {
         self.umap.then_some("umap")
     }
 
+    /// Whether the report shows it: a baseline, or a run of the first training seed (the
+    /// views and k-selection curves are drawn, so computed, for those only).
+    pub fn shown(&self, config: &LoadedConfig) -> bool {
+        match &self.subject {
+            Subject::Model(run) => run.seed == config.config.train.seeds[0],
+            Subject::Baseline(..) => true,
+        }
+    }
+
     /// Every representation: each subject, then (with `embed.umap`) each subject's UMAP.
     pub fn all(config: &LoadedConfig) -> Vec<Rep> {
         let subjects = Subject::all(config);
@@ -266,8 +275,9 @@ pub fn stage_ids(config: &LoadedConfig) -> Vec<StageId> {
     if config.config.embed.umap.is_some() {
         ids.extend(subjects.iter().cloned().map(StageId::Umap));
     }
+    // The views of the first training seed's models: the report draws those.
     for view in extra_views(config) {
-        ids.extend(runs.iter().cloned().map(|r| StageId::View(view, r)));
+        ids.extend(runs.iter().filter(|r| r.seed == config.config.train.seeds[0]).cloned().map(|r| StageId::View(view, r)));
     }
     let c = &config.config;
     for rep in Rep::all(config) {
@@ -281,7 +291,7 @@ pub fn stage_ids(config: &LoadedConfig) -> Vec<StageId> {
         if c.cluster.hdbscan.is_some() {
             ids.push(StageId::Hdbscan(rep.clone()));
         }
-        if c.select_k.is_some() {
+        if c.select_k.is_some() && rep.shown(config) {
             ids.push(StageId::SelectK(rep));
         }
     }

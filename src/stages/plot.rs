@@ -148,9 +148,7 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
     let mut outputs: Vec<String> = figure_captions(&names(&datasets), &names(&models), &extras).into_iter().map(|(f, _)| f).collect();
     outputs.push(REPORT.to_owned());
     let select_k: Vec<super::Rep> = match c.select_k {
-        Some(_) => {
-            super::Rep::all(config).into_iter().filter(|r| !matches!(&r.subject, super::Subject::Model(run) if run.seed != shown)).collect()
-        }
+        Some(_) => super::Rep::all(config).into_iter().filter(|r| r.shown(config)).collect(),
         None => Vec::new(),
     };
     let plot =
@@ -216,8 +214,9 @@ impl StageKind for Plot {
         let mut facts = report::RunFacts { datasets: Vec::new(), models: Vec::new(), sections: Vec::new() };
         let mut embeddings = String::new();
         for dataset in &self.datasets {
-            facts.datasets.push(self.draw_dataset(ctx, &metrics, dataset)?);
-            embeddings.push_str(&self.draw_extras(ctx, &metrics, dataset)?);
+            let test = super::download::read(ctx, dataset)?.test;
+            facts.datasets.push(self.draw_dataset(ctx, &metrics, dataset, &test)?);
+            embeddings.push_str(&self.draw_extras(ctx, &metrics, dataset, &test)?);
         }
         facts.sections.push(report::methods_tables(&metrics));
         facts.sections.push(embeddings);
@@ -238,14 +237,13 @@ impl StageKind for Plot {
 impl Plot {
     /// The views, the best clustering's members and the k-selection curves of one dataset;
     /// returns the report's text about them.
-    fn draw_extras(&self, ctx: &StageContext<'_>, metrics: &Metrics, dataset: &Name) -> anyhow::Result<String> {
+    fn draw_extras(&self, ctx: &StageContext<'_>, metrics: &Metrics, dataset: &Name, test: &crate::data::Split) -> anyhow::Result<String> {
         use std::fmt::Write;
         let mut text = String::new();
         let best = match self.extras.methods {
             true => Some(TensorFile::open(ctx.input(super::score::ID, super::score::BEST)?)?),
             false => None,
         };
-        let test = if best.is_some() { Some(super::download::read(ctx, dataset)?.test) } else { None };
         let mut trust = Vec::new();
         for m in &self.models {
             let run = Run { dataset: dataset.clone(), model: m.clone(), seed: self.shown };
@@ -288,7 +286,7 @@ impl Plot {
                     )?;
                 }
             }
-            if let (Some(found), Some(b), Some(test)) = (&best_labels, chosen, &test) {
+            if let (Some(found), Some(b)) = (&best_labels, chosen) {
                 anyhow::ensure!(found.len() == test.len(), "{m}: {} best-cluster labels for {} test images", found.len(), test.len());
                 let mut groups: Vec<u32> = found.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
                 groups.truncate(30);
@@ -332,7 +330,7 @@ impl Plot {
             );
             for rep in reps {
                 let s = super::select_k::SelectK::read(ctx.input(&super::select_k::id(rep), super::select_k::SUMMARY)?)?;
-                let name = format!("{}{}", rep.subject.name(), if rep.umap { " (umap)" } else { "" });
+                let name = format!("{}{}", rep.subject.name(), if rep.umap { ", umap" } else { "" });
                 let best = s.ks.iter().position(|&k| k == s.best_silhouette_k).map_or(f64::NAN, |i| s.silhouette[i]);
                 let bic = s.best_bic_k.map_or("—".to_owned(), |k| k.to_string());
                 let _ = writeln!(text, "| {name} | {} | {best:.3} | {bic} |", s.best_silhouette_k);
@@ -353,7 +351,13 @@ impl Plot {
     }
 
     /// The figures of one dataset; returns the facts the report states about it.
-    fn draw_dataset(&self, ctx: &StageContext<'_>, metrics: &Metrics, dataset: &Name) -> anyhow::Result<report::DatasetFacts> {
+    fn draw_dataset(
+        &self,
+        ctx: &StageContext<'_>,
+        metrics: &Metrics,
+        dataset: &Name,
+        test: &crate::data::Split,
+    ) -> anyhow::Result<report::DatasetFacts> {
         let summary = super::download::DatasetSummary::read(ctx.input(&super::download::id(dataset), super::download::SUMMARY)?)?;
         let run = |model: &Name| Run { dataset: dataset.clone(), model: model.clone(), seed: self.shown };
 
@@ -377,7 +381,6 @@ impl Plot {
         figures::loss_curves(&ctx.output(&loss_figure(dataset)), &curves)?;
 
         // Originals over every model's reconstructions.
-        let test = super::download::read(ctx, dataset)?.test;
         let shape = test.shape;
         let n = self.samples.min(test.len());
         let originals: Vec<f32> = test.images[..n * shape.pixels()].iter().map(|&p| p as f32 / 255.0).collect();

@@ -62,8 +62,13 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
         agglomerative: c.cluster.agglomerative.is_some(),
         hdbscan: c.cluster.hdbscan.is_some(),
     };
-    let clustering_inputs: Vec<(&str, String)> =
-        kind.reps.iter().flat_map(|rep| clusterings_of(&kind, rep)).map(|(method, _, stage)| (method, stage)).collect();
+    // k-means on the plain representations is declared below already.
+    let clustering_inputs: Vec<(&str, String)> = kind
+        .reps
+        .iter()
+        .flat_map(|rep| clusterings_of(&kind, rep).into_iter().filter(|(method, ..)| *method != "kmeans" || rep.umap))
+        .map(|(method, _, stage)| (method, stage))
+        .collect();
     let mut keys = vec!["kmeans.seeds", "kmeans.k", "train.seeds"];
     if c.cluster.gmm.is_some() {
         keys.push("cluster.gmm.seeds");

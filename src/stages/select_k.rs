@@ -1,7 +1,8 @@
 //! `select-k-<rep>`: does the data itself pick k? For each k of `select_k.range`, one
 //! clustering (`select_k.method`: k-means or a Gaussian mixture, seed `select_k.seed`): its
 //! inertia (k-means) or BIC (mixture) over every point, and the silhouette on a seeded sample
-//! of `select_k.sample` points (`select_k.json`: [`SelectK`]). No labels are used.
+//! of `select_k.sample` points (`select_k.json`: [`SelectK`]). No labels are used. Its own
+//! `max_iter` and `tol`, so that a `kmeans:` edit leaves it fresh.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,16 +47,13 @@ impl SelectK {
 pub struct SelectKStage {
     rep: Rep,
     cfg: SelectKConfig,
-    kmeans: crate::config::KmeansConfig,
 }
 
 pub fn spec(config: &LoadedConfig, rep: Rep) -> StageSpec {
-    let declared = super::Declared::new(config.params(&["select_k", "kmeans.max_iter", "kmeans.tol"]));
+    let declared = super::Declared::new(config.params(&["select_k"]));
     let cfg = declared.get("select_k");
-    let kmeans =
-        crate::config::KmeansConfig { k: 2, seeds: vec![], max_iter: declared.get("kmeans.max_iter"), tol: declared.get("kmeans.tol") };
     let source = rep.source();
-    declared.spec(id(&rep), SelectKStage { rep, cfg, kmeans }).input(&source, super::encode::LATENT).outputs(&[SUMMARY])
+    declared.spec(id(&rep), SelectKStage { rep, cfg }).input(&source, super::encode::LATENT).outputs(&[SUMMARY])
 }
 
 impl StageKind for SelectKStage {
@@ -91,12 +89,12 @@ impl StageKind for SelectKStage {
         for k in lo..=hi {
             let labels = match self.cfg.method {
                 SelectMethod::Kmeans => {
-                    let c = kmeans::fit(&points, d, k, self.cfg.seed, self.kmeans.max_iter, self.kmeans.tol)?;
+                    let c = kmeans::fit(&points, d, k, self.cfg.seed, self.cfg.max_iter, self.cfg.tol)?;
                     out.inertia.push(c.inertia);
                     c.labels
                 }
                 SelectMethod::Gmm => {
-                    let s = gmm::Settings { k, seed: self.cfg.seed, max_iter: 100, tol: 1e-3, reg_covar: 1e-6 };
+                    let s = gmm::Settings { k, seed: self.cfg.seed, max_iter: self.cfg.max_iter, tol: self.cfg.tol, reg_covar: 1e-6 };
                     let fit = gmm::fit(&points, d, &s).map_err(|e| anyhow::anyhow!("{}: k = {k}: {e}", ctx.stage_id))?;
                     out.bic.push(fit.bic);
                     fit.labels

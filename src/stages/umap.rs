@@ -104,8 +104,9 @@ impl StageKind for Umap {
         "umap"
     }
 
+    /// 2: no timing in umap.json.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
