@@ -134,7 +134,7 @@ def bench_representation(path):
     # measured on the first 2,000 points (O(n^2 log n)), as the pipeline measures it.
     first = slice(0, min(TRUST_SUBSAMPLE, len(X)))
     for name, make in [
-        ("umap2", lambda: umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=0)),
+        ("umap2", lambda: umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.0, random_state=0)),
         ("tsne2", lambda: TSNE(n_components=2, perplexity=30, random_state=0)),
     ]:
         e, sec = timed(lambda: make().fit_transform(X))
@@ -157,6 +157,36 @@ def markdown(results):
             lines.append(f"| {rep} (d={res['d']}) | {r['embed']} | {r['method']} | "
                          f"{fmt(r.get('purity'))} | {fmt(r.get('nmi'))} | {fmt(r.get('ari'))} | "
                          f"{fmt(r.get('acc'))} | {r['seconds']:.2f} | {r.get('note', '')} |")
+    return "\n".join(lines)
+
+
+# (what, our stage id pattern, Python row: embed, method prefix)
+TIMED = [
+    ("k-means, one seed", "kmeans-{tag}-0", "raw", "kmeans mean"),
+    ("GMM, one seed", "gmm-{tag}-0", "raw", "gmm mean"),
+    ("Ward", "agglomerative-{tag}", "raw", "agglomerative"),
+    ("HDBSCAN", "hdbscan-{tag}", "raw", "hdbscan mcs=50 (noise"),
+    ("UMAP to 10-d", "umap-{tag}", "umap10", "(UMAP fit"),
+    ("UMAP to 2-d", "view-umap-{tag}", "umap2", "trustworthiness"),
+    ("t-SNE to 2-d", "view-tsne-{tag}", "tsne2", "trustworthiness"),
+]
+
+
+def timing_table(artifacts, results):
+    """Our stages' wall times (from pipeline.lock) beside the Python tools' on the same latents."""
+    lock_path = os.path.join(artifacts, "pipeline.lock")
+    if not os.path.exists(lock_path):
+        return f"{lock_path} not found"
+    with open(lock_path) as f:
+        stages = json.load(f).get("stages", {})
+    lines = ["| representation | step | ours (s) | Python (s) | ratio |", "|---|---|---|---|---|"]
+    for rep, res in results.items():
+        for what, pattern, embed, prefix in TIMED:
+            ours = stages.get(pattern.format(tag=rep), {}).get("wall_time_s")
+            theirs = next((r["seconds"] for r in res["rows"] if r["embed"] == embed and r["method"].startswith(prefix)), None)
+            if ours is None or theirs is None:
+                continue
+            lines.append(f"| {rep} | {what} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f} |")
     return "\n".join(lines)
 
 
@@ -200,6 +230,9 @@ def main():
     print(markdown(results))
     for rep, res in results.items():
         print(f"\n{rep}: total {res['total_seconds']:.1f} s")
+
+    print("\n## times: our stages (pipeline.lock wall times) beside the Python tools\n")
+    print(timing_table(args.artifacts, results))
 
     ours = None
     metrics_path = os.path.join(args.artifacts, "score", "metrics.json")

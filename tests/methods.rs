@@ -90,7 +90,13 @@ fn every_method_runs_is_scored_reported_and_re_runs_only_when_its_settings_chang
     assert!(view["trustworthiness"].as_f64().unwrap() > 0.8, "{view}");
 
     let plot = p.artifacts().join("plot");
-    for file in ["view-umap-mnist-conv.png", "view-tsne-mnist-simple-clusters.png", "best-clusters-mnist-conv.png", "select-k-mnist.png"] {
+    for file in [
+        "view-umap-mnist-conv.png",
+        "view-tsne-mnist-simple-clusters.png",
+        "pca-mnist-conv-clusters.png",
+        "best-clusters-mnist-conv.png",
+        "select-k-mnist.png",
+    ] {
         assert!(std::fs::metadata(plot.join(file)).unwrap().len() > 1000, "{file}");
     }
     let report = std::fs::read_to_string(plot.join("report.md")).unwrap();

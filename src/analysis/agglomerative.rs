@@ -1,6 +1,8 @@
 //! Agglomerative (hierarchical) clustering with kodama: the full dendrogram from the
 //! condensed Euclidean distance matrix, cut where `k` clusters remain. Memory grows with
-//! n^2 / 2 (f32): 10,000 points take 200 MB.
+//! n^2 / 2 (f64): 10,000 points take 400 MB (twice that while the rows are joined).
+
+use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,18 +32,25 @@ pub fn fit(points: &[f32], dim: usize, k: usize, linkage: Linkage) -> Result<Vec
     if n < k || k == 0 {
         return Err(Error::TooFewPoints { k, points: n });
     }
-    let mut condensed = Vec::with_capacity(n * (n - 1) / 2);
-    for i in 0..n {
-        let x = &points[i * dim..(i + 1) * dim];
-        for j in i + 1..n {
-            let y = &points[j * dim..(j + 1) * dim];
-            let mut s = 0f64;
-            for (a, b) in x.iter().zip(y) {
-                s += ((a - b) as f64).powi(2);
-            }
-            condensed.push(s.sqrt());
-        }
-    }
+    // Row by row in parallel, each row in a fixed order, concatenated in order: the same
+    // values at any thread count.
+    let rows: Vec<Vec<f64>> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let x = &points[i * dim..(i + 1) * dim];
+            (i + 1..n)
+                .map(|j| {
+                    let y = &points[j * dim..(j + 1) * dim];
+                    let mut s = 0f64;
+                    for (a, b) in x.iter().zip(y) {
+                        s += ((a - b) as f64).powi(2);
+                    }
+                    s.sqrt()
+                })
+                .collect()
+        })
+        .collect();
+    let mut condensed = rows.concat();
     let method = match linkage {
         Linkage::Ward => kodama::Method::Ward,
         Linkage::Average => kodama::Method::Average,

@@ -9,6 +9,8 @@ pub enum Error {
     NotFinite { bad: usize },
     #[error("min_cluster_size = {size} needs more points than the {points} given")]
     TooFewPoints { size: usize, points: usize },
+    #[error("min_samples = {samples} needs more points than the {points} given")]
+    TooManySamples { samples: usize, points: usize },
     #[error("HDBSCAN failed: {0}")]
     Other(String),
 }
@@ -23,6 +25,9 @@ pub fn fit(points: &[f32], dim: usize, min_cluster_size: usize, min_samples: Opt
     }
     if n <= min_cluster_size {
         return Err(Error::TooFewPoints { size: min_cluster_size, points: n });
+    }
+    if let Some(m) = min_samples.filter(|&m| m >= n) {
+        return Err(Error::TooManySamples { samples: m, points: n });
     }
     let rows: Vec<Vec<f32>> = points.chunks(dim).map(<[f32]>::to_vec).collect();
     let mut hp = hdbscan::HdbscanHyperParams::builder().min_cluster_size(min_cluster_size);

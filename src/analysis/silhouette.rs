@@ -3,9 +3,11 @@
 //! distance to the point's own cluster and b to the nearest other cluster; 0 for a point
 //! alone in its cluster.
 
-/// `None` when fewer than 2 or more than n - 1 clusters are present (undefined).
+/// `None` when fewer than 2 or more than n - 1 clusters are present (undefined). Labels are
+/// cluster numbers `0..k` (no noise label).
 pub fn score(points: &[f32], dim: usize, labels: &[u32]) -> Option<f64> {
     let n = labels.len();
+    assert!(labels.iter().all(|&l| (l as usize) < n), "silhouette labels must be cluster numbers below the point count");
     let k = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
     let mut size = vec![0usize; k];
     labels.iter().for_each(|&l| size[l as usize] += 1);

@@ -1,9 +1,10 @@
-//! Barnes-Hut t-SNE (van der Maaten, 2014) in 2-D, written here, as scikit-learn runs it:
+//! Barnes-Hut t-SNE (van der Maaten, 2014) in 2-D, written here, on scikit-learn's schedule:
 //! affinities from the `3 perplexity` exact nearest neighbours (bisection on each point's
 //! precision to the target entropy), PCA initialisation scaled to standard deviation 1e-4,
 //! early exaggeration 12 for 250 iterations with momentum 0.5, then momentum 0.8, learning
 //! rate `max(n / 48, 50)`, per-coordinate gains, and the repulsion summarised over a quadtree
-//! with accuracy `theta`.
+//! with accuracy `theta`, each phase starting from fresh steps and gains. Unlike
+//! scikit-learn it always runs `max_iter` iterations (no early stop on a small gradient).
 //!
 //! Written rather than taken from a crate: linfa-tsne's bhtsne 0.4 picks its vantage points
 //! with `thread_rng`, so the same seed gave other bytes on every run; bhtsne 0.7 sums in
@@ -56,7 +57,7 @@ fn affinities(points: &[f32], dim: usize, perplexity: f64) -> Sparse {
     let n = points.len() / dim;
     let k = (n - 1).min((3.0 * perplexity + 1.0) as usize);
     let knn = super::umap::nearest_neighbours(points, dim, k + 1);
-    let target = perplexity.ln();
+    let target = libm::log(perplexity);
     let mut entries: Vec<(u32, u32, f64)> = Vec::with_capacity(2 * n * k);
     for i in 0..n {
         // Squared distances to the neighbours, the point itself (first) left out.
@@ -65,9 +66,12 @@ fn affinities(points: &[f32], dim: usize, perplexity: f64) -> Sparse {
         let mut p = vec![0f64; k];
         for _ in 0..100 {
             p.iter_mut().zip(&d2).for_each(|(p, &d)| *p = libm::exp(-d * beta));
-            let sum = p.iter().sum::<f64>().max(1e-8);
-            let entropy = sum.ln() + beta * d2.iter().zip(&p).map(|(d, p)| d * p).sum::<f64>() / sum;
+            let mut sum = p.iter().sum::<f64>();
+            if sum == 0.0 {
+                sum = 1e-8;
+            }
             p.iter_mut().for_each(|v| *v /= sum);
+            let entropy = libm::log(sum) + beta * d2.iter().zip(&p).map(|(d, p)| d * p).sum::<f64>();
             let diff = entropy - target;
             if diff.abs() < 1e-5 {
                 break;
@@ -85,7 +89,7 @@ fn affinities(points: &[f32], dim: usize, perplexity: f64) -> Sparse {
             entries.push((j, i as u32, v));
         }
     }
-    // P = (P_cond + P_cond^T) / (2n): merge the two directions of each pair.
+    // P = (P_cond + P_cond^T) / sum: merge the two directions of each pair.
     entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(a.2.total_cmp(&b.2)));
     let mut out = Sparse { start: vec![0; n + 1], col: Vec::new(), val: Vec::new() };
     let mut idx = 0;
@@ -97,9 +101,11 @@ fn affinities(points: &[f32], dim: usize, perplexity: f64) -> Sparse {
             idx += 1;
         }
         out.col.push(j);
-        out.val.push(v / (2.0 * n as f64));
+        out.val.push(v);
         out.start[i as usize + 1] = out.col.len();
     }
+    let total = out.val.iter().sum::<f64>().max(f64::EPSILON);
+    out.val.iter_mut().for_each(|v| *v /= total);
     for i in 0..n {
         out.start[i + 1] = out.start[i + 1].max(out.start[i]);
     }
@@ -227,6 +233,11 @@ fn optimise(y: &mut [f64], p: &Sparse, n: usize, s: &Settings) {
     let mut gains = vec![1f64; 2 * n];
     for iter in 0..s.max_iter {
         let (exaggeration, momentum) = if iter < EXAGGERATED_ITERATIONS { (EXAGGERATION, 0.5) } else { (1.0, 0.8) };
+        if iter == EXAGGERATED_ITERATIONS {
+            // scikit-learn runs the two phases as two descents, each from fresh steps and gains.
+            update.iter_mut().for_each(|u| *u = 0.0);
+            gains.iter_mut().for_each(|g| *g = 1.0);
+        }
         let tree = Tree::build(y);
         let forces: Vec<(f64, f64, f64, f64, f64)> = (0..n)
             .into_par_iter()

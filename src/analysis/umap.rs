@@ -6,8 +6,9 @@
 //! 2. per point, `rho` (distance to the nearest other point) and `sigma` by bisection so that
 //!    the memberships `exp(-(d - rho) / sigma)` sum to `log2(k)`;
 //! 3. the fuzzy union `a + b - ab` of the two directed memberships;
-//! 4. a spectral initialisation (the leading non-trivial eigenvectors of `D^-1/2 W D^-1/2`,
-//!    by subspace iteration), scaled to `[0, 10]`;
+//! 4. a spectral initialisation, approximate: 300 rounds of subspace iteration towards the
+//!    leading non-trivial eigenvectors of `D^-1/2 W D^-1/2` (umap-learn solves them exactly and
+//!    lays out disconnected components apart), scaled to `[0, 10]`;
 //! 5. stochastic gradient descent over the edges (each sampled in proportion to its weight,
 //!    5 negative samples, learning rate decaying linearly from 1), curve `1 / (1 + a d^2b)`
 //!    with `a, b` fitted to `min_dist` as umap-learn does.
@@ -99,7 +100,7 @@ pub(crate) struct Graph {
 }
 
 fn fuzzy_graph(knn: &[(u32, f32)], n: usize, k: usize) -> Graph {
-    let target = (k as f64).log2();
+    let target = libm::log2(k as f64);
     let mean_all = knn.iter().map(|&(_, d)| d as f64).sum::<f64>() / knn.len() as f64;
     let mut directed: Vec<(u32, u32, f32)> = Vec::with_capacity(n * k * 2);
     for i in 0..n {
@@ -246,8 +247,9 @@ fn gaussian(rng: &mut Rng) -> f32 {
 pub fn fit_ab(spread: f32, min_dist: f32) -> (f32, f32) {
     let (spread, min_dist) = (spread as f64, min_dist as f64);
     let xs: Vec<f64> = (0..300).map(|i| 3.0 * spread * i as f64 / 299.0).collect();
-    let ys: Vec<f64> = xs.iter().map(|&x| if x < min_dist { 1.0 } else { (-(x - min_dist) / spread).exp() }).collect();
-    let residual = |a: f64, b: f64| -> f64 { xs.iter().zip(&ys).map(|(&x, &y)| (1.0 / (1.0 + a * x.powf(2.0 * b)) - y).powi(2)).sum() };
+    let ys: Vec<f64> = xs.iter().map(|&x| if x < min_dist { 1.0 } else { libm::exp(-(x - min_dist) / spread) }).collect();
+    let residual =
+        |a: f64, b: f64| -> f64 { xs.iter().zip(&ys).map(|(&x, &y)| (1.0 / (1.0 + a * libm::pow(x, 2.0 * b)) - y).powi(2)).sum() };
     let (mut a, mut b, mut lambda) = (1f64, 1f64, 1e-3);
     let mut cost = residual(a, b);
     for _ in 0..200 {
@@ -257,10 +259,10 @@ pub fn fit_ab(spread: f32, min_dist: f32) -> (f32, f32) {
             if x == 0.0 {
                 continue;
             }
-            let p = x.powf(2.0 * b);
+            let p = libm::pow(x, 2.0 * b);
             let f = 1.0 / (1.0 + a * p);
             let da = -p * f * f;
-            let db = -a * p * 2.0 * x.ln() * f * f;
+            let db = -a * p * 2.0 * libm::log(x) * f * f;
             let r = f - y;
             jtj[0][0] += da * da;
             jtj[0][1] += da * db;
@@ -319,7 +321,12 @@ fn optimise(y: &mut [f32], g: &Graph, n: usize, dim: usize, epochs: usize, a: f3
             let (j, k) = (g.head[e] as usize, g.tail[e] as usize);
             cur.copy_from_slice(&y[j * dim..(j + 1) * dim]);
             let d2 = dist2(&cur, &y[k * dim..(k + 1) * dim]);
-            let coeff = if d2 > 0.0 { -2.0 * a * b * libm::powf(d2, b - 1.0) / (a * libm::powf(d2, b) + 1.0) } else { 0.0 };
+            let coeff = if d2 > 0.0 {
+                let pb = pow(d2, b);
+                -2.0 * a * b * (pb / d2) / (a * pb + 1.0)
+            } else {
+                0.0
+            };
             for d in 0..dim {
                 let grad = clip(coeff * (cur[d] - y[k * dim + d]));
                 cur[d] += grad * alpha;
@@ -328,25 +335,33 @@ fn optimise(y: &mut [f32], g: &Graph, n: usize, dim: usize, epochs: usize, a: f3
             next_sample[slot] += per_sample[slot];
             let negatives = ((now - next_negative[slot]) / per_negative[slot]).floor().max(0.0) as usize;
             for _ in 0..negatives {
-                let other = rng.below(n);
+                // Multiply-shift: a bias below n / 2^64, and no division.
+                let other = ((rng.next_u64() as u128 * n as u128) >> 64) as usize;
+                // The point itself (umap-learn reads its moving position; ours is in `cur`).
+                if other == j {
+                    continue;
+                }
                 let o = &y[other * dim..(other + 1) * dim];
                 let d2 = dist2(&cur, o);
-                let coeff = if d2 > 0.0 {
-                    2.0 * b / ((0.001 + d2) * (a * libm::powf(d2, b) + 1.0))
-                } else if other == j {
+                // Coincident points exert no force (umap-learn 0.5).
+                if d2 <= 0.0 {
                     continue;
-                } else {
-                    0.0
-                };
+                }
+                let coeff = 2.0 * b / ((0.001 + d2) * (a * pow(d2, b) + 1.0));
                 for d in 0..dim {
-                    let grad = if coeff > 0.0 { clip(coeff * (cur[d] - y[other * dim + d])) } else { 4.0 };
-                    cur[d] += grad * alpha;
+                    cur[d] += clip(coeff * (cur[d] - y[other * dim + d])) * alpha;
                 }
             }
             next_negative[slot] += negatives as f32 * per_negative[slot];
             y[j * dim..(j + 1) * dim].copy_from_slice(&cur);
         }
     }
+}
+
+/// `x^b` for `x > 0` as `2^(b log2 x)` with libm's table-driven `exp2f`/`log2f`: about
+/// three times faster than `powf` and as portable (pure software, the same bits everywhere).
+fn pow(x: f32, b: f32) -> f32 {
+    libm::exp2f(b * libm::log2f(x))
 }
 
 fn dist2(x: &[f32], y: &[f32]) -> f32 {

@@ -39,6 +39,7 @@ impl StageKind for Hdbscan {
         super::cluster::run(ctx, &self.rep, "hdbscan", None, |points, _, d| {
             let labels = hdbscan::fit(points, d, self.cfg.min_cluster_size, self.cfg.min_samples).map_err(|e| match e {
                 hdbscan::Error::TooFewPoints { .. } => anyhow::anyhow!("cluster.hdbscan.min_cluster_size: {e}"),
+                hdbscan::Error::TooManySamples { .. } => anyhow::anyhow!("cluster.hdbscan.min_samples: {e}"),
                 other => other.into(),
             })?;
             Ok((labels, serde_json::Map::new()))

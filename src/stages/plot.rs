@@ -36,11 +36,20 @@ pub fn clusters_figure(dataset: &str, model: &str) -> String {
     format!("clusters-{dataset}-{model}.png")
 }
 
+/// Cluster labels as scatter colours: noise grey, clusters past 253 sharing the last colour.
+fn noise_coloured(found: &[u32]) -> Vec<u8> {
+    found.iter().map(|&c| if c == super::cluster::NOISE { figures::NOISE_LABEL } else { c.min(253) as u8 }).collect()
+}
+
 /// Images per row of the sample grids.
 const GRID: usize = 10;
 
 pub fn pca_figure(dataset: &str, model: &str) -> String {
     format!("pca-{dataset}-{model}.png")
+}
+
+pub fn pca_clusters_figure(dataset: &str, model: &str) -> String {
+    format!("pca-{dataset}-{model}-clusters.png")
 }
 
 pub fn contingency_figure(dataset: &str, model: &str) -> String {
@@ -91,6 +100,9 @@ pub fn figure_captions(datasets: &[String], models: &[String], extras: &Extras) 
         figs.push((reconstructions_figure(d), format!("{d}: reconstructions")));
         for m in models {
             figs.push((pca_figure(d, m), format!("{d}: PCA of the {m} latent space")));
+            if extras.methods {
+                figs.push((pca_clusters_figure(d, m), format!("{d}: PCA of the {m} latent space, by its best clustering")));
+            }
         }
         for m in models {
             figs.push((contingency_figure(d, m), format!("{d}: contingency of the best {m} clustering")));
@@ -205,8 +217,10 @@ impl StageKind for Plot {
     /// 5: PCA axes give the explained variance; heat maps in matching order with a scale.
     /// 6: the loss plot shows the test loss per epoch, a centred average, whole-epoch ticks;
     /// sample grids of the dataset and of each cluster.
+    /// 7: with other clustering methods and embeddings, their tables, views, best clusterings
+    /// and k-selection curves.
     fn version(&self) -> u32 {
-        6
+        7
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -256,6 +270,23 @@ impl Plot {
                 let method = b.embed.as_ref().map_or(b.method.clone(), |e| format!("{e} + {}", b.method));
                 format!("{method}{}, ACC {:.3}", b.seed.map(|s| format!(" seed {s}")).unwrap_or_default(), b.acc)
             };
+            if let (Some(found), Some(b)) = (&best_labels, chosen) {
+                // The PCA view (first two components), coloured by the best clustering.
+                let file = TensorFile::open(ctx.input(&super::pca::id(&run), super::pca::POINTS)?)?;
+                let (pshape, bytes) = file.get("points", Dtype::F32)?;
+                anyhow::ensure!(
+                    pshape.len() == 2 && pshape[1] >= 2,
+                    "PCA points of {m} have shape {pshape:?}; the scatter needs 2 components"
+                );
+                let points: Vec<f32> = f32_values(bytes).chunks_exact(pshape[1]).flat_map(|r| [r[0], r[1]]).collect();
+                figures::scatter(
+                    &ctx.output(&pca_clusters_figure(dataset, m)),
+                    &format!("{dataset}, {m}: PCA, by cluster of {}", describe(b)),
+                    &points,
+                    &noise_coloured(found),
+                    ("PC 1", "PC 2"),
+                )?;
+            }
             for &view in &self.extras.views {
                 let v = super::view_name(view);
                 let stage = super::view::id(view, &run);
@@ -275,13 +306,11 @@ impl Plot {
                     (&axes.0, &axes.1),
                 )?;
                 if let (Some(found), Some(b)) = (&best_labels, chosen) {
-                    let coloured: Vec<u8> =
-                        found.iter().map(|&c| if c == super::cluster::NOISE { figures::NOISE_LABEL } else { c.min(253) as u8 }).collect();
                     figures::scatter(
                         &ctx.output(&view_figure(v, dataset, m, true)),
                         &format!("{dataset}, {m}: {name}, by cluster of {}", describe(b)),
                         &points,
-                        &coloured,
+                        &noise_coloured(found),
                         (&axes.0, &axes.1),
                     )?;
                 }

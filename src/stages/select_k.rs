@@ -89,13 +89,15 @@ impl StageKind for SelectKStage {
         for k in lo..=hi {
             let labels = match self.cfg.method {
                 SelectMethod::Kmeans => {
-                    let c = kmeans::fit(&points, d, k, self.cfg.seed, self.cfg.max_iter, self.cfg.tol)?;
+                    let c = kmeans::fit(&points, d, k, self.cfg.seed, self.cfg.max_iter, self.cfg.tol)
+                        .map_err(|e| anyhow::anyhow!("{}: k = {k}: {e}", ctx.stage_id))?;
                     out.inertia.push(c.inertia);
                     c.labels
                 }
                 SelectMethod::Gmm => {
                     let s = gmm::Settings { k, seed: self.cfg.seed, max_iter: self.cfg.max_iter, tol: self.cfg.tol, reg_covar: 1e-6 };
-                    let fit = gmm::fit(&points, d, &s).map_err(|e| anyhow::anyhow!("{}: k = {k}: {e}", ctx.stage_id))?;
+                    let fit = gmm::fit(&points, d, &s)
+                        .map_err(|e| anyhow::anyhow!("{}: k = {k}: {e} (select_k.max_iter, select_k.tol)", ctx.stage_id))?;
                     out.bic.push(fit.bic);
                     fit.labels
                 }

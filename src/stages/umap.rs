@@ -95,6 +95,14 @@ pub(crate) fn embed_stage(
     Ok(StageReport { device: Some("cpu".into()) })
 }
 
+/// UMAP, its errors naming the key to change.
+pub(crate) fn embed_checked(x: &[f32], d: usize, p: &umap::Params) -> anyhow::Result<Vec<f32>> {
+    umap::embed(x, d, p).map_err(|e| match e {
+        umap::UmapError::TooFewPoints { .. } => anyhow::anyhow!("embed.umap.neighbors: {e}"),
+        other => other.into(),
+    })
+}
+
 pub(crate) fn params(cfg: &UmapConfig, components: usize) -> umap::Params {
     umap::Params { components, neighbors: cfg.neighbors, min_dist: cfg.min_dist as f32, seed: cfg.seed, epochs: cfg.epochs }
 }
@@ -104,18 +112,14 @@ impl StageKind for Umap {
         "umap"
     }
 
-    /// 2: no timing in umap.json.
+    /// 2: no timing in umap.json. 3: negative samples skip the point itself and coincident
+    /// points (umap-learn 0.5); libm in the curve fit.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let p = params(&self.cfg, self.cfg.components);
-        embed_stage(ctx, &self.subject.source(), "umap", p.components, (super::encode::LATENT, SUMMARY), |x, d| {
-            umap::embed(x, d, &p).map_err(|e| match e {
-                umap::UmapError::TooFewPoints { .. } => anyhow::anyhow!("embed.umap.neighbors: {e}"),
-                other => other.into(),
-            })
-        })
+        embed_stage(ctx, &self.subject.source(), "umap", p.components, (super::encode::LATENT, SUMMARY), |x, d| embed_checked(x, d, &p))
     }
 }

@@ -58,9 +58,10 @@ impl StageKind for ViewStage {
         }
     }
 
-    /// 2: our own t-SNE (deterministic); no timing in view.json.
+    /// 2: our own t-SNE (deterministic); no timing in view.json. 3: UMAP as umap 3; t-SNE
+    /// normalises P by its sum and restarts steps and gains after the exaggeration.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -69,7 +70,7 @@ impl StageKind for ViewStage {
         match &self.method {
             Method::Umap(cfg) => {
                 let p = super::umap::params(cfg, 2);
-                super::umap::embed_stage(ctx, &source, "umap", 2, files, |x, d| Ok(crate::analysis::umap::embed(x, d, &p)?))
+                super::umap::embed_stage(ctx, &source, "umap", 2, files, |x, d| super::umap::embed_checked(x, d, &p))
             }
             Method::Tsne(cfg) => {
                 let s = tsne::Settings { perplexity: cfg.perplexity, seed: cfg.seed, max_iter: cfg.max_iter, theta: cfg.theta };
