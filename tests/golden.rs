@@ -3,8 +3,9 @@
 //! version bump fails here, where it would otherwise leave old results "fresh" for ever.
 //!
 //! The kinds covered are those whose bytes are the same on every CPU by construction
-//! (download, train, encode: fixed-order kernels, see src/models/dense.rs); PCA and k-means
-//! go through linfa and ndarray, whose matmul picks kernels by CPU, so they are not pinned yet.
+//! (download, train, encode: fixed-order kernels, see src/models/dense.rs; umap, agglomerative,
+//! hdbscan: plain loops and libm); PCA, k-means, GMM and t-SNE (its PCA start) go through linfa
+//! and ndarray, whose matmul picks kernels by CPU, so they are not pinned yet.
 //!
 //! After an intended change: bump the kind's `version()`, then re-record with
 //! `LATENTSCOPE_GOLDEN=bless cargo test --release --test golden` and commit the file.
@@ -16,7 +17,7 @@ use std::path::Path;
 
 use common::Project;
 
-const KINDS: [&str; 3] = ["download", "train", "encode"];
+const KINDS: [&str; 6] = ["download", "train", "encode", "umap", "agglomerative", "hdbscan"];
 
 #[test]
 fn each_kind_writes_the_recorded_bytes_at_its_version() {
@@ -27,6 +28,15 @@ fn each_kind_writes_the_recorded_bytes_at_its_version() {
             "run",
             "encode-mnist-simple-s42",
             "encode-mnist-conv-s42",
+            "umap-mnist-conv-s42",
+            "agglomerative-mnist-conv-s42",
+            "hdbscan-mnist-conv-s42",
+            "--set",
+            "embed.umap={components: 2, neighbors: 5}",
+            "--set",
+            "cluster.agglomerative={k: 3}",
+            "--set",
+            "cluster.hdbscan={min_cluster_size: 3}",
             "--set",
             "models.simple.epochs=1",
             "--set",
