@@ -66,6 +66,5 @@ pub fn run(
 /// The `labels` of an `assignments.safetensors` (k-means' or another method's).
 pub fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
     let file = tensorfile::TensorFile::open(path)?;
-    let (_, bytes) = file.get("labels", Dtype::U32)?;
-    Ok(bytes.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+    Ok(tensorfile::u32_values(file.get("labels", Dtype::U32)?.1))
 }

@@ -36,6 +36,15 @@ pub fn clusters_figure(dataset: &str, model: &str) -> String {
     format!("clusters-{dataset}-{model}.png")
 }
 
+/// The first two PCA coordinates of a run's test latents, `[n, 2]` row-major.
+fn pca_points(ctx: &StageContext<'_>, run: &Run) -> anyhow::Result<Vec<f32>> {
+    let path = ctx.input(&super::pca::id(run), super::pca::POINTS)?;
+    let file = TensorFile::open(path)?;
+    let (shape, bytes) = file.get("points", Dtype::F32)?;
+    anyhow::ensure!(shape.len() == 2 && shape[1] >= 2, "{}: points of shape {shape:?}; the scatter needs 2 components", path.display());
+    Ok(f32_values(bytes).chunks_exact(shape[1]).flat_map(|r| [r[0], r[1]]).collect())
+}
+
 /// Cluster labels as scatter colours: noise grey, clusters past 253 sharing the last colour.
 fn noise_coloured(found: &[u32]) -> Vec<u8> {
     found.iter().map(|&c| if c == super::cluster::NOISE { figures::NOISE_LABEL } else { c.min(253) as u8 }).collect()
@@ -272,13 +281,7 @@ impl Plot {
             };
             if let (Some(found), Some(b)) = (&best_labels, chosen) {
                 // The PCA view (first two components), coloured by the best clustering.
-                let file = TensorFile::open(ctx.input(&super::pca::id(&run), super::pca::POINTS)?)?;
-                let (pshape, bytes) = file.get("points", Dtype::F32)?;
-                anyhow::ensure!(
-                    pshape.len() == 2 && pshape[1] >= 2,
-                    "PCA points of {m} have shape {pshape:?}; the scatter needs 2 components"
-                );
-                let points: Vec<f32> = f32_values(bytes).chunks_exact(pshape[1]).flat_map(|r| [r[0], r[1]]).collect();
+                let points = pca_points(ctx, &run)?;
                 figures::scatter(
                     &ctx.output(&pca_clusters_figure(dataset, m)),
                     &format!("{dataset}, {m}: PCA, by cluster of {}", describe(b)),
@@ -442,10 +445,7 @@ impl Plot {
         for m in &self.models {
             let run = run(m);
             let labels = super::encode::read_labels(ctx.input(&super::encode::id(&run), super::encode::LATENT)?)?;
-            let file = TensorFile::open(ctx.input(&super::pca::id(&run), super::pca::POINTS)?)?;
-            let (pshape, bytes) = file.get("points", Dtype::F32)?;
-            anyhow::ensure!(pshape.len() == 2 && pshape[1] >= 2, "PCA points of {m} have shape {pshape:?}; the scatter needs 2 components");
-            let points: Vec<f32> = f32_values(bytes).chunks_exact(pshape[1]).flat_map(|r| [r[0], r[1]]).collect();
+            let points = pca_points(ctx, &run)?;
             let ratio = super::pca::PcaSummary::read(ctx.input(&super::pca::id(&run), super::pca::SUMMARY)?)?.explained_variance_ratio;
             let axis = |i: usize| format!("PC {} ({:.1}% of the variance)", i + 1, 100.0 * ratio.get(i).copied().unwrap_or(f64::NAN));
             let shown = 100.0 * (ratio.iter().take(2).sum::<f64>());
@@ -460,11 +460,10 @@ impl Plot {
                 .model(dataset, m)
                 .and_then(|mm| mm.runs.iter().find(|r| r.training_seed == Some(self.shown)))
                 .ok_or_else(|| anyhow::anyhow!("score/metrics.json has no {dataset} {m} model of training seed {}", self.shown))?;
-            let file = TensorFile::open(ctx.input(
+            let assigned = super::cluster::read_labels(ctx.input(
                 &super::kmeans::id(&super::Rep::raw(super::Subject::Model(run.clone())), shown.best_purity_seed),
                 super::kmeans::ASSIGNMENTS,
             )?)?;
-            let assigned = crate::tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
             anyhow::ensure!(assigned.len() == test.len(), "{m}: {} cluster assignments for {} test images", assigned.len(), test.len());
             let order = crate::analysis::metrics::diagonal_order(&shown.contingency);
             let by_cluster: Vec<(String, Vec<usize>)> = order

@@ -12,7 +12,7 @@ use crate::analysis::metrics;
 use crate::analysis::stats::{self, Stats, TTest};
 use crate::config::LoadedConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::tensorfile::{self, TensorFile};
+use crate::tensorfile;
 
 pub const ID: &str = "score";
 pub const METRICS: &str = "metrics.json";
@@ -378,8 +378,15 @@ impl StageKind for Score {
             comparisons.extend(compare(&models[first..], &baselines[first_baseline..]));
         }
         let (mut clusterings, mut best_clusterings, mut best_labels) = (Vec::new(), Vec::new(), Vec::new());
+        // A subject's true labels, read once for its plain and its UMAP representation.
+        let mut truths: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for rep in &self.reps {
-            let truth = super::encode::read_labels(ctx.input(&rep.subject.source(), super::encode::LATENT)?)?;
+            let source = rep.subject.source();
+            if !truths.contains_key(&source) {
+                let labels = super::encode::read_labels(ctx.input(&source, super::encode::LATENT)?)?;
+                truths.insert(source.clone(), labels);
+            }
+            let truth = &truths[&source];
             let classes = truth.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
             let mut by_method: Vec<(&str, Vec<SeededStage>)> = Vec::new();
             for (method, seed, stage) in clusterings_of(self, rep) {
@@ -389,7 +396,7 @@ impl StageKind for Score {
                 }
             }
             for (method, stages) in by_method {
-                let (m, best) = score_method(ctx, rep, method, &stages, &truth, classes)?;
+                let (m, best) = score_method(ctx, rep, method, &stages, truth, classes)?;
                 if let Subject::Model(run) = &rep.subject {
                     let key = run.tag();
                     let slot = best_clusterings.iter().position(|b: &BestClustering| b.key == key);
@@ -567,8 +574,7 @@ impl Score {
             )?
             .inertia;
             let path = ctx.input(&super::kmeans::id(&super::Rep::raw(subject.clone()), seed), super::kmeans::ASSIGNMENTS)?;
-            let file = TensorFile::open(path)?;
-            let clusters = tensorfile::u32_values(file.get("labels", Dtype::U32)?.1);
+            let clusters = super::cluster::read_labels(path)?;
             anyhow::ensure!(
                 clusters.len() == labels.len(),
                 "{}: {} assignments for {} labels",
