@@ -49,6 +49,8 @@ pub fn train_flops_per_image(model: &str) -> f64 {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainBench {
     pub model: String,
+    /// `cpu-trainer` (src/models/cpu.rs) or `autograd` (candle's, as on other devices).
+    pub path: &'static str,
     pub batch_size: usize,
     pub steps: usize,
     pub ms_per_step: f64,
@@ -83,7 +85,8 @@ pub fn matmul_gflops(device: &Device) -> anyhow::Result<f64> {
 }
 
 /// Trains each model for `steps` steps at each batch size on synthetic images.
-pub fn train(steps: usize, device: &Device, only: Option<&str>, batches: &[usize]) -> anyhow::Result<BenchReport> {
+/// On the CPU the steps go through the CPU trainer, as training does, unless `autograd`.
+pub fn train(steps: usize, device: &Device, only: Option<&str>, batches: &[usize], autograd: bool) -> anyhow::Result<BenchReport> {
     let peak = matmul_gflops(device)?;
     let mut rng = models::rng::Rng::new(0);
     let n = 256 * 4;
@@ -96,13 +99,22 @@ pub fn train(steps: usize, device: &Device, only: Option<&str>, batches: &[usize
     for (name, arch) in NOTEBOOK.into_iter().filter(|(n, _)| only.is_none_or(|o| o == *n)) {
         for &batch_size in batches {
             let (varmap, model) = models::initialise(&arch(), Shape::MNIST, 0, device)?;
-            let mut opt = Adam::new(varmap.all_vars(), AdamConfig::new(1e-3, 0.0))?;
+            let cfg = AdamConfig::new(1e-3, 0.0);
+            let mut trainer =
+                if device.is_cpu() && !autograd { crate::models::cpu::Trainer::new(&arch(), Shape::MNIST, &varmap, cfg)? } else { None };
+            let path = if trainer.is_some() { "cpu-trainer" } else { "autograd" };
+            let mut opt = Adam::new(varmap.all_vars(), cfg)?;
             let mut run = |count: usize| -> anyhow::Result<f64> {
                 let t = Instant::now();
                 for step in 0..count {
                     let start = (step * batch_size) % n;
-                    let x = batch_tensor(&data, (start..start + batch_size).map(|i| i % n), device)?;
-                    let loss = model.forward(&x)?.sub(&x)?.sqr()?.mean_all()?;
+                    let indices: Vec<usize> = (start..start + batch_size).map(|i| i % n).collect();
+                    if let Some(trainer) = trainer.as_mut() {
+                        trainer.step(&data, &indices);
+                        continue;
+                    }
+                    let x = batch_tensor(&data, indices, device)?;
+                    let loss = crate::models::dense::mse(&model.forward(&x)?, &x)?;
                     opt.step(&loss.backward()?)?;
                     loss.to_scalar::<f32>()?;
                 }
@@ -113,6 +125,7 @@ pub fn train(steps: usize, device: &Device, only: Option<&str>, batches: &[usize
             let samples_per_s = (steps * batch_size) as f64 / secs;
             results.push(TrainBench {
                 model: name.to_owned(),
+                path,
                 batch_size,
                 steps,
                 ms_per_step: secs * 1e3 / steps as f64,
@@ -131,14 +144,15 @@ impl BenchReport {
         let _ = writeln!(s, "device {}, {} threads, matmul 1024^3: {:.1} GFLOP/s", self.device, self.threads, self.matmul_gflops);
         let _ = writeln!(
             s,
-            "{:<7} {:>5} {:>6} {:>9} {:>10} {:>9} {:>8}",
-            "model", "batch", "steps", "ms/step", "samples/s", "epoch s", "of peak"
+            "{:<7} {:<12} {:>5} {:>6} {:>9} {:>10} {:>9} {:>8}",
+            "model", "path", "batch", "steps", "ms/step", "samples/s", "epoch s", "of peak"
         );
         for r in &self.results {
             let _ = writeln!(
                 s,
-                "{:<7} {:>5} {:>6} {:>9.3} {:>10.0} {:>9.2} {:>7.1}%",
+                "{:<7} {:<12} {:>5} {:>6} {:>9.3} {:>10.0} {:>9.2} {:>7.1}%",
                 r.model,
+                r.path,
                 r.batch_size,
                 r.steps,
                 r.ms_per_step,

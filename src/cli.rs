@@ -97,6 +97,10 @@ enum BenchCommand {
         /// Print the measurements as JSON.
         #[arg(long)]
         json: bool,
+        /// On the CPU, train through candle's autograd instead of the CPU trainer (the path
+        /// other devices take), to compare the two.
+        #[arg(long)]
+        autograd: bool,
     },
 }
 
@@ -361,14 +365,14 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "latentscope", &mut std::io::stdout());
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Bench(BenchCommand::Train { steps, device, model, batch, json }) => {
+        Command::Bench(BenchCommand::Train { steps, device, model, batch, json, autograd }) => {
             let only = model
                 .map(|m| crate::bench::notebook_model(&m).ok_or_else(|| anyhow::anyhow!("--model {m}: expected simple or conv")))
                 .transpose()?;
             anyhow::ensure!(!batch.is_empty() && batch.iter().all(|b| *b > 0), "--batch needs positive sizes");
             let choice: crate::config::DeviceChoice = serde_json::from_value(serde_json::Value::String(device.clone()))
                 .map_err(|_| anyhow::anyhow!("--device {device}: expected auto, cpu, cuda or metal"))?;
-            let report = crate::bench::train(steps.max(1), &crate::models::device::select(choice)?, only, &batch)?;
+            let report = crate::bench::train(steps.max(1), &crate::models::device::select(choice)?, only, &batch, autograd)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

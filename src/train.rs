@@ -94,7 +94,11 @@ pub fn fit(
 ) -> anyhow::Result<(candle_nn::VarMap, Box<dyn Autoencoder>, History)> {
     anyhow::ensure!(!train.is_empty(), "no training images");
     let (varmap, model) = models::initialise(&s.arch, train.shape, s.seed, device)?;
-    let mut opt = Adam::new(varmap.all_vars(), AdamConfig::new(s.lr, s.weight_decay))?;
+    let cfg = AdamConfig::new(s.lr, s.weight_decay);
+    let mut opt = Adam::new(varmap.all_vars(), cfg)?;
+    // On the CPU, the trainer without autograd (src/models/cpu.rs); the weights go back into
+    // `varmap` after every epoch, for the checks, the test loss and saving.
+    let mut trainer = if device.is_cpu() { models::cpu::Trainer::new(&s.arch, train.shape, &varmap, cfg)? } else { None };
     let mut shuffle = Rng::derive(s.seed, "shuffle");
     let n = train.len();
     let steps_per_epoch = n.div_ceil(s.batch_size);
@@ -117,11 +121,15 @@ pub fn fit(
         let mut last_log = Instant::now();
         let mut sum = 0f64;
         for (step, chunk) in order.chunks(s.batch_size).enumerate() {
-            let x = batch_tensor(train, chunk.iter().copied(), device)?;
-            let loss = models::dense::mse(&model.forward(&x)?, &x)?;
-            let grads = loss.backward()?;
-            opt.step(&grads)?;
-            let l = loss.to_scalar::<f32>()?;
+            let l = match trainer.as_mut() {
+                Some(trainer) => trainer.step(train, chunk),
+                None => {
+                    let x = batch_tensor(train, chunk.iter().copied(), device)?;
+                    let loss = models::dense::mse(&model.forward(&x)?, &x)?;
+                    opt.step(&loss.backward()?)?;
+                    loss.to_scalar::<f32>()?
+                }
+            };
             if !l.is_finite() {
                 return Err(Diverged { epoch, what: format!("the loss is {l} at step {}", step + 1) }.into());
             }
@@ -149,6 +157,9 @@ pub fn fit(
             }
         }
         bar.finish_and_clear();
+        if let Some(trainer) = &trainer {
+            trainer.write_to(&varmap)?;
+        }
         let (bad, total, tensors) = nonfinite_parameters(&varmap)?;
         if bad > 0 {
             let listed = match tensors.len() {

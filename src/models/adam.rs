@@ -42,7 +42,7 @@ pub struct Adam {
 
 /// The scalars of one step, in f32 as PyTorch's CPU kernels use them.
 #[derive(Clone, Copy)]
-struct Scalars {
+pub(super) struct Scalars {
     one_minus_b1: f32,
     b2: f32,
     one_minus_b2: f32,
@@ -73,20 +73,43 @@ impl InplaceOp2 for Kernel<'_> {
         };
         let g = &src.as_slice::<f32>()?[s0..s1];
         let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
-        let s = self.s;
-        // Branch-free element loop over zipped slices, so the compiler vectorises it.
-        let update = |p: &mut f32, grad: f32, m: &mut f32, v: &mut f32| {
-            *m += s.one_minus_b1 * (grad - *m);
-            *v = *v * s.b2 + s.one_minus_b2 * grad * grad;
-            *p -= s.step_size * (*m / (v.sqrt() / s.bc2_sqrt + s.eps));
-        };
-        let lanes = p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut()));
-        if s.wd != 0.0 {
-            lanes.for_each(|((p, &g), (m, v))| update(p, g + s.wd * *p, m, v));
-        } else {
-            lanes.for_each(|((p, &g), (m, v))| update(p, g, m, v));
-        }
+        update_slices(&self.s, p, g, &mut m, &mut v);
         Ok(())
+    }
+}
+
+impl Scalars {
+    /// The scalars of step `step` (counted from 1).
+    pub(super) fn new(c: &AdamConfig, step: u64) -> Self {
+        let bc1 = 1.0 - c.beta1.powi(step as i32);
+        let bc2 = 1.0 - c.beta2.powi(step as i32);
+        Scalars {
+            one_minus_b1: (1.0 - c.beta1) as f32,
+            b2: c.beta2 as f32,
+            one_minus_b2: (1.0 - c.beta2) as f32,
+            wd: c.weight_decay as f32,
+            step_size: (c.lr / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            eps: c.eps as f32,
+        }
+    }
+}
+
+/// One Adam step over a parameter slice `p` with gradient `g` and moments `m`, `v`, in place:
+/// a branch-free loop over zipped slices, so the compiler vectorises it (sqrt and division
+/// are exact in IEEE arithmetic: the same bits at every width).
+#[inline(always)]
+pub(super) fn update_slices(s: &Scalars, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    let update = |p: &mut f32, grad: f32, m: &mut f32, v: &mut f32| {
+        *m += s.one_minus_b1 * (grad - *m);
+        *v = *v * s.b2 + s.one_minus_b2 * grad * grad;
+        *p -= s.step_size * (*m / (v.sqrt() / s.bc2_sqrt + s.eps));
+    };
+    let lanes = p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut()));
+    if s.wd != 0.0 {
+        lanes.for_each(|((p, &g), (m, v))| update(p, g + s.wd * *p, m, v));
+    } else {
+        lanes.for_each(|((p, &g), (m, v))| update(p, g, m, v));
     }
 }
 
@@ -110,17 +133,8 @@ impl Adam {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step += 1;
         let c = self.cfg;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
-        let s = Scalars {
-            one_minus_b1: (1.0 - c.beta1) as f32,
-            b2: c.beta2 as f32,
-            one_minus_b2: (1.0 - c.beta2) as f32,
-            wd: c.weight_decay as f32,
-            step_size: (c.lr / bc1) as f32,
-            bc2_sqrt: bc2.sqrt() as f32,
-            eps: c.eps as f32,
-        };
+        let (bc1, bc2) = (1.0 - c.beta1.powi(self.step as i32), 1.0 - c.beta2.powi(self.step as i32));
+        let s = Scalars::new(&c, self.step);
         for (var, moments) in &mut self.params {
             let Some(grad) = grads.get(var.as_tensor()) else { continue };
             match moments {

@@ -16,21 +16,12 @@
 //! same summation order; a test trains both ways and requires byte-identical weights. Other
 //! devices (CUDA, Metal) use candle's ops: reproducible run to run, not bitwise equal to the CPU.
 
-use std::sync::OnceLock;
-
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::gemm::{gemm, transpose_into};
+pub use super::gemm::{portable, KERNELS_ENV};
 use super::ops::{contiguous_f32, on_cpu_f32};
-
-/// Environment variable: `portable` selects the scalar kernels.
-pub const KERNELS_ENV: &str = "LATENTSCOPE_KERNELS";
-
-/// Whether the scalar reference kernels are in use (`LATENTSCOPE_KERNELS=portable`).
-pub fn portable() -> bool {
-    static PORTABLE: OnceLock<bool> = OnceLock::new();
-    *PORTABLE.get_or_init(|| std::env::var(KERNELS_ENV).is_ok_and(|v| v == "portable"))
-}
 
 fn dims2(l: &Layout, op: &str) -> Result<(usize, usize)> {
     match l.shape().dims() {
@@ -39,112 +30,19 @@ fn dims2(l: &Layout, op: &str) -> Result<(usize, usize)> {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The matmul kernel: c (m x n) = a (m x k) . b (k x n), all row-major.
-
-/// Rows and columns of the register block.
-const MR: usize = 4;
-const NR: usize = 32;
-
-/// The blocked kernel: `MR x NR` accumulators live in registers while the inner index runs;
-/// each accumulator sees its products in order, so vectorising across the block's columns
-/// changes nothing in the result. Edges use the scalar loop (the same order).
-#[inline(always)]
-fn blocked(a: &[f32], b: &[f32], c: &mut [f32], rows: std::ops::Range<usize>, k: usize, n: usize) {
-    let mut i = rows.start;
-    while i < rows.end {
-        let mr = MR.min(rows.end - i);
-        let mut j = 0;
-        while j < n {
-            let nr = NR.min(n - j);
-            if mr == MR && nr == NR {
-                let mut acc = [[0f32; NR]; MR];
-                for kk in 0..k {
-                    let brow: &[f32; NR] = b[kk * n + j..kk * n + j + NR].try_into().expect("NR columns");
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let av = a[(i + r) * k + kk];
-                        for (o, &bv) in acc.iter_mut().zip(brow) {
-                            *o += av * bv;
-                        }
-                    }
-                }
-                for (r, acc) in acc.iter().enumerate() {
-                    let at = (i + r - rows.start) * n + j;
-                    c[at..at + NR].copy_from_slice(acc);
-                }
-            } else {
-                for r in i..i + mr {
-                    for col in j..j + nr {
-                        c[(r - rows.start) * n + col] = dot(a, b, r, col, k, n);
-                    }
-                }
-            }
-            j += NR;
-        }
-        i += MR;
-    }
-}
-
-/// One output by the scalar loop: the order every kernel here follows.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32], i: usize, j: usize, k: usize, n: usize) -> f32 {
-    let mut acc = 0f32;
-    for kk in 0..k {
-        acc += a[i * k + kk] * b[kk * n + j];
-    }
-    acc
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn blocked_avx512(a: &[f32], b: &[f32], c: &mut [f32], rows: std::ops::Range<usize>, k: usize, n: usize) {
-    blocked(a, b, c, rows, k, n)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn blocked_avx2(a: &[f32], b: &[f32], c: &mut [f32], rows: std::ops::Range<usize>, k: usize, n: usize) {
-    blocked(a, b, c, rows, k, n)
-}
-
-/// The widest build of the blocked kernel this CPU runs (all give the same bits).
-fn blocked_best(a: &[f32], b: &[f32], c: &mut [f32], rows: std::ops::Range<usize>, k: usize, n: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { blocked_avx512(a, b, c, rows, k, n) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { blocked_avx2(a, b, c, rows, k, n) };
-        }
-    }
-    blocked(a, b, c, rows, k, n)
-}
-
-/// `a . b` by the fast kernel, rows in parallel when the product is big enough to pay for it,
-/// or by the scalar loop (`LATENTSCOPE_KERNELS=portable`).
+/// `a . b` by [`gemm`], blocks of rows in parallel when the product is big enough to pay for
+/// the hand-off (outputs never share a sum, so the bits are the same either way).
 pub fn matmul_slices(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut c = vec![0f32; m * n];
-    if portable() {
-        for i in 0..m {
-            for j in 0..n {
-                c[i * n + j] = dot(a, b, i, j, k, n);
-            }
-        }
-        return c;
-    }
-    const PARALLEL_FROM: usize = 1 << 20; // multiply-adds (below, a thread hand-off costs more)
-    if m * k * n >= PARALLEL_FROM && m >= 2 * MR {
-        // Blocks of whole register-block rows, one per chunk; outputs never share a sum.
-        let rows_per_chunk = MR * (m / MR / rayon::current_num_threads().max(1)).max(1);
+    const PARALLEL_FROM: usize = 1 << 20; // multiply-adds
+    if m * k * n >= PARALLEL_FROM && m >= 8 && !portable() {
+        let rows_per_chunk = 4 * (m / 4 / rayon::current_num_threads().max(1)).max(1);
         c.par_chunks_mut(rows_per_chunk * n).enumerate().for_each(|(t, chunk)| {
             let start = t * rows_per_chunk;
-            blocked_best(a, b, chunk, start..start + chunk.len() / n, k, n);
+            gemm(&a[start * k..], b, chunk, chunk.len() / n, k, n);
         });
     } else {
-        blocked_best(a, b, &mut c, 0..m, k, n);
+        gemm(a, b, &mut c, m, k, n);
     }
     c
 }
@@ -178,16 +76,7 @@ impl CustomOp2 for MatMul {
 /// `src` (rows x cols, row-major) transposed.
 fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; src.len()];
-    const T: usize = 16;
-    for i0 in (0..rows).step_by(T) {
-        for j0 in (0..cols).step_by(T) {
-            for i in i0..(i0 + T).min(rows) {
-                for j in j0..(j0 + T).min(cols) {
-                    out[j * rows + i] = src[i * cols + j];
-                }
-            }
-        }
-    }
+    transpose_into(src, rows, cols, &mut out);
     out
 }
 
@@ -289,18 +178,58 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sigmoid with a portable exp.
+// Sigmoid with our own exp.
+
+/// `e^x` in plain IEEE arithmetic (Cephes' `expf`: round `x / ln 2` to an integer `n` by the
+/// 1.5 * 2^23 trick, reduce by `n ln 2` in two parts, a degree-6 polynomial, scale by `2^n`
+/// through the exponent bits), no fused multiply-add and no branch, so that a vector build
+/// and the scalar loop give the same bits on every CPU, where a platform's `expf` need not.
+/// Within 2 ulp of the exact value; the input is clamped to [-87.3, 88.3].
+#[inline(always)]
+pub fn expf(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = (x - n * 0.693_359_4) - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r + 0.5;
+    let e = (p * (r * r) + r) + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `out[i] = 1 / (1 + e^-x[i])`.
+pub fn sigmoid_into(x: &[f32], out: &mut [f32]) {
+    #[inline(always)]
+    fn body(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = 1.0 / (1.0 + expf(-v));
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(x: &[f32], out: &mut [f32]) {
+            body(x, out)
+        }
+        if !portable() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { avx2(x, out) };
+        }
+    }
+    body(x, out)
+}
 
 struct Sigmoid;
 
 impl CustomOp1 for Sigmoid {
     fn name(&self) -> &'static str {
-        "sigmoid-libm"
+        "sigmoid-portable"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "sigmoid")?;
-        Ok((CpuStorage::F32(x.iter().map(|&v| 1.0 / (1.0 + libm::expf(-v))).collect()), l.shape().clone()))
+        let mut out = vec![0f32; x.len()];
+        sigmoid_into(x, &mut out);
+        Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -374,37 +303,20 @@ mod tests {
     }
 
     #[test]
-    fn every_kernel_build_gives_the_scalar_bits() {
-        for (m, k, n) in [(32, 784, 128), (33, 70, 37), (128, 32, 784), (5, 9, 18), (1, 3, 1)] {
-            let (a, b) = (data(m * k, 1), data(k * n, 2));
-            let scalar: Vec<f32> = (0..m * n).map(|o| dot(&a, &b, o / n, o % n, k, n)).collect();
-            let mut plain = vec![0f32; m * n];
-            blocked(&a, &b, &mut plain, 0..m, k, n);
-            let mut best = vec![0f32; m * n];
-            blocked_best(&a, &b, &mut best, 0..m, k, n);
-            let threaded = matmul_slices(&a, &b, m, k, n);
-            #[allow(unused_mut)]
-            let mut builds = vec![("blocked", plain), ("widest", best), ("threaded", threaded)];
-            #[cfg(target_arch = "x86_64")]
-            for (name, has, f) in [
-                (
-                    "avx2",
-                    std::arch::is_x86_feature_detected!("avx2"),
-                    blocked_avx2 as unsafe fn(&[f32], &[f32], &mut [f32], std::ops::Range<usize>, usize, usize),
-                ),
-                ("avx512", std::arch::is_x86_feature_detected!("avx512f"), blocked_avx512),
-            ] {
-                if has {
-                    let mut c = vec![0f32; m * n];
-                    // SAFETY: the CPU has the feature, checked above.
-                    unsafe { f(&a, &b, &mut c, 0..m, k, n) };
-                    builds.push((name, c));
-                }
-            }
-            for (name, got) in &builds {
-                assert!(got.iter().zip(&scalar).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} {m}x{k}x{n}");
-            }
+    fn expf_is_within_two_ulp_of_libm_and_the_same_at_every_width() {
+        let xs: Vec<f32> = (-87_000..88_000).map(|i| i as f32 / 1000.0 + 0.000_37).collect();
+        let mut worst = 0u32;
+        for &x in &xs {
+            let (ours, reference) = (expf(x), libm::expf(x));
+            worst = worst.max(ours.to_bits().abs_diff(reference.to_bits()));
         }
+        assert!(worst <= 2, "expf is {worst} ulp from libm");
+        assert_eq!(expf(0.0), 1.0);
+        assert!(expf(-1000.0) > 0.0 && expf(1000.0).is_finite() && expf(f32::NAN).is_nan());
+        // The vector build (sigmoid_into) against the scalar function, element by element.
+        let mut out = vec![0f32; xs.len()];
+        sigmoid_into(&xs, &mut out);
+        assert!(xs.iter().zip(&out).all(|(&x, o)| (1.0 / (1.0 + expf(-x))).to_bits() == o.to_bits()));
     }
 
     #[test]

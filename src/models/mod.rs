@@ -4,8 +4,10 @@
 
 pub mod adam;
 pub mod conv;
+pub mod cpu;
 pub mod dense;
 pub mod device;
+pub mod gemm;
 pub mod init;
 pub mod mlp;
 pub mod ops;

@@ -90,7 +90,7 @@ struct MaxPool {
     winners: Mutex<Option<Arc<Vec<u32>>>>,
 }
 
-const NO_GRADIENT: u32 = u32::MAX;
+pub(super) const NO_GRADIENT: u32 = u32::MAX;
 
 impl MaxPool {
     fn new(relu: bool) -> Self {
@@ -104,42 +104,40 @@ impl MaxPool {
         }
         Ok((b * c, h, w))
     }
+}
 
-    /// Pools one plane: the first maximum of each 2x2 window in row-major order (PyTorch's
-    /// scan order, so the first of tied maxima wins; NaN wins as in PyTorch).
-    fn pool_plane(&self, p: &[f32], w: usize, out: &mut [f32], winners: &mut [u32]) {
-        let ow = w / 2;
-        for (oy, (rows, (o_row, w_row))) in
-            p.chunks_exact(2 * w).zip(out.chunks_exact_mut(ow).zip(winners.chunks_exact_mut(ow))).enumerate()
-        {
-            let (r0, r1) = rows.split_at(w);
-            for ox in 0..ow {
-                let i = 2 * ox;
-                let (a, b, c, d) = (r0[i], r0[i + 1], r1[i], r1[i + 1]);
-                let (mut best, mut at) = (a, i);
-                if b > best {
-                    (best, at) = (b, i + 1);
-                }
-                if c > best {
-                    (best, at) = (c, w + i);
-                }
-                if d > best {
-                    (best, at) = (d, w + i + 1);
-                }
-                if (a + b + c + d).is_nan() {
-                    // Rare: PyTorch lets the last NaN in scan order win.
-                    for (v, j) in [(a, i), (b, i + 1), (c, w + i), (d, w + i + 1)] {
-                        if v.is_nan() {
-                            (best, at) = (v, j);
-                        }
+/// Pools one plane: the first maximum of each 2x2 window in row-major order (PyTorch's
+/// scan order, so the first of tied maxima wins; NaN wins as in PyTorch).
+pub(super) fn pool_plane(relu: bool, p: &[f32], w: usize, out: &mut [f32], winners: &mut [u32]) {
+    let ow = w / 2;
+    for (oy, (rows, (o_row, w_row))) in p.chunks_exact(2 * w).zip(out.chunks_exact_mut(ow).zip(winners.chunks_exact_mut(ow))).enumerate() {
+        let (r0, r1) = rows.split_at(w);
+        for ox in 0..ow {
+            let i = 2 * ox;
+            let (a, b, c, d) = (r0[i], r0[i + 1], r1[i], r1[i + 1]);
+            let (mut best, mut at) = (a, i);
+            if b > best {
+                (best, at) = (b, i + 1);
+            }
+            if c > best {
+                (best, at) = (c, w + i);
+            }
+            if d > best {
+                (best, at) = (d, w + i + 1);
+            }
+            if (a + b + c + d).is_nan() {
+                // Rare: PyTorch lets the last NaN in scan order win.
+                for (v, j) in [(a, i), (b, i + 1), (c, w + i), (d, w + i + 1)] {
+                    if v.is_nan() {
+                        (best, at) = (v, j);
                     }
                 }
-                // ReLU after the max: max(relu(x)) == relu(max(x)); where it clips, no gradient.
-                // Not `best <= 0.0`: a NaN maximum is clipped too (ReLU(NaN) = 0 here).
-                let clipped = self.relu && best.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater);
-                o_row[ox] = if clipped { 0.0 } else { best };
-                w_row[ox] = if clipped { NO_GRADIENT } else { (2 * oy * w + at) as u32 };
             }
+            // ReLU after the max: max(relu(x)) == relu(max(x)); where it clips, no gradient.
+            // Not `best <= 0.0`: a NaN maximum is clipped too (ReLU(NaN) = 0 here).
+            let clipped = relu && best.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater);
+            o_row[ox] = if clipped { 0.0 } else { best };
+            w_row[ox] = if clipped { NO_GRADIENT } else { (2 * oy * w + at) as u32 };
         }
     }
 }
@@ -158,7 +156,7 @@ impl CustomOp1 for MaxPool {
         out.par_chunks_mut(o)
             .zip(winners.par_chunks_mut(o))
             .zip(x.par_chunks(h * w))
-            .for_each(|((out, win), p)| self.pool_plane(p, w, out, win));
+            .for_each(|((out, win), p)| pool_plane(self.relu, p, w, out, win));
         *self.winners.lock().expect("winners lock") = Some(Arc::new(winners));
         let (b, c, _, _) = l.shape().dims4()?;
         Ok((CpuStorage::F32(out), Shape::from((b, c, h / 2, w / 2))))
@@ -259,7 +257,7 @@ pub struct Geometry {
 /// `r + m` of phase `py`); tap (ky, kx) then reads phase (py, px) at a constant offset from
 /// the grid position. Grid rows carry `l - gw` junk columns, which are discarded on output
 /// and zero on input.
-struct Planes {
+pub(super) struct Planes {
     s: usize,
     l: usize,
     m: usize,
@@ -297,7 +295,7 @@ impl Geometry {
         Ok(n)
     }
 
-    fn planes(&self) -> Planes {
+    pub(super) fn planes(&self) -> Planes {
         let (s, p) = (self.stride as isize, self.pad as isize);
         let split = |k: usize| {
             let t = k as isize - p;
@@ -357,105 +355,142 @@ impl Geometry {
         out
     }
 
+    /// [`Self::all_phases`] on this thread, into a reused buffer (whose margins stay zero).
+    pub(super) fn phases_into(&self, pl: &Planes, image: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        out.resize(image.len() / self.image_plane() * pl.image_len(), 0.0);
+        for (dst, src) in out.chunks_exact_mut(pl.image_len()).zip(image.chunks_exact(self.image_plane())) {
+            self.split_phases(pl, src, dst);
+        }
+    }
+
     /// Every [GH, GW] plane of `grid` -> rows of stride `l`, junk columns zero.
     fn all_grids(&self, pl: &Planes, grid: &[f32]) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.grids_into(pl, grid, &mut out);
+        out
+    }
+
+    pub(super) fn grids_into(&self, pl: &Planes, grid: &[f32], out: &mut Vec<f32>) {
         let len = self.gh * pl.l;
-        let mut out = vec![0f32; grid.len() / self.grid_plane() * len];
+        out.clear();
+        out.resize(grid.len() / self.grid_plane() * len, 0.0);
         for (src, dst) in grid.chunks_exact(self.grid_plane()).zip(out.chunks_exact_mut(len)) {
             for (s_row, d_row) in src.chunks_exact(self.gw).zip(dst.chunks_exact_mut(pl.l)) {
                 d_row[..self.gw].copy_from_slice(s_row);
             }
         }
-        out
+    }
+
+    /// Grid plane `i` (sample `i / O`, channel `i % O`) from the image's phases: the sum over
+    /// image channels and taps, in that order, of weight x shifted plane.
+    fn correlate_plane(&self, pl: &Planes, phases: &[f32], weight: &[f32], i: usize, acc: &mut [f32], out: &mut [f32]) {
+        let (ni, oi) = (i / self.o, i % self.o);
+        let kk = self.k * self.k;
+        let len = self.gh * pl.l;
+        acc.fill(0.0);
+        for ci in 0..self.c {
+            let src = &phases[(ni * self.c + ci) * pl.image_len()..][..pl.image_len()];
+            let w = &weight[(oi * self.c + ci) * kk..][..kk];
+            for (&wv, &(phase, off)) in w.iter().zip(&pl.taps) {
+                axpy(&mut acc[..len], wv, &src[phase + off..][..len]);
+            }
+        }
+        for (o_row, a_row) in out.chunks_exact_mut(self.gw).zip(acc.chunks_exact(pl.l)) {
+            o_row.copy_from_slice(&a_row[..self.gw]);
+        }
+    }
+
+    /// Image plane `i` (sample `i / C`, channel `i % C`) from the re-laid grids: the adjoint
+    /// of [`Self::correlate_plane`], summed over grid channels and taps in that order.
+    fn scatter_plane(&self, pl: &Planes, grids: &[f32], weight: &[f32], i: usize, acc: &mut [f32], out: &mut [f32]) {
+        let (ni, ci) = (i / self.c, i % self.c);
+        let kk = self.k * self.k;
+        let len = self.gh * pl.l;
+        acc.fill(0.0);
+        for oi in 0..self.o {
+            let g = &grids[(ni * self.o + oi) * len..][..len];
+            let w = &weight[(oi * self.c + ci) * kk..][..kk];
+            for (&wv, &(phase, off)) in w.iter().zip(&pl.taps) {
+                axpy(&mut acc[phase + off..][..len], wv, g);
+            }
+        }
+        self.merge_phases(pl, acc, out);
+    }
+
+    /// The weight gradient of pair `i` (grid channel `i / C`, image channel `i % C`): per tap,
+    /// the sum over the `n` samples in order of grid . shifted image.
+    fn wgrad_pair(&self, pl: &Planes, phases: &[f32], grids: &[f32], n: usize, i: usize, out: &mut [f32]) {
+        let (oi, ci) = (i / self.c, i % self.c);
+        let len = self.gh * pl.l;
+        for (d, &(phase, off)) in out.iter_mut().zip(&pl.taps) {
+            let mut acc = 0f32;
+            for ni in 0..n {
+                let g = &grids[(ni * self.o + oi) * len..][..len];
+                let src = &phases[(ni * self.c + ci) * pl.image_len() + phase + off..][..len];
+                acc += dot(g, src);
+            }
+            *d = acc;
+        }
     }
 
     /// image [n, C, H, W], weight [O, C, k, k] -> grid [n, O, GH, GW].
     fn correlate(&self, image: &[f32], weight: &[f32], n: usize) -> Vec<f32> {
-        self.correlate_impl(image, weight, n)
-    }
-
-    fn correlate_impl(&self, image: &[f32], weight: &[f32], n: usize) -> Vec<f32> {
         let pl = self.planes();
         let phases = self.all_phases(&pl, image);
-        let kk = self.k * self.k;
-        let len = self.gh * pl.l;
         let mut grid = vec![0f32; n * self.o * self.grid_plane()];
-        grid.par_chunks_mut(self.grid_plane()).enumerate().for_each_init(
-            || vec![0f32; len],
-            |acc, (i, out)| {
-                let (ni, oi) = (i / self.o, i % self.o);
-                acc.fill(0.0);
-                for ci in 0..self.c {
-                    let src = &phases[(ni * self.c + ci) * pl.image_len()..][..pl.image_len()];
-                    let w = &weight[(oi * self.c + ci) * kk..][..kk];
-                    for (&wv, &(phase, off)) in w.iter().zip(&pl.taps) {
-                        axpy(acc, wv, &src[phase + off..][..len]);
-                    }
-                }
-                for (o_row, a_row) in out.chunks_exact_mut(self.gw).zip(acc.chunks_exact(pl.l)) {
-                    o_row.copy_from_slice(&a_row[..self.gw]);
-                }
-            },
-        );
+        grid.par_chunks_mut(self.grid_plane())
+            .enumerate()
+            .for_each_init(|| vec![0f32; self.gh * pl.l], |acc, (i, out)| self.correlate_plane(&pl, &phases, weight, i, acc, out));
         grid
+    }
+
+    /// [`Self::correlate`] on this thread from phases made by [`Self::phases_into`].
+    pub(super) fn correlate_into(&self, pl: &Planes, phases: &[f32], weight: &[f32], acc: &mut Vec<f32>, grid: &mut [f32]) {
+        acc.resize(self.gh * pl.l, 0.0);
+        for (i, out) in grid.chunks_exact_mut(self.grid_plane()).enumerate() {
+            self.correlate_plane(pl, phases, weight, i, acc, out);
+        }
     }
 
     /// grid [n, O, GH, GW], weight [O, C, k, k] -> image [n, C, H, W] (adjoint of correlate).
     fn scatter(&self, grid: &[f32], weight: &[f32], n: usize) -> Vec<f32> {
-        self.scatter_impl(grid, weight, n)
-    }
-
-    fn scatter_impl(&self, grid: &[f32], weight: &[f32], n: usize) -> Vec<f32> {
         let pl = self.planes();
         let grids = self.all_grids(&pl, grid);
-        let kk = self.k * self.k;
-        let len = self.gh * pl.l;
         let mut image = vec![0f32; n * self.c * self.image_plane()];
-        image.par_chunks_mut(self.image_plane()).enumerate().for_each_init(
-            || vec![0f32; pl.image_len()],
-            |acc, (i, out)| {
-                let (ni, ci) = (i / self.c, i % self.c);
-                acc.fill(0.0);
-                for oi in 0..self.o {
-                    let g = &grids[(ni * self.o + oi) * len..][..len];
-                    let w = &weight[(oi * self.c + ci) * kk..][..kk];
-                    for (&wv, &(phase, off)) in w.iter().zip(&pl.taps) {
-                        axpy(&mut acc[phase + off..][..len], wv, g);
-                    }
-                }
-                self.merge_phases(&pl, acc, out);
-            },
-        );
         image
+            .par_chunks_mut(self.image_plane())
+            .enumerate()
+            .for_each_init(|| vec![0f32; pl.image_len()], |acc, (i, out)| self.scatter_plane(&pl, &grids, weight, i, acc, out));
+        image
+    }
+
+    /// [`Self::scatter`] on this thread from grids made by [`Self::grids_into`].
+    pub(super) fn scatter_into(&self, pl: &Planes, grids: &[f32], weight: &[f32], acc: &mut Vec<f32>, image: &mut [f32]) {
+        acc.resize(pl.image_len(), 0.0);
+        for (i, out) in image.chunks_exact_mut(self.image_plane()).enumerate() {
+            self.scatter_plane(pl, grids, weight, i, acc, out);
+        }
     }
 
     /// image [n, C, H, W], grid [n, O, GH, GW] -> sum over n of grid x image per tap:
     /// the weight gradient [O, C, k, k].
     fn wgrad(&self, image: &[f32], grid: &[f32], n: usize) -> Vec<f32> {
-        self.wgrad_impl(image, grid, n)
-    }
-
-    fn wgrad_impl(&self, image: &[f32], grid: &[f32], n: usize) -> Vec<f32> {
         let pl = self.planes();
         let phases = self.all_phases(&pl, image);
         let grids = self.all_grids(&pl, grid);
-        let len = self.gh * pl.l;
         let kk = self.k * self.k;
         let mut dw = vec![0f32; self.o * self.c * kk];
         // One (o, c) pair per task; the sum over samples runs in a fixed order inside it.
-        dw.par_chunks_mut(kk).enumerate().for_each(|(i, out)| {
-            let (oi, ci) = (i / self.c, i % self.c);
-            for (d, &(phase, off)) in out.iter_mut().zip(&pl.taps) {
-                let mut acc = 0f32;
-                for ni in 0..n {
-                    let g = &grids[(ni * self.o + oi) * len..][..len];
-                    let src = &phases[(ni * self.c + ci) * pl.image_len() + phase + off..][..len];
-                    acc += dot(g, src);
-                }
-                *d = acc;
-            }
-        });
+        dw.par_chunks_mut(kk).enumerate().for_each(|(i, out)| self.wgrad_pair(&pl, &phases, &grids, n, i, out));
         dw
+    }
+
+    /// [`Self::wgrad`] on this thread, from phases and grids of `n` samples.
+    pub(super) fn wgrad_into(&self, pl: &Planes, phases: &[f32], grids: &[f32], n: usize, dw: &mut [f32]) {
+        for (i, out) in dw.chunks_exact_mut(self.k * self.k).enumerate() {
+            self.wgrad_pair(pl, phases, grids, n, i, out);
+        }
     }
 }
 
@@ -469,7 +504,7 @@ fn with_simd<T>(f: impl FnOnce() -> T) -> T {
         fn avx2<T>(f: impl FnOnce() -> T) -> T {
             f()
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if !super::gemm::portable() && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
             return unsafe { avx2(f) };
         }
@@ -527,7 +562,7 @@ fn sum_impl(a: &[f32]) -> f32 {
 }
 
 /// Adds `bias[ch]` to every element of channel `ch` of [N, Ch, ...] planes of size `plane`.
-fn add_bias(data: &mut [f32], bias: &[f32], plane: usize) {
+pub(super) fn add_bias(data: &mut [f32], bias: &[f32], plane: usize) {
     for (i, p) in data.chunks_exact_mut(plane).enumerate() {
         let b = bias[i % bias.len()];
         p.iter_mut().for_each(|v| *v += b);
@@ -546,10 +581,18 @@ impl CustomOp1 for ChannelSum {
         let x = contiguous_f32(s, l, "channel-sum")?;
         let (_, ch, h, w) = l.shape().dims4()?;
         let mut out = vec![0f32; ch];
-        for (i, p) in x.chunks_exact(h * w).enumerate() {
-            out[i % ch] += with_simd(|| sum_impl(p));
-        }
+        channel_sums_into(x, h * w, &mut out);
         Ok((CpuStorage::F32(out), Shape::from(ch)))
+    }
+}
+
+/// `out[ch]` = the sum of channel `ch` over [N, Ch, plane] data: per plane with eight
+/// partial sums, planes added in sample order.
+pub(super) fn channel_sums_into(x: &[f32], plane: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    let ch = out.len();
+    for (i, p) in x.chunks_exact(plane).enumerate() {
+        out[i % ch] += with_simd(|| sum_impl(p));
     }
 }
 

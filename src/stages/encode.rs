@@ -47,8 +47,9 @@ impl StageKind for Encode {
 
     /// 2: any architecture and image shape.
     /// 3: latent.safetensors says which model and split it comes from (`source` metadata).
+    /// 5: the sigmoid's exp is our own (src/models/dense.rs), the same on every CPU.
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
