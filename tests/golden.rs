@@ -3,7 +3,7 @@
 //! version bump fails here, where it would otherwise leave old results "fresh" for ever.
 //!
 //! The kinds covered are those whose bytes are the same on every CPU by construction
-//! (download, train, encode: fixed-order kernels, see src/models/dense.rs; umap, agglomerative,
+//! (download, train, encode: fixed-order kernels, see src/models/cpu.rs and gemm.rs; umap, agglomerative,
 //! hdbscan: plain loops and libm); PCA, k-means, GMM and t-SNE (its PCA start) go through linfa
 //! and ndarray, whose matmul picks kernels by CPU, so they are not pinned yet.
 //!

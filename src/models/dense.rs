@@ -1,19 +1,18 @@
-//! Dense layers, the sigmoid and the loss with CPU kernels whose result does not depend on the
-//! CPU: the same bits on an AVX-512 server and an AVX2 laptop (and on ARM once training flushes
-//! subnormals there as it does on x86; see `FlushDenormals` in src/train.rs).
+//! Dense layers, the sigmoid and the loss as candle ops (the autograd path: evaluation,
+//! encoding, and training on other devices) with CPU kernels whose result does not depend on
+//! the CPU: the same bits on an AVX-512 server and an AVX2 laptop (and on ARM, where training
+//! flushes subnormals as it does on x86; see `FlushDenormals` in src/train.rs). Training on the
+//! CPU goes through src/models/cpu.rs, which uses the same kernels without autograd.
 //!
-//! - [`linear`]: `x W^T + b`, forward and backward through one fixed-order matmul kernel.
-//!   Every output element sums its products in order of the inner index, one multiply and one
-//!   add each (no fused multiply-add: Rust never contracts `a * b + c`). The kernel is
-//!   vectorised across *independent* outputs only, so SSE2, AVX2 and AVX-512 builds of it (picked
-//!   at run time) and the plain scalar loop compute identical bits. Rows are split across
-//!   threads, never a sum.
-//! - [`sigmoid`]: `1 / (1 + exp(-x))` with `libm`'s `expf` (pure Rust, the same everywhere),
-//!   not the platform's libm.
+//! - [`linear`]: `x W^T + b`, forward and backward through [`super::gemm`]: every output sums
+//!   its products in order of the inner index, one multiply and one add each, whatever the
+//!   SIMD width. Rows are split across threads, never a sum.
+//! - [`sigmoid`]: `1 / (1 + exp(-x))` with our own [`expf`] (plain IEEE arithmetic, the same
+//!   everywhere, and vectorised), not the platform's libm.
 //! - [`mse`]: the mean squared error, summed in order in f64.
 //!
-//! `LATENTSCOPE_KERNELS=portable` switches every kernel here to the plain scalar loop with the
-//! same summation order; a test trains both ways and requires byte-identical weights. Other
+//! `LATENTSCOPE_KERNELS=portable` switches every kernel to the plain loops with the same
+//! summation order; a test trains both ways and requires byte-identical weights. Other
 //! devices (CUDA, Metal) use candle's ops: reproducible run to run, not bitwise equal to the CPU.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};

@@ -273,8 +273,13 @@ impl Planes {
     }
 
     /// All phases of one image plane.
-    fn image_len(&self) -> usize {
+    pub(super) fn image_len(&self) -> usize {
         self.s * self.s * self.phase_len()
+    }
+
+    /// One re-laid grid plane of `gh` rows (stride `l`).
+    pub(super) fn grid_len(&self, gh: usize) -> usize {
+        gh * self.l
     }
 }
 
@@ -355,26 +360,25 @@ impl Geometry {
         out
     }
 
-    /// [`Self::all_phases`] on this thread, into a reused buffer (whose margins stay zero).
-    pub(super) fn phases_into(&self, pl: &Planes, image: &[f32], out: &mut Vec<f32>) {
-        out.clear();
-        out.resize(image.len() / self.image_plane() * pl.image_len(), 0.0);
+    /// Every [GH, GW] plane of `grid` -> rows of stride `l`, junk columns zero.
+    fn all_grids(&self, pl: &Planes, grid: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; grid.len() / self.grid_plane() * self.gh * pl.l];
+        self.grids_write(pl, grid, &mut out);
+        out
+    }
+
+    /// [`Self::all_phases`] on this thread into `out`, writing only the phases' interior: a
+    /// buffer zeroed once keeps its zero margins from call to call.
+    pub(super) fn phases_write(&self, pl: &Planes, image: &[f32], out: &mut [f32]) {
         for (dst, src) in out.chunks_exact_mut(pl.image_len()).zip(image.chunks_exact(self.image_plane())) {
             self.split_phases(pl, src, dst);
         }
     }
 
-    /// Every [GH, GW] plane of `grid` -> rows of stride `l`, junk columns zero.
-    fn all_grids(&self, pl: &Planes, grid: &[f32]) -> Vec<f32> {
-        let mut out = Vec::new();
-        self.grids_into(pl, grid, &mut out);
-        out
-    }
-
-    pub(super) fn grids_into(&self, pl: &Planes, grid: &[f32], out: &mut Vec<f32>) {
+    /// [`Self::all_grids`] into `out`, writing only the first `gw` columns of each row (a
+    /// buffer zeroed once keeps its junk columns zero).
+    pub(super) fn grids_write(&self, pl: &Planes, grid: &[f32], out: &mut [f32]) {
         let len = self.gh * pl.l;
-        out.clear();
-        out.resize(grid.len() / self.grid_plane() * len, 0.0);
         for (src, dst) in grid.chunks_exact(self.grid_plane()).zip(out.chunks_exact_mut(len)) {
             for (s_row, d_row) in src.chunks_exact(self.gw).zip(dst.chunks_exact_mut(pl.l)) {
                 d_row[..self.gw].copy_from_slice(s_row);
@@ -420,7 +424,7 @@ impl Geometry {
 
     /// The weight gradient of pair `i` (grid channel `i / C`, image channel `i % C`): per tap,
     /// the sum over the `n` samples in order of grid . shifted image.
-    fn wgrad_pair(&self, pl: &Planes, phases: &[f32], grids: &[f32], n: usize, i: usize, out: &mut [f32]) {
+    pub(super) fn wgrad_pair(&self, pl: &Planes, phases: &[f32], grids: &[f32], n: usize, i: usize, out: &mut [f32]) {
         let (oi, ci) = (i / self.c, i % self.c);
         let len = self.gh * pl.l;
         for (d, &(phase, off)) in out.iter_mut().zip(&pl.taps) {
@@ -445,7 +449,7 @@ impl Geometry {
         grid
     }
 
-    /// [`Self::correlate`] on this thread from phases made by [`Self::phases_into`].
+    /// [`Self::correlate`] on this thread from phases made by [`Self::phases_write`].
     pub(super) fn correlate_into(&self, pl: &Planes, phases: &[f32], weight: &[f32], acc: &mut Vec<f32>, grid: &mut [f32]) {
         acc.resize(self.gh * pl.l, 0.0);
         for (i, out) in grid.chunks_exact_mut(self.grid_plane()).enumerate() {
@@ -465,7 +469,7 @@ impl Geometry {
         image
     }
 
-    /// [`Self::scatter`] on this thread from grids made by [`Self::grids_into`].
+    /// [`Self::scatter`] on this thread from grids made by [`Self::grids_write`].
     pub(super) fn scatter_into(&self, pl: &Planes, grids: &[f32], weight: &[f32], acc: &mut Vec<f32>, image: &mut [f32]) {
         acc.resize(pl.image_len(), 0.0);
         for (i, out) in image.chunks_exact_mut(self.image_plane()).enumerate() {
@@ -484,13 +488,6 @@ impl Geometry {
         // One (o, c) pair per task; the sum over samples runs in a fixed order inside it.
         dw.par_chunks_mut(kk).enumerate().for_each(|(i, out)| self.wgrad_pair(&pl, &phases, &grids, n, i, out));
         dw
-    }
-
-    /// [`Self::wgrad`] on this thread, from phases and grids of `n` samples.
-    pub(super) fn wgrad_into(&self, pl: &Planes, phases: &[f32], grids: &[f32], n: usize, dw: &mut [f32]) {
-        for (i, out) in dw.chunks_exact_mut(self.k * self.k).enumerate() {
-            self.wgrad_pair(pl, phases, grids, n, i, out);
-        }
     }
 }
 
@@ -580,19 +577,21 @@ impl CustomOp1 for ChannelSum {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "channel-sum")?;
         let (_, ch, h, w) = l.shape().dims4()?;
+        let mut sums = vec![0f32; x.len() / (h * w)];
+        plane_sums_into(x, h * w, &mut sums);
         let mut out = vec![0f32; ch];
-        channel_sums_into(x, h * w, &mut out);
+        for (i, v) in sums.iter().enumerate() {
+            out[i % ch] += v;
+        }
         Ok((CpuStorage::F32(out), Shape::from(ch)))
     }
 }
 
-/// `out[ch]` = the sum of channel `ch` over [N, Ch, plane] data: per plane with eight
-/// partial sums, planes added in sample order.
-pub(super) fn channel_sums_into(x: &[f32], plane: usize, out: &mut [f32]) {
-    out.fill(0.0);
-    let ch = out.len();
-    for (i, p) in x.chunks_exact(plane).enumerate() {
-        out[i % ch] += with_simd(|| sum_impl(p));
+/// `out[i]` = the sum of plane `i` of [N, Ch, plane] data, with eight partial sums; the bias
+/// gradient of channel `ch` adds these in sample order.
+pub(super) fn plane_sums_into(x: &[f32], plane: usize, out: &mut [f32]) {
+    for (o, p) in out.iter_mut().zip(x.chunks_exact(plane)) {
+        *o = with_simd(|| sum_impl(p));
     }
 }
 

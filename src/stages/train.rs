@@ -78,9 +78,10 @@ impl StageKind for Train {
     /// 2: subnormals flushed to zero during training.
     /// 3: any architecture and dataset; config.json; typed history.json.
     /// 4: history.json records the test loss after every epoch.
-    /// 7: the CPU trainer (src/models/cpu.rs): the batch sum in groups of 8, our own exp.
+    /// 7: the CPU trainer (src/models/cpu.rs), our own exp in the sigmoid.
+    /// 8: the CPU trainer sums the batch in sample order, as the autograd path does.
     fn version(&self) -> u32 {
-        7
+        8
     }
 
     fn cost(&self) -> Cost {
