@@ -96,6 +96,9 @@ pub fn train(steps: usize, device: &Device, only: Option<&str>, batches: &[usize
         labels: vec![0; n],
     };
     let mut results = Vec::new();
+    // As training does (src/train.rs): without it, Adam's moments decay into subnormals after
+    // a thousand steps or so and x86 arithmetic on them is many times slower.
+    let _ftz = crate::train::FlushDenormals::on();
     for (name, arch) in NOTEBOOK.into_iter().filter(|(n, _)| only.is_none_or(|o| o == *n)) {
         for &batch_size in batches {
             let (varmap, model) = models::initialise(&arch(), Shape::MNIST, 0, device)?;

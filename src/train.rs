@@ -216,7 +216,7 @@ fn fit_with(
 /// rayon worker. Late in training, Adam's moment estimates of rarely-active weights decay into
 /// the subnormal range, where x86 arithmetic is many times slower. Flushing values below
 /// 1.2e-38 changes nothing that matters numerically and stays deterministic.
-struct FlushDenormals {
+pub(crate) struct FlushDenormals {
     saved: Option<u64>,
 }
 
@@ -271,7 +271,7 @@ mod fp_mode {
 }
 
 impl FlushDenormals {
-    fn on() -> Self {
+    pub(crate) fn on() -> Self {
         let saved = fp_mode::get();
         if let Some(saved) = saved {
             fp_mode::set(saved | fp_mode::FLUSH);

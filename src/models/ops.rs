@@ -109,35 +109,37 @@ impl MaxPool {
 /// Pools one plane: the first maximum of each 2x2 window in row-major order (PyTorch's
 /// scan order, so the first of tied maxima wins; NaN wins as in PyTorch).
 pub(super) fn pool_plane(relu: bool, p: &[f32], w: usize, out: &mut [f32], winners: &mut [u32]) {
+    with_simd(|| pool_plane_impl(relu, p, w, out, winners))
+}
+
+/// Branch-free (selects only), so that the compiler vectorises it across windows.
+#[inline(always)]
+fn pool_plane_impl(relu: bool, p: &[f32], w: usize, out: &mut [f32], winners: &mut [u32]) {
     let ow = w / 2;
+    let wu = w as u32;
     for (oy, (rows, (o_row, w_row))) in p.chunks_exact(2 * w).zip(out.chunks_exact_mut(ow).zip(winners.chunks_exact_mut(ow))).enumerate() {
         let (r0, r1) = rows.split_at(w);
-        for ox in 0..ow {
-            let i = 2 * ox;
-            let (a, b, c, d) = (r0[i], r0[i + 1], r1[i], r1[i + 1]);
-            let (mut best, mut at) = (a, i);
-            if b > best {
-                (best, at) = (b, i + 1);
+        let base = (2 * oy * w) as u32;
+        let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+        for (ox, ((top, bottom), (o, win))) in windows.zip(o_row.iter_mut().zip(w_row.iter_mut())).enumerate() {
+            let (a, b, c, d) = (top[0], top[1], bottom[0], bottom[1]);
+            let (mut best, mut off) = (a, 0u32);
+            for (v, at) in [(b, 1), (c, wu), (d, wu + 1)] {
+                let t = v > best;
+                best = if t { v } else { best };
+                off = if t { at } else { off };
             }
-            if c > best {
-                (best, at) = (c, w + i);
-            }
-            if d > best {
-                (best, at) = (d, w + i + 1);
-            }
-            if (a + b + c + d).is_nan() {
-                // Rare: PyTorch lets the last NaN in scan order win.
-                for (v, j) in [(a, i), (b, i + 1), (c, w + i), (d, w + i + 1)] {
-                    if v.is_nan() {
-                        (best, at) = (v, j);
-                    }
-                }
+            // PyTorch lets the last NaN in scan order win.
+            for (v, at) in [(a, 0), (b, 1), (c, wu), (d, wu + 1)] {
+                let t = v.is_nan();
+                best = if t { v } else { best };
+                off = if t { at } else { off };
             }
             // ReLU after the max: max(relu(x)) == relu(max(x)); where it clips, no gradient.
             // Not `best <= 0.0`: a NaN maximum is clipped too (ReLU(NaN) = 0 here).
-            let clipped = relu && best.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater);
-            o_row[ox] = if clipped { 0.0 } else { best };
-            w_row[ox] = if clipped { NO_GRADIENT } else { (2 * oy * w + at) as u32 };
+            let keep = !relu || best > 0.0;
+            *o = if keep { best } else { 0.0 };
+            *win = if keep { base + 2 * ox as u32 + off } else { NO_GRADIENT };
         }
     }
 }
