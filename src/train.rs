@@ -109,10 +109,13 @@ fn fit_with(
     anyhow::ensure!(!train.is_empty(), "no training images");
     let (varmap, model) = models::initialise(&s.arch, train.shape, s.seed, device)?;
     let cfg = AdamConfig::new(s.lr, s.weight_decay);
-    let mut opt = Adam::new(varmap.all_vars(), cfg)?;
     // On the CPU, the trainer without autograd (src/models/cpu.rs); the weights go back into
     // `varmap` after every epoch, for the checks, the test loss and saving.
     let mut trainer = if device.is_cpu() && !autograd { models::cpu::Trainer::new(&s.arch, train.shape, &varmap, cfg)? } else { None };
+    if device.is_cpu() && !autograd && trainer.is_none() {
+        tracing::info!("{}: the CPU trainer has no plan for this model; training through candle's autograd", s.label);
+    }
+    let mut opt = if trainer.is_none() { Some(Adam::new(varmap.all_vars(), cfg)?) } else { None };
     let mut shuffle = Rng::derive(s.seed, "shuffle");
     let n = train.len();
     let steps_per_epoch = n.div_ceil(s.batch_size);
@@ -143,7 +146,7 @@ fn fit_with(
                 None => {
                     let x = batch_tensor(train, chunk.iter().copied(), device)?;
                     let loss = models::dense::mse(&model.forward(&x)?, &x)?;
-                    opt.step(&loss.backward()?)?;
+                    opt.as_mut().expect("the autograd path has its optimiser").step(&loss.backward()?)?;
                     pending.push(loss.detach());
                     if pending.len() < READ_EVERY && step + 1 < steps_per_epoch {
                         continue;
@@ -241,7 +244,9 @@ mod fp_mode {
 }
 
 /// FPCR's FZ (bit 24): flushes subnormal inputs and results of single and double precision
-/// arithmetic, as FTZ + DAZ do on x86. (Not exercised by CI, which runs on x86-64.)
+/// arithmetic, as FTZ + DAZ do on x86, with one difference: ARM decides "subnormal" before
+/// rounding, x86 after, so a result that rounds up to exactly the smallest normal float is
+/// kept on x86 and flushed here (rare; not exercised by CI, which runs on x86-64).
 #[cfg(target_arch = "aarch64")]
 mod fp_mode {
     pub const FLUSH: u64 = 1 << 24;
@@ -254,8 +259,9 @@ mod fp_mode {
     }
 
     pub fn set(value: u64) {
-        // SAFETY: FPCR is per-thread state; FZ only changes how subnormals are rounded.
-        unsafe { std::arch::asm!("msr fpcr, {}", in(reg) value, options(nomem, nostack, preserves_flags)) }
+        // SAFETY: FPCR is per-thread state; FZ replaces subnormal inputs and results of float
+        // arithmetic with zero, which touches no memory.
+        unsafe { std::arch::asm!("msr fpcr, {}", in(reg) value, options(nostack, preserves_flags)) }
     }
 }
 

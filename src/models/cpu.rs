@@ -5,7 +5,7 @@
 //! gradient tensors added one by one, a rayon hand-off per kernel. At batch 32 the notebook's
 //! models do about 1 MFLOP per image, so that overhead was most of a step. Here a step is:
 //!
-//! 1. Per group of [`GROUP`] samples, in parallel: the forward pass and the backward pass down
+//! 1. Per group of samples ([`group_size`]), in parallel: the forward pass and the backward pass down
 //!    to each layer's gradient at its output (before the activation), written into
 //!    batch-wide buffers at the group's rows. Nothing is summed over samples here.
 //! 2. Per block of parameters (rows of a weight matrix, (out, in) pairs of a convolution, a
@@ -36,9 +36,12 @@ use super::ops::{add_bias, plane_sums_into, pool_plane, Geometry, Planes, NO_GRA
 use super::{Architecture, TorchLayer};
 use crate::data::{Shape, Split};
 
-/// Samples per group in the first phase: the unit of parallel work (the result does not
-/// depend on it).
-pub const GROUP: usize = 8;
+/// Samples per group in the first phase, the unit of its parallel work, for a batch of `n`:
+/// enough groups for every thread, at most 8 samples each (bigger groups make better use of
+/// each weight read), at least 2. The result does not depend on it (the tests vary it).
+fn group_size(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1)).clamp(2, 8)
+}
 
 /// Elements of a weight matrix per second-phase block (whole rows or pairs).
 const BLOCK: usize = 8192;
@@ -143,23 +146,27 @@ impl Buffers {
         }
     }
 
-    /// The first `n` samples' buffers cut into groups of [`GROUP`].
-    fn groups(&mut self, n: usize) -> Vec<View<'_>> {
-        fn cut<T>(buf: &mut [T], len: usize, n: usize) -> Vec<&mut [T]> {
+    /// The first `n` samples' buffers cut into groups of `group` samples.
+    fn groups(&mut self, n: usize, group: usize) -> Vec<View<'_>> {
+        fn cut<T>(buf: &mut [T], len: usize, n: usize, group: usize) -> Vec<&mut [T]> {
             if len == 0 {
-                return (0..n.div_ceil(GROUP)).map(|_| Default::default()).collect();
+                return (0..n.div_ceil(group)).map(|_| Default::default()).collect();
             }
-            buf[..n * len].chunks_mut(GROUP * len).collect()
+            buf[..n * len].chunks_mut(group * len).collect()
         }
         let pixels = self.x.len() / self.capacity;
-        let mut views: Vec<View<'_>> = cut(&mut self.x, pixels, n).into_iter().map(View::new).collect();
+        let mut views: Vec<View<'_>> = cut(&mut self.x, pixels, n, group).into_iter().map(View::new).collect();
         for ((((outs, grads), saved), sums), winners) in
             self.outs.iter_mut().zip(&mut self.grads).zip(&mut self.saved).zip(&mut self.sums).zip(&mut self.winners)
         {
             let len = |b: &Vec<f32>| b.len() / self.capacity;
             let (lo, lg, ls, lsu, lw) = (len(outs), len(grads), len(saved), len(sums), winners.len() / self.capacity);
-            let parts =
-                cut(outs, lo, n).into_iter().zip(cut(grads, lg, n)).zip(cut(saved, ls, n)).zip(cut(sums, lsu, n)).zip(cut(winners, lw, n));
+            let parts = cut(outs, lo, n, group)
+                .into_iter()
+                .zip(cut(grads, lg, n, group))
+                .zip(cut(saved, ls, n, group))
+                .zip(cut(sums, lsu, n, group))
+                .zip(cut(winners, lw, n, group));
             for (v, ((((o, g), s), su), w)) in views.iter_mut().zip(parts) {
                 v.outs.push(o);
                 v.grads.push(g);
@@ -351,13 +358,14 @@ impl Trainer {
         if self.buffers.capacity < n {
             self.buffers = Buffers::make(&self.layers, self.pixels, n);
         }
-        let groups = n.div_ceil(GROUP);
+        let group = group_size(n);
+        let groups = n.div_ceil(group);
         if self.scratch.len() < groups {
             self.scratch.resize_with(groups, Scratch::default);
         }
         let scale = (2.0 / (n * self.pixels) as f64) as f32;
         let (layers, params) = (&self.layers, &self.params);
-        self.buffers.groups(n).into_par_iter().zip(&mut self.scratch[..groups]).zip(batch.par_chunks(GROUP)).for_each(
+        self.buffers.groups(n, group).into_par_iter().zip(&mut self.scratch[..groups]).zip(batch.par_chunks(group)).for_each(
             |((mut view, scratch), idx)| {
                 view.load(split, idx);
                 view.forward(layers, params, scratch);
@@ -392,11 +400,14 @@ impl Trainer {
                 (sum / y.len() as f64) as f32
             },
             || {
-                tasks.into_par_iter().for_each_init(Vec::new, |grad, (block, p, m, v)| {
-                    grad.resize(p.len(), 0.0);
-                    block_gradient(&layers[block.layer], block, buffers, n, grad);
-                    adam::update_slices(&s, p, grad, m, v);
-                })
+                tasks.into_par_iter().for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(grad, scratch), (block, p, m, v)| {
+                        grad.resize(p.len(), 0.0);
+                        block_gradient(&layers[block.layer], block, buffers, n, grad, scratch);
+                        adam::update_slices(&s, p, grad, m, v);
+                    },
+                )
             },
         );
         loss
@@ -415,7 +426,7 @@ impl Trainer {
 
 /// The gradient of one block, summed over the `n` samples in sample order (as the autograd
 /// path's weight-gradient kernels sum).
-fn block_gradient(l: &Layer, block: &Block, buffers: &Buffers, n: usize, grad: &mut [f32]) {
+fn block_gradient(l: &Layer, block: &Block, buffers: &Buffers, n: usize, grad: &mut [f32], gt: &mut Vec<f32>) {
     let li = block.layer;
     let g = &buffers.grads[li][..n * l.grad_len()];
     let Some(first) = block.first else {
@@ -434,13 +445,13 @@ fn block_gradient(l: &Layer, block: &Block, buffers: &Buffers, n: usize, grad: &
         Op::Linear { i, o } => {
             // dW[rows] = g[:, rows]^T x: the rows' gradients transposed, times the input.
             let rows = grad.len() / i;
-            let mut gt = vec![0f32; rows * n];
+            gt.resize(rows * n, 0.0);
             for (s, sample) in g.chunks_exact(*o).enumerate() {
                 for (r, &v) in sample[first..first + rows].iter().enumerate() {
                     gt[r * n + s] = v;
                 }
             }
-            gemm(&gt, buffers.input(li, n), grad, rows, n, *i);
+            gemm(gt, buffers.input(li, n), grad, rows, n, *i);
         }
         Op::ConvPool { g: geo, pl } => {
             // Input phases (image) against the output gradient's grids.
@@ -591,9 +602,13 @@ mod tests {
     use candle_core::Device;
 
     fn split(n: usize, seed: u64) -> Split {
+        split_of(Shape::MNIST, n, seed)
+    }
+
+    fn split_of(shape: Shape, n: usize, seed: u64) -> Split {
         let mut rng = models::rng::Rng::new(seed);
-        let images = (0..n * Shape::MNIST.pixels()).map(|_| if rng.next_f32() < 0.7 { 0 } else { (rng.next_u64() % 256) as u8 }).collect();
-        Split { shape: Shape::MNIST, images, labels: vec![0; n] }
+        let images = (0..n * shape.pixels()).map(|_| if rng.next_f32() < 0.7 { 0 } else { (rng.next_u64() % 256) as u8 }).collect();
+        Split { shape, images, labels: vec![0; n] }
     }
 
     fn values(varmap: &VarMap) -> Vec<(String, Vec<f32>)> {
@@ -604,36 +619,52 @@ mod tests {
         out
     }
 
-    /// Both notebook models: steps of this trainer against candle's autograd with the same
-    /// kernels and Adam give bitwise the same losses and weights, for full and partial
-    /// batches (groups of 8 and a remainder).
-    #[test]
-    fn bitwise_the_autograd_path() {
-        let data = split(40, 1);
-        for arch in [Architecture::notebook_simple(), Architecture::notebook_conv()] {
-            let cfg = AdamConfig::new(1e-3, 1e-5);
-            let (vm_ref, model) = models::initialise(&arch, Shape::MNIST, 7, &Device::Cpu).unwrap();
-            let (vm, _) = models::initialise(&arch, Shape::MNIST, 7, &Device::Cpu).unwrap();
-            let mut trainer = Trainer::new(&arch, Shape::MNIST, &vm, cfg).unwrap().expect("the notebook models are supported");
-            let mut opt = adam::Adam::new(vm_ref.all_vars(), cfg).unwrap();
-            for batch in [(0..32).collect::<Vec<_>>(), (32..40).collect(), (3..8).collect(), (5..37).collect()] {
-                let x = crate::train::batch_tensor(&data, batch.iter().copied(), &Device::Cpu).unwrap();
-                let loss = models::dense::mse(&model.forward(&x).unwrap(), &x).unwrap();
-                opt.step(&loss.backward().unwrap()).unwrap();
-                let (ours, theirs) = (trainer.step(&data, &batch), loss.to_scalar::<f32>().unwrap());
-                assert_eq!(ours.to_bits(), theirs.to_bits(), "{}: loss {ours} vs {theirs}", arch.family());
-            }
-            trainer.write_to(&vm).unwrap();
-            for ((name, a), (_, b)) in values(&vm).iter().zip(values(&vm_ref)) {
-                let differ = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
-                assert_eq!(differ, 0, "{} {name}: {differ} of {} values differ", arch.family(), a.len());
-            }
+    /// Steps of this trainer against candle's autograd (the same kernels and Adam) on `arch`
+    /// and `shape`: bitwise the same losses and weights, for full and partial batches (groups
+    /// of 8 and a remainder, a batch of 1, and a larger batch after smaller ones).
+    fn assert_bitwise_the_autograd_path(arch: &Architecture, shape: Shape) {
+        let what = format!("{arch:?} on {shape}");
+        let data = split_of(shape, 40, 1);
+        let cfg = AdamConfig::new(1e-3, 1e-5);
+        let (vm_ref, model) = models::initialise(arch, shape, 7, &Device::Cpu).unwrap();
+        let (vm, _) = models::initialise(arch, shape, 7, &Device::Cpu).unwrap();
+        let mut trainer = Trainer::new(arch, shape, &vm, cfg).unwrap().unwrap_or_else(|| panic!("{what}: not supported"));
+        let mut opt = adam::Adam::new(vm_ref.all_vars(), cfg).unwrap();
+        for batch in [(0..32).collect::<Vec<_>>(), (32..40).collect(), (3..8).collect(), vec![17], (2..39).collect()] {
+            let x = crate::train::batch_tensor(&data, batch.iter().copied(), &Device::Cpu).unwrap();
+            let loss = models::dense::mse(&model.forward(&x).unwrap(), &x).unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+            let (ours, theirs) = (trainer.step(&data, &batch), loss.to_scalar::<f32>().unwrap());
+            assert_eq!(ours.to_bits(), theirs.to_bits(), "{what}: loss {ours} vs {theirs}");
         }
+        trainer.write_to(&vm).unwrap();
+        for ((name, a), (_, b)) in values(&vm).iter().zip(values(&vm_ref)) {
+            let differ = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+            assert_eq!(differ, 0, "{what} {name}: {differ} of {} values differ", a.len());
+        }
+    }
+
+    #[test]
+    fn bitwise_the_autograd_path_on_the_notebook_models() {
+        assert_bitwise_the_autograd_path(&Architecture::notebook_simple(), Shape::MNIST);
+        assert_bitwise_the_autograd_path(&Architecture::notebook_conv(), Shape::MNIST);
+    }
+
+    #[test]
+    fn bitwise_the_autograd_path_on_other_models_and_shapes() {
+        let rgb = Shape { channels: 3, height: 8, width: 8 };
+        assert_bitwise_the_autograd_path(&Architecture::Mlp { encoder: vec![192, 20, 5] }, rgb);
+        assert_bitwise_the_autograd_path(&Architecture::Conv { channels: vec![4], dense: vec![], latent: 3 }, rgb);
+        let wide = Shape { channels: 1, height: 16, width: 24 };
+        assert_bitwise_the_autograd_path(&Architecture::Conv { channels: vec![3, 5, 2], dense: vec![7, 6], latent: 2 }, wide);
+        // Three blocks on 16x8: the last pool leaves one column.
+        let narrow = Shape { channels: 3, height: 16, width: 8 };
+        assert_bitwise_the_autograd_path(&Architecture::Conv { channels: vec![6, 5, 4], dense: vec![], latent: 3 }, narrow);
     }
 
     /// The same bits whatever the thread count (the groups, not the threads, fix the order).
     #[test]
-    fn the_same_bits_at_one_and_two_threads() {
+    fn the_same_bits_at_one_two_and_three_threads() {
         let data = split(48, 2);
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
@@ -645,6 +676,9 @@ mod tests {
                 (losses, t.params.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
             })
         };
-        assert_eq!(run(1), run(2));
+        // 1 thread: groups of 8; 3 threads: groups of 6 (16 samples a step).
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
     }
 }

@@ -1,7 +1,8 @@
 //! Dense layers, the sigmoid and the loss as candle ops (the autograd path: evaluation,
 //! encoding, and training on other devices) with CPU kernels whose result does not depend on
 //! the CPU: the same bits on an AVX-512 server and an AVX2 laptop (and on ARM, where training
-//! flushes subnormals as it does on x86; see `FlushDenormals` in src/train.rs). Training on the
+//! flushes subnormals as on x86, up to a rare rounding corner; see `FlushDenormals` in
+//! src/train.rs). Training on the
 //! CPU goes through src/models/cpu.rs, which uses the same kernels without autograd.
 //!
 //! - [`linear`]: `x W^T + b`, forward and backward through [`super::gemm`]: every output sums

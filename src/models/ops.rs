@@ -109,7 +109,18 @@ impl MaxPool {
 /// Pools one plane: the first maximum of each 2x2 window in row-major order (PyTorch's
 /// scan order, so the first of tied maxima wins; NaN wins as in PyTorch).
 pub(super) fn pool_plane(relu: bool, p: &[f32], w: usize, out: &mut [f32], winners: &mut [u32]) {
-    with_simd(|| pool_plane_impl(relu, p, w, out, winners))
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(relu: bool, p: &[f32], w: usize, out: &mut [f32], winners: &mut [u32]) {
+            pool_plane_impl(relu, p, w, out, winners)
+        }
+        if !super::gemm::portable() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { avx2(relu, p, w, out, winners) };
+        }
+    }
+    pool_plane_impl(relu, p, w, out, winners)
 }
 
 /// Branch-free (selects only), so that the compiler vectorises it across windows.
