@@ -116,6 +116,7 @@ fn fit_with(
         tracing::info!("{}: the CPU trainer has no plan for this model; training through candle's autograd", s.label);
     }
     let mut opt = if trainer.is_none() { Some(Adam::new(varmap.all_vars(), cfg)?) } else { None };
+    let mut on_device = if trainer.is_none() { Some(DeviceData::new(train, device)?) } else { None };
     let mut shuffle = Rng::derive(s.seed, "shuffle");
     let n = train.len();
     let steps_per_epoch = n.div_ceil(s.batch_size);
@@ -131,6 +132,9 @@ fn fit_with(
     let _ftz = FlushDenormals::on();
     for epoch in 1..=s.epochs {
         shuffle.shuffle(&mut order);
+        if let Some(d) = on_device.as_mut() {
+            d.epoch(&order)?;
+        }
         let bar = epoch_bar(&s.label, epoch, s.epochs, steps_per_epoch);
         // Asked once per epoch: it is a terminal query, not something for the step loop.
         let quiet = bar.is_hidden();
@@ -144,7 +148,8 @@ fn fit_with(
             let read = match trainer.as_mut() {
                 Some(trainer) => vec![trainer.step(train, chunk)],
                 None => {
-                    let x = batch_tensor(train, chunk.iter().copied(), device)?;
+                    let data = on_device.as_ref().expect("the autograd path has its data on the device");
+                    let x = data.batch(step * s.batch_size, chunk.len())?;
                     let loss = models::dense::mse(&model.forward(&x)?, &x)?;
                     opt.as_mut().expect("the autograd path has its optimiser").step(&loss.backward()?)?;
                     pending.push(loss.detach());
@@ -213,6 +218,38 @@ fn fit_with(
     }
     tracing::debug!("{}: {:.0} samples/s overall", s.label, (n * s.epochs) as f64 / started.elapsed().as_secs_f64());
     Ok((varmap, model, history))
+}
+
+/// The training images on the device, as bytes, and each epoch's order there: the autograd
+/// path (other devices) cuts its batches on the device, with no copy from the host per step.
+struct DeviceData {
+    images: Tensor,
+    order: Option<Tensor>,
+    full_scale: Tensor,
+}
+
+impl DeviceData {
+    fn new(train: &Split, device: &Device) -> candle_core::Result<Self> {
+        Ok(Self {
+            images: Tensor::from_slice(&train.images, (train.len(), train.shape.pixels()), device)?,
+            order: None,
+            full_scale: Tensor::new(255f32, device)?,
+        })
+    }
+
+    fn epoch(&mut self, order: &[usize]) -> candle_core::Result<()> {
+        let ids: Vec<u32> = order.iter().map(|&i| i as u32).collect();
+        self.order = Some(Tensor::from_vec(ids, order.len(), self.images.device())?);
+        Ok(())
+    }
+
+    /// Images `start..start + len` of this epoch's order, as f32 in [0, 1]: `byte / 255`,
+    /// the same values as [`batch_tensor`].
+    fn batch(&self, start: usize, len: usize) -> candle_core::Result<Tensor> {
+        let order = self.order.as_ref().expect("an epoch's order");
+        let bytes = self.images.index_select(&order.narrow(0, start, len)?, 0)?;
+        bytes.to_dtype(candle_core::DType::F32)?.broadcast_div(&self.full_scale)
+    }
 }
 
 /// While alive, flushes subnormal floats to zero (FTZ and DAZ) on this thread and on every
