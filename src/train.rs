@@ -203,7 +203,11 @@ fn fit_with(
         }
         let wall = epoch_start.elapsed().as_secs_f64();
         // Evaluated outside the epoch's wall time; no random draw, so the weights are unchanged.
-        let test_loss = test.map(|t| mse(model.as_ref(), t, device)).transpose()?;
+        let test_loss = match (test, trainer.as_mut()) {
+            (Some(t), Some(trainer)) => Some(trainer.mse(t, EVAL_CHUNK)),
+            (Some(t), None) => Some(mse(model.as_ref(), t, device)?),
+            (None, _) => None,
+        };
         let stats = EpochStats { epoch, mean_loss: sum / steps_per_epoch as f64, test_loss };
         tracing::info!(
             "{} epoch {epoch}/{}: loss {:.5}{}, {:.1} s, {:.0} samples/s",
@@ -353,9 +357,17 @@ pub fn short_duration(secs: f64) -> String {
 
 /// Mean squared error over every pixel of `split`.
 pub fn mse(model: &dyn Autoencoder, split: &Split, device: &Device) -> anyhow::Result<f64> {
+    mse_in(model, split, device, EVAL_CHUNK)
+}
+
+/// Images per forward pass when evaluating or encoding (and per partial sum of the test loss).
+pub const EVAL_CHUNK: usize = 1000;
+
+/// [`mse`] with the images taken `chunk` at a time.
+pub fn mse_in(model: &dyn Autoencoder, split: &Split, device: &Device, chunk: usize) -> anyhow::Result<f64> {
     let mut sum = 0f64;
-    for start in (0..split.len()).step_by(1000) {
-        let x = batch_tensor(split, start..(start + 1000).min(split.len()), device)?;
+    for start in (0..split.len()).step_by(chunk) {
+        let x = batch_tensor(split, start..(start + chunk).min(split.len()), device)?;
         let se = models::dense::squared_error_sum(&model.forward(&x)?, &x)?;
         sum += se;
     }
@@ -365,8 +377,8 @@ pub fn mse(model: &dyn Autoencoder, split: &Split, device: &Device) -> anyhow::R
 /// The encoder's output for every image of `split`: [n, latent] row-major.
 pub fn encode(model: &dyn Autoencoder, split: &Split, device: &Device) -> anyhow::Result<Vec<f32>> {
     let mut out = Vec::new();
-    for start in (0..split.len()).step_by(1000) {
-        let x = batch_tensor(split, start..(start + 1000).min(split.len()), device)?;
+    for start in (0..split.len()).step_by(EVAL_CHUNK) {
+        let x = batch_tensor(split, start..(start + EVAL_CHUNK).min(split.len()), device)?;
         out.extend(model.encode(&x)?.flatten_all()?.to_vec1::<f32>()?);
     }
     Ok(out)

@@ -353,6 +353,15 @@ impl Trainer {
     /// One optimisation step on the images `batch` of `split`; returns the batch's mean
     /// squared error before the step.
     pub fn step(&mut self, split: &Split, batch: &[usize]) -> f32 {
+        let n = batch.len();
+        let scale = (2.0 / (n * self.pixels) as f64) as f32;
+        self.first_phase(split, batch, Some(scale));
+        self.update(n)
+    }
+
+    /// The first phase on the images `batch`: the forward pass, and the backward pass when
+    /// `scale` (the loss's 2 / elements) is given.
+    fn first_phase(&mut self, split: &Split, batch: &[usize], scale: Option<f32>) {
         assert!(!batch.is_empty(), "an empty batch");
         let n = batch.len();
         if self.buffers.capacity < n {
@@ -363,16 +372,39 @@ impl Trainer {
         if self.scratch.len() < groups {
             self.scratch.resize_with(groups, Scratch::default);
         }
-        let scale = (2.0 / (n * self.pixels) as f64) as f32;
         let (layers, params) = (&self.layers, &self.params);
         self.buffers.groups(n, group).into_par_iter().zip(&mut self.scratch[..groups]).zip(batch.par_chunks(group)).for_each(
             |((mut view, scratch), idx)| {
                 view.load(split, idx);
                 view.forward(layers, params, scratch);
-                view.backward(layers, params, scratch, scale);
+                if let Some(scale) = scale {
+                    view.backward(layers, params, scratch, scale);
+                }
             },
         );
-        self.update(n)
+    }
+
+    /// The mean squared error of the current weights over `split` (the test loss), with the
+    /// bits of [`crate::train::mse`] through the autograd path: per `chunk` images a sum in
+    /// order in f64, those sums added in order. The forward passes run a training batch's
+    /// worth of images at a time, so no buffer grows.
+    pub fn mse(&mut self, split: &Split, chunk: usize) -> f64 {
+        let part = self.buffers.capacity.max(1);
+        let mut total = 0f64;
+        for start in (0..split.len()).step_by(chunk) {
+            let end = (start + chunk).min(split.len());
+            let mut sum = 0f64;
+            for from in (start..end).step_by(part) {
+                let batch: Vec<usize> = (from..(from + part).min(end)).collect();
+                self.first_phase(split, &batch, None);
+                let (y, x) = (self.buffers.input(self.layers.len(), batch.len()), self.buffers.input(0, batch.len()));
+                for (&a, &b) in y.iter().zip(x) {
+                    sum += f64::from(a - b) * f64::from(a - b);
+                }
+            }
+            total += sum;
+        }
+        total / (split.len() * self.pixels) as f64
     }
 
     /// The second phase: every block's gradient over the `n` samples and its Adam step, and
@@ -637,6 +669,8 @@ mod tests {
             let (ours, theirs) = (trainer.step(&data, &batch), loss.to_scalar::<f32>().unwrap());
             assert_eq!(ours.to_bits(), theirs.to_bits(), "{what}: loss {ours} vs {theirs}");
         }
+        let (ours, theirs) = (trainer.mse(&data, 16), crate::train::mse_in(model.as_ref(), &data, &Device::Cpu, 16).unwrap());
+        assert_eq!(ours.to_bits(), theirs.to_bits(), "{what}: test loss {ours} vs {theirs}");
         trainer.write_to(&vm).unwrap();
         for ((name, a), (_, b)) in values(&vm).iter().zip(values(&vm_ref)) {
             let differ = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
