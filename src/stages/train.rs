@@ -114,7 +114,11 @@ impl StageKind for Train {
                 Ok(d) => anyhow::anyhow!("{} {d}; lower {model_key}.lr", ctx.stage_id),
                 Err(e) => e,
             })?;
-        let test_mse = train::mse(model.as_ref(), &data.test, &device)?;
+        // The last epoch's test loss is this MSE (the same weights, split and sum order).
+        let test_mse = match history.epochs.last().and_then(|e| e.test_loss) {
+            Some(loss) => loss,
+            None => train::mse(model.as_ref(), &data.test, &device)?,
+        };
         anyhow::ensure!(test_mse.is_finite(), "{}: the test MSE is {test_mse}; lower {model_key}.lr", ctx.stage_id);
         tracing::info!("{}: test MSE {test_mse:.6}", ctx.stage_id);
         models::save(&varmap, &ctx.output(MODEL))?;
