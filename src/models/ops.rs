@@ -9,8 +9,10 @@
 //!   (candle's CPU convolutions are slow for these shapes). Other devices use candle's
 //!   native kernels; both compute the same function with the same gradients.
 //!
-//! Every CPU kernel here is single-threaded and sums in a fixed order, so results are
-//! bitwise reproducible.
+//! Every CPU kernel here sums each output in a fixed order, vectorises and parallelises only
+//! across independent outputs (planes, pairs), so results are bitwise reproducible on any CPU
+//! and thread count. The CPU trainer (src/models/cpu.rs) runs the same kernels per group of
+//! samples on one thread (`*_into`, `*_write`, `wgrad_pair`, `pool_plane`).
 
 use std::sync::{Arc, Mutex};
 
