@@ -106,7 +106,7 @@ pub fn train(steps: usize, device: &Device, only: Option<&str>, batches: &[usize
             let mut trainer =
                 if device.is_cpu() && !autograd { crate::models::cpu::Trainer::new(&arch(), Shape::MNIST, &varmap, cfg)? } else { None };
             let path = if trainer.is_some() { "cpu-trainer" } else { "autograd" };
-            let mut opt = Adam::new(varmap.all_vars(), cfg)?;
+            let mut opt = if trainer.is_none() { Some(Adam::new(varmap.all_vars(), cfg)?) } else { None };
             let mut run = |count: usize| -> anyhow::Result<f64> {
                 let t = Instant::now();
                 for step in 0..count {
@@ -118,7 +118,7 @@ pub fn train(steps: usize, device: &Device, only: Option<&str>, batches: &[usize
                     }
                     let x = batch_tensor(&data, indices, device)?;
                     let loss = crate::models::dense::mse(&model.forward(&x)?, &x)?;
-                    opt.step(&loss.backward()?)?;
+                    opt.as_mut().expect("the autograd path has its optimiser").step(&loss.backward()?)?;
                     loss.to_scalar::<f32>()?;
                 }
                 Ok(t.elapsed().as_secs_f64())

@@ -298,9 +298,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn data(len: usize, salt: usize) -> Vec<f32> {
-        (0..len).map(|i| (((i * 37 + salt * 11) % 101) as f32 - 50.0) / 17.0).collect()
-    }
+    use crate::models::gemm::test_data as data;
 
     #[test]
     fn expf_is_within_two_ulp_of_libm_and_the_same_at_every_width() {

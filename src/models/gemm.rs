@@ -141,13 +141,17 @@ pub fn transpose_into(src: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     }
 }
 
+/// Deterministic test values in about [-3, 3], varied by `salt` (for the kernel tests here and
+/// in dense.rs).
+#[cfg(test)]
+pub(super) fn test_data(len: usize, salt: usize) -> Vec<f32> {
+    (0..len).map(|i| (((i * 37 + salt * 11) % 101) as f32 - 50.0) / 17.0).collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_data as data;
     use super::*;
-
-    fn data(len: usize, salt: usize) -> Vec<f32> {
-        (0..len).map(|i| (((i * 37 + salt * 11) % 101) as f32 - 50.0) / 17.0).collect()
-    }
 
     #[test]
     fn every_build_gives_the_scalar_bits() {
