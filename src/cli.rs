@@ -129,12 +129,14 @@ struct Common {
 #[derive(Debug, Args)]
 struct HubArgs {
     /// The model repository, OWNER/NAME (`publish` creates it if it does not exist).
-    #[arg(long)]
-    repo: String,
+    #[arg(long, value_name = "OWNER/NAME", value_parser = crate::hub::RepoId::parse)]
+    repo: crate::hub::RepoId,
     /// Branch (`publish`), or branch, tag or commit (`pull`).
-    #[arg(long, default_value = "main")]
+    #[arg(long, default_value = "main", value_parser = crate::hub::parse_revision)]
     revision: String,
-    /// Hub URL. Default: HF_ENDPOINT, else https://huggingface.co.
+    /// Hub URL. Default: HF_ENDPOINT, else https://huggingface.co. Each request waits at most
+    /// LATENTSCOPE_HUB_TIMEOUT_S seconds (30) for an answer and is retried LATENTSCOPE_HUB_RETRIES
+    /// times (3) after a transient failure.
     #[arg(long)]
     endpoint: Option<String>,
     /// Fail at once if another run holds the artefacts folder.
@@ -416,14 +418,16 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     writeln!(out, "report: {}; metrics: `pipeline metrics`", report.display())?;
                 }
             }
-            // A run that computed something, and left the whole pipeline fresh, refreshes the
-            // report page (a no-op run writes nothing).
-            if !dry_run && !summary.ran.is_empty() {
-                let page = common.artifacts.join(crate::html::FILE);
-                match crate::html::write(&config, &graph, &common.artifacts, &page) {
-                    Ok(page) if !json => writeln!(out, "web page: {}", page.display())?,
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!("no report page: {e:#}"),
+            // A run that leaves the whole pipeline fresh makes the report page describe it
+            // (also when it only restored entries from the run-cache); failing to write it
+            // fails the run.
+            if !dry_run {
+                match crate::html::refresh(&config, &graph, &common.artifacts)? {
+                    crate::html::Refresh::Written(page) if !json => writeln!(out, "web page: {}", page.display())?,
+                    crate::html::Refresh::Incomplete { stale } => {
+                        tracing::info!("report page not refreshed: {stale} stages are not up to date")
+                    }
+                    _ => {}
                 }
             }
         }
@@ -561,8 +565,12 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             writeln!(out, "wrote {}", page.display())?;
         }
         PipelineCommand::Gc { no_wait, dry_run, json } => {
-            let report =
+            let mut report =
                 pipeline::gc(&common.artifacts, !no_wait, dry_run).with_context(|| format!("gc of {}", common.artifacts.display()))?;
+            if !dry_run {
+                // What a killed or failed write of the report page left beside it.
+                report.bytes_freed += pipeline::store::remove_atomic_leftovers(&common.artifacts.join(crate::html::FILE))?;
+            }
             let size = crate::hub::publish::human_bytes(report.bytes_freed);
             if json {
                 writeln!(out, "{}", serde_json::to_string(&report)?)?;

@@ -435,6 +435,14 @@ impl LoadedConfig {
             message: e.to_string().replace("<input>", &path.display().to_string()),
         })?;
         let mut tree = serde_json::to_value(&config).expect("config serialises");
+        // The typed parse reads a quoted "10" as the number 10 wherever a number is expected.
+        // Read without a schema, the same text keeps quoted scalars as strings: a string there
+        // where the config holds a number was quoted, and is refused.
+        if let Ok(raw) = serde_saphyr::from_str::<Value>(text) {
+            if let Some((key, message)) = quoted_scalar(&raw, &tree, "") {
+                return Err(ConfigError::Invalid { path: path.to_owned(), key, message });
+            }
+        }
         let mut overridden = Vec::new();
         for assignment in overrides {
             let fail = |message: String| ConfigError::Override { assignment: assignment.clone(), message };
@@ -445,6 +453,10 @@ impl LoadedConfig {
             } else {
                 serde_saphyr::from_str(raw).map_err(|e| fail(format!("value is not YAML: {e}")))?
             };
+            // A quoted number (`--set kmeans.k='"10"'`) where the config holds a number.
+            if let Some((at, message)) = lookup(&tree, key).and_then(|old| quoted_scalar(&value, old, key)) {
+                return Err(fail(format!("{at}: {message}")));
+            }
             let unknown = || fail(format!("unknown key {key}"));
             // A key the tree lacks may be a new map entry (`models.wide`) or an optional
             // setting (`models.conv.dense`); serde then says whether it exists.
@@ -613,6 +625,16 @@ impl LoadedConfig {
         if c.train.limit == Some(0) {
             return bad("train.limit", "must be null or at least 1");
         }
+        if let Some((name, local, count)) = self.limit_above_local_data() {
+            let limit = c.train.limit.expect("a limit");
+            return bad(
+                "train.limit",
+                &format!(
+                    "is {limit}, but dataset {name} has only {count} training images (in {}); set it to at most {count}, or to null for all of them",
+                    local.display()
+                ),
+            );
+        }
         let smallest = c.models.values().map(|m| m.architecture().latent_dim()).min().unwrap_or(1);
         if !(1..=smallest).contains(&c.pca.components) {
             return bad("pca.components", &format!("must be between 1 and {smallest} (the smallest latent size)"));
@@ -648,6 +670,25 @@ impl LoadedConfig {
 }
 
 impl LoadedConfig {
+    /// The first dataset whose local IDX files (when all four are there, so that the download
+    /// uses them) hold fewer training images than `train.limit`: its name, `local` as the
+    /// config spells it, and the count its header declares. A limit above a split would train
+    /// on the whole split under another fingerprint than `null`. Hub datasets, and local files
+    /// whose header cannot be right, are checked when they are read (the train stage refuses
+    /// such a limit too).
+    fn limit_above_local_data(&self) -> Option<(&str, &Path, usize)> {
+        let limit = self.config.train.limit?;
+        self.config.datasets.iter().find_map(|(name, d)| {
+            let local = d.local.as_deref()?;
+            let dir = self.resolve(local);
+            if !crate::data::idx::present(&dir) {
+                return None;
+            }
+            let (count, _) = crate::data::idx::training_images(&dir)?;
+            (limit > count).then_some((name.as_str(), local, count))
+        })
+    }
+
     /// The `cluster`, `embed`, `views` and `select_k` settings: the first bad key and why.
     fn check_methods(&self) -> Option<(String, String)> {
         let c = &self.config;
@@ -755,6 +796,28 @@ fn check_name(name: &str) -> Result<(), &'static str> {
         _ if !ok => Err("use lowercase letters, digits, - and _"),
         _ if name.len() > 40 => Err("it is longer than 40 characters"),
         _ => Ok(()),
+    }
+}
+
+/// The first place (dotted key, and why) where `typed`, the config as the typed parse read it,
+/// holds a number or a boolean but `raw`, the same YAML read without a schema, a string: a
+/// quoted value such as `k: "10"`, which the typed parse would take for the number. `path` is
+/// the key of both trees.
+fn quoted_scalar(raw: &Value, typed: &Value, path: &str) -> Option<(String, String)> {
+    let at = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+    match (raw, typed) {
+        (Value::Object(raw), Value::Object(typed)) => {
+            typed.iter().find_map(|(key, t)| raw.get(key).and_then(|r| quoted_scalar(r, t, &at(key.as_str()))))
+        }
+        (Value::Array(raw), Value::Array(typed)) => {
+            raw.iter().zip(typed).enumerate().find_map(|(i, (r, t))| quoted_scalar(r, t, &format!("{path}[{i}]")))
+        }
+        (Value::String(s), Value::Number(n)) => {
+            let expected = if n.is_f64() { "a number" } else { "an integer" };
+            Some((path.to_owned(), format!("expected {expected}, found the string {s:?}")))
+        }
+        (Value::String(s), Value::Bool(_)) => Some((path.to_owned(), format!("expected true or false, found the string {s:?}"))),
+        _ => None,
     }
 }
 
@@ -906,6 +969,71 @@ mod tests {
         assert!(e.contains("kmeans.k"), "{e}");
         let e = load(SAMPLE, &["kmeans.k"]).unwrap_err().to_string();
         assert!(e.contains("dotted.key=value"), "{e}");
+    }
+
+    #[test]
+    fn quoted_numbers_are_refused_naming_the_key() {
+        // Issue 21, item 8c: in the file...
+        for (from, to, want) in [
+            ("kmeans: {k: 10,", "kmeans: {k: \"10\",", "key kmeans.k: expected an integer, found the string \"10\""),
+            (
+                "lr: 0.001, weight_decay: 1.0e-8",
+                "lr: '0.001', weight_decay: 1.0e-8",
+                "key models.simple.lr: expected a number, found the string \"0.001\"",
+            ),
+            ("seeds: [0, 1, 2, 3,", "seeds: [0, \"1\", 2, 3,", "key kmeans.seeds[1]: expected an integer, found the string \"1\""),
+            ("limit: null", "limit: \"500\"", "key train.limit: expected an integer, found the string \"500\""),
+        ] {
+            let text = SAMPLE.replacen(from, to, 1);
+            assert_ne!(text, SAMPLE, "{from}");
+            let e = load(&text, &[]).unwrap_err().to_string();
+            assert!(e.starts_with("invalid config pipeline.yaml: ") && e.contains(want), "{to}: {e}");
+        }
+        // ... and from --set, alone or inside a section.
+        let e = load(SAMPLE, &["kmeans.k=\"10\""]).unwrap_err().to_string();
+        assert_eq!(e, "invalid override --set kmeans.k=\"10\": kmeans.k: expected an integer, found the string \"10\"");
+        let e = load(SAMPLE, &["models.simple={arch: mlp, encoder: [784, 9], epochs: '2', batch_size: 32, lr: 0.001, weight_decay: 0.0}"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("models.simple.epochs: expected an integer, found the string \"2\""), "{e}");
+        // Quoted strings stay strings, and unquoted numbers numbers.
+        let text =
+            SAMPLE.replace("revision: 77f3279092a1c1579b2250db8eafed0ad422088c", "revision: \"77f3279092a1c1579b2250db8eafed0ad422088c\"");
+        assert_ne!(text, SAMPLE);
+        let c = load(&text.replace("device: auto", "device: 'cpu'"), &["kmeans.k=12", "datasets.mnist.hub.repo=\"a/b\""]).unwrap();
+        assert_eq!(
+            (c.config.kmeans.k, c.config.device, c.config.datasets["mnist"].hub.as_ref().unwrap().repo.as_str()),
+            (12, DeviceChoice::Cpu, "a/b")
+        );
+    }
+
+    #[test]
+    fn a_limit_above_the_local_training_split_is_refused() {
+        // Issue 21, item 8b: 12 training images in a local IDX folder.
+        let dir = std::env::temp_dir().join(format!("latentscope-config-limit-{}", std::process::id()));
+        let split = |n: usize| crate::data::Split {
+            shape: crate::data::Shape::MNIST,
+            images: vec![7; n * crate::data::PIXELS],
+            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        };
+        crate::data::idx::write_dir(&dir, &crate::data::Dataset { train: split(12), test: split(10) }).unwrap();
+        let text = SAMPLE.replace("local: data/mnist", &format!("local: {}", dir.display()));
+        let e = load(&text, &["train.limit=13"]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid --set train.limit: train.limit is 13, but dataset mnist has only 12 training images")
+                && e.contains("set it to at most 12, or to null"),
+            "{e}"
+        );
+        let e = load(&text.replace("limit: null", "limit: 100000"), &[]).unwrap_err().to_string();
+        assert!(e.contains("key train.limit: is 100000, but dataset mnist has only 12 training images"), "{e}");
+        assert_eq!(load(&text, &["train.limit=12"]).unwrap().config.train.limit, Some(12));
+        // The shipped MNIST copy holds 60,000.
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.yaml");
+        let e = LoadedConfig::from_yaml(SAMPLE, &shipped, &["train.limit=100000".to_owned()]).unwrap_err().to_string();
+        assert!(e.contains("train.limit is 100000, but dataset mnist has only 60000 training images"), "{e}");
+        // Without the local files (the Hub is used) the train stage checks it instead.
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(load(&text, &["train.limit=13"]).unwrap().config.train.limit, Some(13));
     }
 
     #[test]

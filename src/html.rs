@@ -9,6 +9,8 @@
 //! after a run that computed something, and `pipeline report` writes it on demand.
 
 use std::fmt::Write as _;
+
+use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::LoadedConfig;
@@ -21,6 +23,9 @@ pub const FILE: &str = "report.html";
 /// What the page says about where the run came from.
 #[derive(Debug, Clone)]
 pub struct Provenance {
+    /// The key of the run the page describes (see [`run_key`]), in a `<meta>` element so that
+    /// `run` can tell whether the page still describes the current run.
+    pub run_key: String,
     pub config_yaml: String,
     pub version: String,
     pub source_revision: Option<String>,
@@ -166,7 +171,8 @@ pub fn page(title: &str, report_md: &str, figures: &Path, prov: &Provenance) -> 
     let mut out = String::new();
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n{}\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        run_meta(&prov.run_key),
         escape(title)
     );
     out.push_str(&markdown_to_html(report_md, &image)?);
@@ -250,8 +256,8 @@ pub fn write(config: &LoadedConfig, graph: &Graph, artifacts: &Path, out: &Path)
         })
         .collect();
     let prov = Provenance {
-        config_yaml: serde_saphyr::to_string(&config.experiment_tree())
-            .map_err(|e| anyhow::anyhow!("cannot write the config as YAML: {e}"))?,
+        run_key: run_key(config, graph, &lock)?,
+        config_yaml: config_yaml(config)?,
         version: crate::VERSION.to_owned(),
         source_revision: source_revision(&config.base_dir()),
         stages,
@@ -259,8 +265,82 @@ pub fn write(config: &LoadedConfig, graph: &Graph, artifacts: &Path, out: &Path)
     };
     let names: Vec<&str> = config.config.datasets.keys().map(String::as_str).collect();
     let html = page(&format!("latentscope report: {}", names.join(", ")), &report_md, &entry(crate::stages::plot::ID)?, &prov)?;
-    crate::pipeline::store::write_atomic(out, html.as_bytes())?;
+    crate::pipeline::store::write_atomic(out, html.as_bytes())
+        .with_context(|| format!("cannot write the report page {}", out.display()))?;
     Ok(out.to_owned())
+}
+/// The `<meta>` element that carries a page's run key.
+fn run_meta(key: &str) -> String {
+    format!("<meta name=\"latentscope-run\" content=\"{}\">", escape(key))
+}
+
+/// The key of the run the lock file describes for this config: a hash of the tool's version,
+/// the effective config and every stage's fingerprint in plan order. Wall times are left out,
+/// so a run that restores the same entries has the same key; any change of settings, code or
+/// data gives another.
+pub fn run_key(config: &LoadedConfig, graph: &Graph, lock: &LockFile) -> anyhow::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update(crate::VERSION.as_bytes());
+    h.update(config_yaml(config)?.as_bytes());
+    for spec in graph.ordered() {
+        let fp = lock.stages.get(&spec.id).map_or("", |r| r.fingerprint.as_str());
+        h.update(format!("\n{} {fp}", spec.id).as_bytes());
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+fn config_yaml(config: &LoadedConfig) -> anyhow::Result<String> {
+    serde_saphyr::to_string(&config.experiment_tree()).map_err(|e| anyhow::anyhow!("cannot write the config as YAML: {e}"))
+}
+
+/// What [`refresh`] did.
+#[derive(Debug)]
+pub enum Refresh {
+    /// The page was missing or described another run; it now describes this one.
+    Written(PathBuf),
+    /// The page already describes the current run.
+    UpToDate(PathBuf),
+    /// Stages are not up to date (a run of some targets): no page describes an incomplete run.
+    Incomplete { stale: usize },
+}
+
+/// After a run: makes `artifacts/report.html` describe the current run if the run is complete,
+/// whatever this run computed (a run that only restored entries from the run-cache changes
+/// the run as much as one that computed them). Removes what a killed or failed write left.
+/// An error writing the page is an error of the run.
+pub fn refresh(config: &LoadedConfig, graph: &Graph, artifacts: &Path) -> anyhow::Result<Refresh> {
+    let page = artifacts.join(FILE);
+    if crate::pipeline::store::has_atomic_leftovers(&page) {
+        crate::pipeline::store::remove_atomic_leftovers(&page)?;
+    }
+    let stale = crate::pipeline::status(graph, artifacts, false)?.iter().filter(|r| !r.fresh).count();
+    if stale > 0 {
+        return Ok(Refresh::Incomplete { stale });
+    }
+    let key = run_key(config, graph, &LockFile::load(artifacts)?)?;
+    if page_key(&page).as_deref() == Some(key.as_str()) {
+        return Ok(Refresh::UpToDate(page));
+    }
+    write(config, graph, artifacts, &page).map(Refresh::Written)
+}
+
+/// The run key in the head of the page at `path`, if it has one.
+fn page_key(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut head = vec![0u8; 1024];
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&head[..n]);
+    let start = head.find("<meta name=\"latentscope-run\" content=\"")? + "<meta name=\"latentscope-run\" content=\"".len();
+    let len = head[start..].find('"')?;
+    Some(head[start..start + len].to_owned())
 }
 
 /// The git commit of the source tree holding `dir`, with `-dirty` when it has changes.

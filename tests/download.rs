@@ -132,5 +132,7 @@ fn unreachable_hub_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let e = common::text(&out.stderr);
-    assert!(e.contains("cannot download mnist/train-00000-of-00001.parquet from ylecun/mnist"), "{e}");
+    // Names what it was doing, the endpoint, and the settings that bound the wait.
+    assert!(e.contains("downloading mnist/train-00000-of-00001.parquet from ylecun/mnist"), "{e}");
+    assert!(e.contains(&format!("the Hub at http://127.0.0.1:{port}")) && e.contains("LATENTSCOPE_HUB_RETRIES"), "{e}");
 }

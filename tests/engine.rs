@@ -373,3 +373,137 @@ fn lock_file_records_every_stage() {
     assert!(b["wall_time_s"].as_f64().is_some());
     assert_eq!(b["tool_version"], json!(env!("CARGO_PKG_VERSION")));
 }
+
+/// Flips the last byte of `path` and puts its mtime back, so that only a hash can tell.
+fn flip_byte_keep_mtime(path: &std::path::Path) {
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(mtime).unwrap();
+}
+
+/// Issue 21, fault 1: an upstream output damaged in a way the quick check cannot see (same
+/// size and mtime) is never read into a committed downstream record: the stage that would
+/// read it fails naming the file and `--verify`, and `run --verify` repairs the upstream
+/// stage and then runs the reader on the good bytes.
+#[test]
+fn a_stage_never_commits_what_it_read_from_damaged_bytes() {
+    let h = Harness::new();
+    h.run(&h.graph(&[], 0, Cost::Light));
+    let clean = Harness::new();
+    clean.run(&clean.graph(&[("c", "w")], 0, Cost::Light));
+    h.runs();
+    flip_byte_keep_mtime(&h.dir.path().join("b/out"));
+    // An edit of c makes it read b's (damaged) output.
+    let edited = h.graph(&[("c", "w")], 0, Cost::Light);
+    let err = pipeline::run(&edited, h.dir.path(), &RunOptions::default()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("input b/out") && msg.contains("--verify"), "{msg}");
+    assert!(h.runs().is_empty(), "c must fail before it runs");
+    assert_eq!(pipeline::LockFile::load(h.dir.path()).unwrap().stages["c"].params["value"], json!("v"), "nothing committed");
+
+    // The repair re-runs b, then c on the good bytes: the same outputs as a clean folder.
+    let s = h.run_with(&edited, RunOptions { verify: true, ..RunOptions::default() });
+    assert_eq!(s.ran, ids(&["b", "c"]));
+    assert_eq!(h.read("c"), clean.read("c"));
+    let verified = pipeline::status(&edited, h.dir.path(), true).unwrap();
+    assert!(verified.iter().all(|r| r.fresh), "{verified:?}");
+    let fp = |dir: &std::path::Path| pipeline::LockFile::load(dir).unwrap().stages["c"].fingerprint.clone();
+    assert_eq!(fp(h.dir.path()), fp(clean.dir.path()));
+}
+
+/// Reads a file outside the store into `out`; with `tamper`, rewrites that file while it runs
+/// and puts the original bytes and mtime back before it returns.
+struct ReadsOutside {
+    path: std::path::PathBuf,
+    tamper: bool,
+}
+
+impl StageKind for ReadsOutside {
+    fn kind(&self) -> &'static str {
+        "reads-outside"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
+        let original = std::fs::read(&self.path)?;
+        if self.tamper {
+            let mtime = std::fs::metadata(&self.path)?.modified()?;
+            std::fs::write(&self.path, b"other labels")?;
+            std::fs::write(ctx.output("out"), std::fs::read(&self.path)?)?;
+            std::fs::write(&self.path, &original)?;
+            std::fs::File::options().write(true).open(&self.path)?.set_modified(mtime)?;
+        } else {
+            std::fs::write(ctx.output("out"), original)?;
+        }
+        Ok(StageReport::default())
+    }
+}
+
+/// Issue 21, fault 2: a file outside the store that changes while a stage reads it (even
+/// when put back byte for byte, mtime included) fails the stage; nothing is cached under
+/// the old hash, and the next run computes from the real bytes.
+#[test]
+fn an_input_that_changes_during_the_run_is_not_cached() {
+    let h = Harness::new();
+    let data = h.dir.path().join("labels.idx");
+    std::fs::write(&data, b"labels").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options().write(true).open(&data).unwrap().set_modified(old).unwrap();
+    let graph = |tamper: bool| {
+        let kind = ReadsOutside { path: data.clone(), tamper };
+        Graph::new(vec![StageSpec::new("download", Arc::new(kind)).file("labels.idx", &data).outputs(&["out"])]).unwrap()
+    };
+    // The file-hash cache knows the file before the run (as after any earlier run).
+    assert!(!h.status(&graph(true))["download"].0);
+    let err = pipeline::run(&graph(true), h.dir.path(), &RunOptions::default()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("file:labels.idx") && msg.contains("changed while"), "{msg}");
+    assert!(pipeline::LockFile::load(h.dir.path()).unwrap().stages.is_empty(), "nothing committed");
+    let verified = pipeline::status(&graph(false), h.dir.path(), true).unwrap();
+    assert!(!verified[0].fresh, "{verified:?}");
+    h.run(&graph(false));
+    assert_eq!(h.read("download"), "labels");
+}
+
+/// Issue 21, fault 3: no path the tool deletes under may reach outside the artefacts folder
+/// through a symbolic link: `.tmp`, `.store` and `.jobs` linked elsewhere are refused with a
+/// message naming the link, and a linked store entry loses only its link.
+#[cfg(unix)]
+#[test]
+fn nothing_is_deleted_through_a_link() {
+    let h = Harness::new();
+    let outside = TempDir::new("outside");
+    let mine = |name: &str| outside.path().join(name).join("mydata/a.txt");
+    for name in [".tmp", ".store", ".jobs", "entry"] {
+        std::fs::create_dir_all(mine(name).parent().unwrap()).unwrap();
+        std::fs::write(mine(name), b"keep").unwrap();
+    }
+    let g = h.graph(&[], 0, Cost::Light);
+    let art = h.dir.path();
+    for name in [".tmp", ".store"] {
+        std::os::unix::fs::symlink(outside.path().join(name), art.join(name)).unwrap();
+        let err = format!("{:#}", pipeline::run(&g, art, &RunOptions::default()).unwrap_err());
+        assert!(err.contains(name) && err.contains("link"), "{err}");
+        let err = format!("{:#}", pipeline::gc(art, true, false).unwrap_err());
+        assert!(err.contains(name) && err.contains("link"), "{err}");
+        std::fs::remove_file(art.join(name)).unwrap();
+    }
+    h.run(&g);
+
+    std::os::unix::fs::symlink(outside.path().join(".jobs"), art.join(".jobs")).unwrap();
+    let err = pipeline::SlurmExecutor::new(pipeline::SlurmSettings::default(), art, vec!["latentscope".into()], json!(null))
+        .err()
+        .expect("a linked .jobs is refused");
+    assert!(err.to_string().contains(".jobs") && err.to_string().contains("symbolic link"), "{err}");
+
+    // An unreferenced entry that is a link: gc removes the link, not what it points at.
+    std::os::unix::fs::symlink(outside.path().join("entry"), art.join(".store/0123")).unwrap();
+    pipeline::gc(art, true, false).unwrap();
+    assert!(!art.join(".store/0123").exists());
+    for name in [".tmp", ".store", ".jobs", "entry"] {
+        assert_eq!(std::fs::read(mine(name)).unwrap(), b"keep", "{name}");
+    }
+}

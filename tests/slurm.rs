@@ -340,3 +340,23 @@ fn a_job_that_cannot_see_the_artefacts_folder_is_a_clear_error() {
     assert!(!Path::new(&p.artifacts().join("pipeline.lock")).exists());
     let _: PathBuf = p.artifacts();
 }
+
+/// Issue 21, fault 5: a class of job that no node of the partition can hold (the default
+/// `heavy: {cpus: 8}` on a small node) fails at once, naming the key and what the partition
+/// offers, instead of pending forever; a job that Slurm leaves pending for a reason that never
+/// clears is cancelled and fails its stage.
+#[test]
+fn resources_the_partition_cannot_give_fail_fast_naming_the_key() {
+    if !slurm() {
+        return;
+    }
+    let p = project("slurm-too-big");
+    let started = Instant::now();
+    let err = p.fails(&["pipeline", "run", "--executor", "slurm", "--set", "slurm.heavy.cpus=4096"]);
+    assert!(err.contains("slurm.heavy.cpus is 4096") && err.contains("CPUs (sinfo)"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
+    // No training job is left in the queue.
+    let left: Vec<String> =
+        queue().into_values().filter(|(name, state)| name.contains(".train-") && state == "PENDING").map(|(n, _)| n).collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -366,3 +366,33 @@ fn the_hub_fallback_says_what_dataset_local_lacks() {
     let e = text(&out.stderr);
     assert!(e.contains("datasets.mnist.local (data) lacks train-labels-idx1-ubyte") && e.contains("the Hub"), "{e}");
 }
+
+/// Issue 22, items 1 and 2: the order of `models:` changes what `score` and `plot` write, so
+/// reordering makes them stale (same fingerprint would mean same bytes); a stage whose
+/// outputs changed says so, not "unreadable".
+#[test]
+fn reordering_models_makes_score_and_plot_stale_and_new_outputs_are_named() {
+    let p = Project::new("trust-order");
+    run_json(&p, &["pipeline", "run"]);
+    let cfg = p.path().join("pipeline.yaml");
+    let text = fs::read_to_string(&cfg).unwrap();
+    let simple = text.lines().find(|l| l.trim_start().starts_with("simple:")).unwrap().to_owned();
+    let conv = text.lines().find(|l| l.trim_start().starts_with("conv:")).unwrap().to_owned();
+    let swapped = text.replace(&simple, "@SIMPLE@").replace(&conv, &simple).replace("@SIMPLE@", &conv);
+    fs::write(&cfg, &swapped).unwrap();
+    let st = p.status(&small(&[]));
+    let (fresh, reason) = &st["score"];
+    assert!(!fresh && reason.contains("params changed: order"), "{reason}");
+    assert_eq!(st["plot"], (false, "upstream stale: score".to_owned()));
+    assert!(st.iter().filter(|(id, _)| !["score", "plot"].contains(&id.as_str())).all(|(_, (fresh, _))| *fresh), "{st:?}");
+    let v = run_json(&p, &["pipeline", "run"]);
+    assert_eq!(ran(&v), ["score", "plot"]);
+    fs::write(&cfg, &text).unwrap();
+
+    // A new model: plot's outputs change, and status says which.
+    let wide = ["--set", "models.wide={arch: mlp, encoder: [784, 16, 4], epochs: 1, batch_size: 8, lr: 0.001, weight_decay: 0.0}"];
+    let st = p.status(&small(&wide));
+    let (fresh, reason) = &st["plot"];
+    assert!(!fresh && reason.starts_with("outputs changed: + ") && reason.contains("wide"), "{reason}");
+    assert!(!reason.contains("unreadable"), "{reason}");
+}

@@ -17,6 +17,7 @@ use super::executor::{link_files, local::LocalExecutor, Executor, Launch};
 use super::filestate::FileState;
 use super::graph::Graph;
 use super::lockfile::{LockFile, RunLock};
+use super::remove::remove_within;
 use super::spec::{Cost, StageSpec};
 use super::status::{evaluate, StatusRow, Verdict};
 use super::store::{has_atomic_leftovers, RunRecord, Store};
@@ -253,8 +254,15 @@ pub fn run_on(graph: &Graph, artifacts: &Path, opts: &RunOptions, executor: &mut
                     if after.is_empty() {
                         launched_under.insert(spec.id.clone(), ev.clone());
                     }
-                    let launch =
-                        Launch { spec: (*spec).clone(), inputs, previous: view.is_dir().then_some(view), after, key, forced: forced_here };
+                    let launch = Launch {
+                        spec: (*spec).clone(),
+                        inputs,
+                        previous: view.is_dir().then_some(view),
+                        after,
+                        key,
+                        forced: forced_here,
+                        recorded: ev.inputs.clone(),
+                    };
                     launched.insert(spec.id.clone());
                     if let Err(e) = executor.start(launch, &store) {
                         tracing::error!(stage = %spec.id, "failed to start: {e:#}");
@@ -363,7 +371,7 @@ fn recipe_keys(graph: &Graph, files: &FileState) -> BTreeMap<String, String> {
             inputs.insert(i.key(), format!("recipe:{}", keys.get(&i.stage).map_or("", String::as_str)));
         }
         for f in &spec.files {
-            inputs.insert(f.key(), files.hash(&f.path).unwrap_or_default());
+            inputs.insert(f.key(), files.hash(&f.path, false).unwrap_or_default());
         }
         let key = super::fingerprint::fingerprint(&format!("recipe:{}", spec.kind.kind()), spec.kind.version(), &spec.params, &inputs);
         keys.insert(spec.id.clone(), key);
@@ -398,12 +406,14 @@ fn commit(
         // Only an input that cannot be read leaves a finished stage without a fingerprint.
         let fingerprint = ev.fingerprint.clone().with_context(|| ev.reason())?;
         if let Some(read) = &produced.read {
-            // A job (perhaps adopted from an earlier coordinator) must have read exactly the
-            // inputs the lock now names, or its outputs would be recorded under a lie.
+            // A stage (perhaps a job adopted from an earlier coordinator) must have read
+            // exactly the inputs the lock now names, or its outputs would be recorded under a lie.
             let differ: Vec<&String> = ev.inputs.keys().filter(|k| read.get(*k) != ev.inputs.get(*k)).collect();
             anyhow::ensure!(
                 differ.is_empty(),
-                "the job read other inputs than the lock file now names ({}); run again to recompute it",
+                "stage {} read other inputs than the lock file now names ({}); nothing was committed: run again to \
+                 recompute it (with --verify if an artefact may be damaged)",
+                spec.id,
                 differ.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
@@ -426,7 +436,7 @@ fn commit(
     };
     let committed = attempt();
     if committed.is_err() {
-        let _ = std::fs::remove_dir_all(&scratch);
+        let _ = remove_within(store.root(), &scratch);
     }
     committed
 }
@@ -487,7 +497,15 @@ fn dry_run(
             if opts.dry_run {
                 let key = keys.get(&spec.id).cloned().unwrap_or_default();
                 let after = spec.upstream().into_iter().filter(|u| will_run.contains(*u) && *u != spec.id).map(str::to_owned).collect();
-                let launch = Launch { spec: spec.clone(), inputs: BTreeMap::new(), previous: None, after, key, forced: false };
+                let launch = Launch {
+                    spec: spec.clone(),
+                    inputs: BTreeMap::new(),
+                    previous: None,
+                    after,
+                    key,
+                    forced: false,
+                    recorded: Default::default(),
+                };
                 if let Some(line) = executor.describe(&launch) {
                     summary.commands.insert(spec.id.clone(), line);
                 }

@@ -31,9 +31,15 @@ pub enum StaleReason {
     UpstreamStale {
         stage: String,
     },
-    /// The lock record cannot be used (damaged, or listing other outputs).
+    /// The lock record cannot be parsed.
     Unreadable {
         why: String,
+    },
+    /// The stage now declares other outputs than its recorded run wrote (a model added to
+    /// the config gives `plot` a figure more).
+    OutputsChanged {
+        added: Vec<String>,
+        removed: Vec<String>,
     },
     CannotReadInput {
         name: String,
@@ -101,6 +107,10 @@ impl std::fmt::Display for StaleReason {
             StaleReason::NeverRun => f.write_str("never run"),
             StaleReason::UpstreamStale { stage } => write!(f, "upstream stale: {stage}"),
             StaleReason::Unreadable { why } => write!(f, "lock record unreadable ({why}); {SAFE_TO_DELETE}"),
+            StaleReason::OutputsChanged { added, removed } => {
+                let files: Vec<String> = added.iter().map(|a| format!("+ {a}")).chain(removed.iter().map(|r| format!("- {r}"))).collect();
+                write!(f, "outputs changed: {}", files.join(", "))
+            }
             StaleReason::CannotReadInput { name, path, error } => write!(f, "cannot read input {name} ({}): {error}", path.display()),
             StaleReason::ViewMissing { stage } => write!(f, "view missing: {stage}"),
             StaleReason::ViewElsewhere { stage, target } => {
@@ -197,13 +207,17 @@ pub fn evaluate(
     let damaged = match (lock.stages.get(&spec.id), lock.unreadable.get(&spec.id)) {
         (_, Some(why)) => Some(StaleReason::Unreadable { why: why.clone() }),
         (Some(rec), None) if !declares_same_outputs(spec, rec) => {
-            let missing: Vec<&str> = spec.outputs.iter().filter(|o| !rec.outputs.contains_key(*o)).map(String::as_str).collect();
-            Some(StaleReason::Unreadable {
-                why: if missing.is_empty() {
-                    "its outputs differ from the stage's".to_owned()
-                } else {
-                    format!("no output {}", missing.join(", "))
-                },
+            let added: Vec<String> = spec.outputs.iter().filter(|o| !rec.outputs.contains_key(*o)).cloned().collect();
+            let removed: Vec<String> = rec.outputs.keys().filter(|o| !spec.outputs.contains(o)).cloned().collect();
+            // The same code with the same params declares the same outputs: a record that
+            // lists others was damaged. Otherwise the settings changed what the stage writes.
+            let same_recipe = rec.kind == spec.kind.kind() && rec.version == spec.kind.version() && rec.params == spec.params;
+            Some(match same_recipe {
+                true if added.is_empty() => {
+                    StaleReason::Unreadable { why: format!("it lists outputs the stage does not write: {}", removed.join(", ")) }
+                }
+                true => StaleReason::Unreadable { why: format!("no output {}", added.join(", ")) },
+                false => StaleReason::OutputsChanged { added, removed },
             })
         }
         _ => None,
@@ -219,7 +233,7 @@ pub fn evaluate(
         }
     }
     for file in &spec.files {
-        match files.hash(&file.path) {
+        match files.hash(&file.path, verify) {
             Ok(hash) => {
                 inputs.insert(file.key(), hash);
             }

@@ -20,6 +20,7 @@ use std::time::UNIX_EPOCH;
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::{hash_file, InputHashes};
+use super::remove::remove_within;
 use super::spec::Params;
 
 pub const MANIFEST: &str = ".manifest.json";
@@ -251,9 +252,7 @@ impl Store {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.root.join(".tmp").join(format!("{stage}.{}.{n}", std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io(&dir))?;
-        }
+        remove_within(&self.root, &dir).map_err(io(&dir))?;
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         Ok(dir)
     }
@@ -304,17 +303,17 @@ impl Store {
                 let intact =
                     self.manifest(&record.fingerprint).ok().flatten().filter(|e| same_outputs(e) && self.check(e, true) == Health::Ok);
                 if let Some(intact) = intact {
-                    let _ = fs::remove_dir_all(scratch);
+                    let _ = remove_within(&self.root, scratch);
                     return Ok(intact);
                 }
             }
             // Swap the new folder in: the old entry ends up at `scratch`, then goes.
             exchange(scratch, &dest).map_err(io(&dest))?;
-            let _ = fs::remove_dir_all(scratch);
+            let _ = remove_within(&self.root, scratch);
         } else {
             if existing.is_some() {
                 // A file or link where an entry belongs: remove it, never what it points at.
-                fs::remove_file(&dest).map_err(io(&dest))?;
+                remove_within(&self.root, &dest).map_err(io(&dest))?;
             }
             fs::rename(scratch, &dest).map_err(io(&dest))?;
         }
@@ -333,7 +332,7 @@ impl Store {
         }
         let target = Path::new(".store").join(fingerprint);
         let tmp = self.root.join(".tmp").join(format!("view-{stage}.{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
+        let _ = remove_within(&self.root, &tmp);
         symlink_dir(&target, &tmp).map_err(io(&tmp))?;
         fs::rename(&tmp, &view).map_err(io(&view))?;
         Ok(())
@@ -343,7 +342,7 @@ impl Store {
     pub fn clear_view(&self, stage: &str) {
         let view = self.view_dir(stage);
         if fs::symlink_metadata(&view).is_ok_and(|m| m.file_type().is_symlink()) {
-            let _ = fs::remove_file(view);
+            let _ = remove_within(&self.root, &view);
         }
     }
 
@@ -354,7 +353,7 @@ impl Store {
         for entry in fs::read_dir(&tmp).map_err(io(&tmp))? {
             let path = entry.map_err(io(&tmp))?.path();
             freed += dir_size(&path);
-            remove_any(&path).map_err(io(&path))?;
+            remove_within(&self.root, &path).map_err(io(&path))?;
         }
         Ok(freed)
     }
@@ -381,7 +380,7 @@ impl Store {
     pub fn remove(&self, fingerprint: &str) -> Result<u64, StoreError> {
         let dir = self.entry_dir(fingerprint);
         let size = dir_size(&dir);
-        remove_any(&dir).map_err(io(&dir))?;
+        remove_within(&self.root, &dir).map_err(io(&dir))?;
         Ok(size)
     }
 }
@@ -402,8 +401,12 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 /// [`remove_atomic_leftovers`] removes.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_file_name(format!("{}{}", atomic_prefix(path), std::process::id()));
-    write_synced(&tmp, bytes)?;
-    fs::rename(&tmp, path).map_err(io(path))?;
+    // A failed write (a full disk) leaves nothing half-written behind.
+    let written = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
+    if let Err(e) = written {
+        let _ = remove_within(path.parent().unwrap_or(Path::new("")), &tmp);
+        return Err(e);
+    }
     if let Some(parent) = path.parent() {
         sync_dir(parent);
     }
@@ -425,7 +428,7 @@ pub fn remove_atomic_leftovers(path: &Path) -> Result<u64, StoreError> {
     let mut freed = 0;
     for entry in atomic_leftovers(dir, &prefix) {
         freed += dir_size(&entry);
-        remove_any(&entry).map_err(io(&entry))?;
+        remove_within(dir, &entry).map_err(io(&entry))?;
     }
     Ok(freed)
 }
@@ -472,15 +475,6 @@ fn exchange(src: &Path, dest: &Path) -> std::io::Result<()> {
     fs::rename(dest, &aside)?;
     fs::rename(src, dest)?;
     fs::rename(&aside, src)
-}
-
-fn remove_any(path: &Path) -> std::io::Result<()> {
-    let meta = fs::symlink_metadata(path)?;
-    if meta.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    }
 }
 
 pub fn dir_size(path: &Path) -> u64 {

@@ -31,9 +31,12 @@ pub struct Fetched {
 /// Downloads (or finds in the hf-hub cache) both splits and decodes them. `key` names the
 /// config section in errors (`datasets.mnist.hub`).
 pub fn fetch(cfg: &HubDataset, key: &str) -> anyhow::Result<(Dataset, Vec<Fetched>)> {
-    let (owner, name) = cfg.repo.split_once('/').ok_or_else(|| anyhow::anyhow!("{key}.repo {:?} is not OWNER/NAME", cfg.repo))?;
-    let client = hf_hub::HFClientSync::new().map_err(|e| anyhow::anyhow!("cannot set up the Hub client: {e}"))?;
-    let repo = client.dataset(owner, name);
+    let id = crate::hub::RepoId::parse(&cfg.repo).map_err(|e| anyhow::anyhow!("{key}.repo {e}"))?;
+    crate::hub::check_revision(&cfg.revision).map_err(|e| anyhow::anyhow!("{key}.revision {e}"))?;
+    // Every request with the timeout and retries of LATENTSCOPE_HUB_TIMEOUT_S / _RETRIES.
+    let endpoint = crate::hub::client::endpoint(None);
+    let (client, limits) = crate::hub::net::client_sync(&endpoint).map_err(|e| anyhow::anyhow!("cannot set up the Hub client: {e}"))?;
+    let repo = client.dataset(id.owner(), id.name());
     let mut fetched = Vec::new();
     let mut get = |f: &HubFile| -> anyhow::Result<Split> {
         let cached = repo.download_file().filename(&f.file).revision(&cfg.revision).local_files_only(true).send();
@@ -41,12 +44,13 @@ pub fn fetch(cfg: &HubDataset, key: &str) -> anyhow::Result<(Dataset, Vec<Fetche
             Ok(p) => (p, true),
             Err(_) => {
                 tracing::info!("downloading {}/{} at {}", cfg.repo, f.file, cfg.revision);
-                let p = repo
-                    .download_file()
-                    .filename(&f.file)
-                    .revision(&cfg.revision)
-                    .send()
-                    .map_err(|e| anyhow::anyhow!("cannot download {} from {} at {}: {e}", f.file, cfg.repo, cfg.revision))?;
+                let p = crate::hub::net::download_to_cache(&repo, &f.file, &cfg.revision).map_err(|e| {
+                    let action = format!("downloading {} from {} at {}", f.file, cfg.repo, cfg.revision);
+                    match limits.transport_error(&e, &endpoint, &action, || e.to_string()) {
+                        Some(net) => anyhow::Error::from(net),
+                        None => anyhow::anyhow!("cannot download {} from {} at {}: {e}", f.file, cfg.repo, cfg.revision),
+                    }
+                })?;
                 (p, false)
             }
         };

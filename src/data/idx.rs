@@ -47,20 +47,42 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>, Vec<&'static str>> {
 }
 
 /// The image shape that the training images' header declares, read without loading the
-/// file (`None` when the file is missing or unreadable; reading it later says why).
+/// file (`None` when [`training_images`] gives none; reading the files later says why).
 pub fn image_shape(dir: &Path) -> Option<Shape> {
+    training_images(dir).map(|(_, shape)| shape)
+}
+
+/// The count and shape of the training images as their header declares them, read without
+/// loading the file. `None` when the file is missing or unreadable, or when its header cannot
+/// be right: a dimension of 0, more values than fit in memory, or a data length other than
+/// the file's (for gzip, the length its trailer records). Reading the files later says which.
+pub fn training_images(dir: &Path) -> Option<(usize, Shape)> {
+    use std::io::{Seek, SeekFrom};
     let path = find(dir, FILES[0].0)?;
-    let file = std::fs::File::open(&path).ok()?;
-    let mut head = [0u8; 16];
+    let mut file = std::fs::File::open(&path).ok()?;
     let mut magic = [0u8; 2];
-    std::io::Read::read_exact(&mut std::fs::File::open(&path).ok()?, &mut magic).ok()?;
-    if magic == [0x1f, 0x8b] {
+    file.read_exact(&mut magic).ok()?;
+    let gzip = magic == [0x1f, 0x8b];
+    // The decompressed length: the file's size, or the gzip trailer's ISIZE (mod 2^32).
+    let length = if gzip {
+        let mut trailer = [0u8; 4];
+        file.seek(SeekFrom::End(-4)).ok()?;
+        file.read_exact(&mut trailer).ok()?;
+        u64::from(u32::from_le_bytes(trailer))
+    } else {
+        file.metadata().ok()?.len()
+    };
+    file.seek(SeekFrom::Start(0)).ok()?;
+    let mut head = [0u8; 16];
+    if gzip {
         flate2::read::GzDecoder::new(file).read_exact(&mut head).ok()?;
     } else {
-        std::io::BufReader::new(file).read_exact(&mut head).ok()?;
+        file.read_exact(&mut head).ok()?;
     }
     let dims = header(&path, &head, IMAGES_MAGIC, 3).ok()?;
-    Some(Shape { channels: 1, height: dims[1], width: dims[2] })
+    let total = u64::try_from(values(&dims).ok()?).ok()?.checked_add(16)?;
+    let agrees = if gzip { total % (1u64 << 32) == length } else { total == length };
+    agrees.then_some((dims[0], Shape { channels: 1, height: dims[1], width: dims[2] }))
 }
 
 fn find(dir: &Path, name: &str) -> Option<PathBuf> {
@@ -78,7 +100,7 @@ pub fn read_dir(dir: &Path) -> Result<(Dataset, Vec<Checksum>), DataError> {
         checksums.push(Checksum { file: name.to_owned(), sha256, canonical_mnist });
         Ok((path, bytes))
     };
-    let mut split = |images: usize, labels: usize| -> Result<Split, DataError> {
+    let mut split = |images: usize, labels: usize| -> Result<(Split, PathBuf), DataError> {
         let (ipath, ibytes) = load(FILES[images].0, FILES[images].1)?;
         let (lpath, lbytes) = load(FILES[labels].0, FILES[labels].1)?;
         let (shape, images) = parse_images(&ipath, &ibytes)?;
@@ -91,15 +113,17 @@ pub fn read_dir(dir: &Path) -> Result<(Dataset, Vec<Checksum>), DataError> {
         }
         let split = Split { shape, images, labels };
         split.validate(&lpath.display().to_string())?;
-        Ok(split)
+        Ok((split, lpath))
     };
-    let train = split(0, 1)?;
-    let test = split(2, 3)?;
+    let (train, train_labels) = split(0, 1)?;
+    let (test, test_labels) = split(2, 3)?;
     if test.shape != train.shape {
         let path = find(dir, FILES[2].0).expect("read above");
         return Err(DataError::new(path.display(), format!("images are {}, the training images {}", test.shape, train.shape)));
     }
-    Ok((Dataset { train, test }, checksums))
+    let data = Dataset { train, test };
+    data.check_labels(&train_labels.display().to_string(), &test_labels.display().to_string())?;
+    Ok((data, checksums))
 }
 
 fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
@@ -130,20 +154,40 @@ fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usiz
     Ok(shape)
 }
 
+/// The header's dimensions as text: `10000 x 28 x 28`.
+fn says(shape: &[usize]) -> String {
+    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ")
+}
+
+/// The number of data bytes (one per value) that the header's dimensions describe: refuses a
+/// dimension of 0 and a product that does not fit in a `usize`.
+fn values(shape: &[usize]) -> Result<usize, String> {
+    if shape.contains(&0) {
+        return Err(format!("the IDX header says {}, but no dimension may be 0", says(shape)));
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("the IDX header says {}, more values than this machine can address", says(shape)))
+}
+
+/// The header's dimensions must be non-zero and describe exactly the bytes after the header.
 fn check_len(path: &Path, bytes: &[u8], shape: &[usize]) -> Result<(), DataError> {
-    let expected = 4 * (shape.len() + 1) + shape.iter().product::<usize>();
-    if bytes.len() != expected {
-        let what = if bytes.len() < expected { "truncated" } else { "has trailing bytes" };
-        return Err(DataError::new(path.display(), format!("{what}: {} bytes, the header {shape:?} implies {expected}", bytes.len())));
+    let data = bytes.len().saturating_sub(4 * (shape.len() + 1));
+    let err = |problem: String| DataError::new(path.display(), problem);
+    let expected = values(shape).map_err(|why| err(format!("{why}; the file holds {data} bytes of data")))?;
+    if data != expected {
+        let what = if data < expected { "truncated" } else { "has trailing bytes" };
+        return Err(err(format!(
+            "{what}: the IDX header says {} ({expected} bytes of data) but the file holds {data} bytes of data",
+            says(shape)
+        )));
     }
     Ok(())
 }
 
 fn parse_images(path: &Path, bytes: &[u8]) -> Result<(Shape, Vec<u8>), DataError> {
     let dims = header(path, bytes, IMAGES_MAGIC, 3)?;
-    if dims[1] == 0 || dims[2] == 0 {
-        return Err(DataError::new(path.display(), format!("images are {}x{}", dims[1], dims[2])));
-    }
     check_len(path, bytes, &dims)?;
     Ok((Shape { channels: 1, height: dims[1], width: dims[2] }, bytes[16..].to_vec()))
 }
@@ -235,6 +279,27 @@ mod tests {
             (1, Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 1)), "truncated"),
             (2, Box::new(|b: &mut Vec<u8>| b[11] = 27), "has trailing bytes"),
             (3, Box::new(|b: &mut Vec<u8>| b.truncate(2)), "truncated header"),
+            // Issue 21, item 9: a header whose dimensions the file cannot hold names the file
+            // and what the header says, whatever it would make of a model.
+            (
+                2,
+                Box::new(|b: &mut Vec<u8>| b[8..12].copy_from_slice(&u32::MAX.to_be_bytes())),
+                "truncated: the IDX header says 5 x 4294967295 x 28 (601295421300 bytes of data) but the file holds 3920 bytes of data",
+            ),
+            (
+                0,
+                Box::new(|b: &mut Vec<u8>| b[8..16].copy_from_slice(&[0xff; 8])),
+                "the IDX header says 12 x 4294967295 x 4294967295, more values than this machine can address; the file holds 9408 bytes",
+            ),
+            (
+                0,
+                Box::new(|b: &mut Vec<u8>| b[12..16].copy_from_slice(&[0; 4])),
+                "the IDX header says 12 x 28 x 0, but no dimension may be 0",
+            ),
+            (1, Box::new(|b: &mut Vec<u8>| b[4..8].copy_from_slice(&[0; 4])), "the IDX header says 0, but no dimension may be 0"),
+            // Issue 21, item 8a: labels that are not the class indices 0..k-1.
+            (1, Box::new(|b: &mut Vec<u8>| b[8 + 10] = 255), "label 255 at index 10, but the labels otherwise use 0..9"),
+            (3, Box::new(|b: &mut Vec<u8>| b[8 + 2] = 10), "label 10 at index 2, but the labels otherwise use 0..9"),
         ];
         for (file, corrupt, want) in cases {
             write_dir(&d, &data).unwrap();
@@ -245,6 +310,41 @@ mod tests {
             let e = read_dir(&d).unwrap_err().to_string();
             assert!(e.contains(want) && e.contains(FILES[file].0), "{want}: {e}");
         }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn training_images_reads_the_header_and_refuses_an_impossible_one() {
+        let d = dir("head");
+        write_dir(&d, &tiny()).unwrap();
+        assert_eq!(training_images(&d), Some((12, Shape::MNIST)));
+        assert_eq!(image_shape(&d), Some(Shape::MNIST));
+        // Gzip: the trailer's length is checked against the header.
+        let p = d.join(FILES[0].0);
+        let raw = std::fs::read(&p).unwrap();
+        let gzip = |bytes: &[u8]| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, bytes).unwrap();
+            gz.finish().unwrap()
+        };
+        std::fs::remove_file(&p).unwrap();
+        let gz = d.join(format!("{}.gz", FILES[0].0));
+        std::fs::write(&gz, gzip(&raw[..])).unwrap();
+        assert_eq!(training_images(&d), Some((12, Shape::MNIST)));
+        let mut huge = raw.clone();
+        huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        std::fs::write(&gz, gzip(&huge[..])).unwrap();
+        assert_eq!(training_images(&d), None);
+        std::fs::remove_file(&gz).unwrap();
+        // Plain: a header that disagrees with the file's size, or has a 0, gives nothing.
+        std::fs::write(&p, huge).unwrap();
+        assert_eq!((training_images(&d), image_shape(&d)), (None, None));
+        let mut zero = raw;
+        zero[12..16].copy_from_slice(&[0; 4]);
+        std::fs::write(&p, zero).unwrap();
+        assert_eq!(training_images(&d), None);
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(training_images(&d), None, "missing");
         std::fs::remove_dir_all(d).unwrap();
     }
 }

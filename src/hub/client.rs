@@ -1,12 +1,11 @@
 //! The `hf-hub` client for one endpoint and token, and the translation of its errors into
 //! [`HubError`]s that say what failed and never show the token.
 
-use std::time::Duration;
-
 use hf_hub::{HFClientSync, HFError};
 
 use super::auth::Token;
-use super::HubError;
+use super::net::{self, Limits};
+use super::{HubError, RepoId};
 
 /// The public Hub, used when neither `--endpoint` nor `HF_ENDPOINT` is given.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -31,25 +30,26 @@ pub struct Hub {
     pub client: HFClientSync,
     pub endpoint: String,
     pub repo: String,
+    /// The timeout and retries every request of `client` obeys.
+    pub limits: Limits,
     token: Option<Token>,
     access: Access,
 }
 
 impl Hub {
-    /// A client for `repo` at `endpoint`. Transient failures (connection errors, 408, 429,
-    /// 5xx) are retried by the client with exponential backoff.
-    pub fn new(endpoint: &str, repo: &str, token: Option<Token>, access: Access) -> Result<Self, HubError> {
-        let mut builder = hf_hub::HFClientBuilder::new()
-            .endpoint(endpoint)
-            .user_agent(format!("latentscope/{}", crate::VERSION))
-            .retry_max_attempts(5)
-            .retry_base_delay(Duration::from_millis(200));
+    /// A client for `repo` at `endpoint`. Every request times out after
+    /// `LATENTSCOPE_HUB_TIMEOUT_S` without an answer, and transient failures (timeouts,
+    /// connection errors, 408, 429, 5xx) are retried `LATENTSCOPE_HUB_RETRIES` times with
+    /// exponential backoff (see [`net`]).
+    pub fn new(endpoint: &str, repo: &RepoId, token: Option<Token>, access: Access) -> Result<Self, HubError> {
+        let limits = Limits::from_env()?;
+        let mut builder = limits.builder(endpoint)?;
         if let Some(t) = &token {
             builder = builder.token(t.secret());
         }
         let client =
             builder.build_sync().map_err(|e| HubError::Request { action: "setting up the client".into(), detail: e.to_string() })?;
-        Ok(Self { client, endpoint: endpoint.to_owned(), repo: repo.to_owned(), token, access })
+        Ok(Self { client, endpoint: endpoint.to_owned(), repo: repo.to_string(), limits, token, access })
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -72,8 +72,17 @@ impl Hub {
                     Access::Read => HubError::NoReadAccess { repo: self.repo.clone(), status, detail },
                 }
             }
-            HFError::Request { .. } => HubError::Unreachable { endpoint: self.endpoint.clone(), action, detail },
-            HFError::RateLimited { .. } => HubError::Request { action, detail: format!("rate limited after retries: {detail}") },
+            HFError::Request { .. } => {
+                self.limits.transport_error(&e, &self.endpoint, &action, || detail.clone()).unwrap_or(HubError::Request { action, detail })
+            }
+            HFError::RateLimited { .. } => HubError::Request {
+                action,
+                detail: format!("rate limited after {} tries (set {} to change): {detail}", self.limits.tries(), net::RETRIES_VAR),
+            },
+            HFError::Http { context } if matches!(context.status.as_u16(), 408 | 500 | 502 | 503 | 504) => HubError::Request {
+                action,
+                detail: format!("{detail} (after {} tries; set {} to change)", self.limits.tries(), net::RETRIES_VAR),
+            },
             _ => HubError::Request { action, detail },
         }
     }

@@ -10,15 +10,15 @@ use sha2::{Digest, Sha256};
 
 use super::client::{Access, Hub};
 use super::layout::{self, Manifest, ManifestFile};
-use super::{auth, card, HubError};
+use super::{auth, card, HubError, RepoId};
 use crate::config::LoadedConfig;
 use crate::data::idx::hex;
 use crate::pipeline::{self, Graph, LockFile, RunLock, Store};
 
 pub struct PublishOptions {
-    pub repo: String,
+    pub repo: RepoId,
     pub private: bool,
-    /// Branch to commit to.
+    /// Branch to commit to (checked with [`super::check_revision`] before any request).
     pub revision: String,
     pub message: Option<String>,
     pub dry_run: bool,
@@ -212,7 +212,7 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
         &crate::stages::plot::Extras::of(config),
     );
     let text = card::render(&card::CardInput {
-        repo: &opts.repo,
+        repo: opts.repo.as_str(),
         metrics: &metrics,
         config: &config.config,
         run_command: &opts.run_command,
@@ -236,8 +236,12 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
 
 /// Publishes the current run of `graph` (see the module docs).
 pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyhow::Result<PublishOutcome> {
-    let (owner, name) = super::split_repo(&opts.repo)?;
-    // Hold the run lock so no run or gc changes the store while we read it.
+    super::check_revision(&opts.revision).map_err(HubError::from)?;
+    // Hold the run lock so no run or gc changes the store while we read it (the upload reads
+    // the store's files too). Every request below is bounded by the network limits
+    // (`net::Limits`: a timeout per try, a bounded number of tries), so a Hub that does not
+    // answer releases the lock after that budget; only a Hub that keeps answering, as a long
+    // upload does, keeps it longer.
     let _guard = if opts.dry_run {
         None
     } else {
@@ -252,19 +256,19 @@ pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> a
         }
     }
     if opts.dry_run {
-        return Ok(PublishOutcome::DryRun { repo: opts.repo.clone(), revision: opts.revision.clone(), files });
+        return Ok(PublishOutcome::DryRun { repo: opts.repo.to_string(), revision: opts.revision.clone(), files });
     }
     let token = auth::require_token()?;
     let endpoint = super::client::endpoint(opts.endpoint.as_deref());
     let hub = Hub::new(&endpoint, &opts.repo, Some(token), Access::Write)?;
-    let repo = hub.client.model(owner, name);
+    let repo = hub.client.model(opts.repo.owner(), opts.repo.name());
 
     let exists = repo.exists().send().map_err(|e| hub.error(&format!("looking up {}", opts.repo), e))?;
     if !exists {
         tracing::info!("creating model repository {}", opts.repo);
         hub.client
             .create_repository()
-            .repo_id(&opts.repo)
+            .repo_id(opts.repo.as_str())
             .repo_type(RepoTypeModel)
             .private(opts.private)
             .exist_ok(true)
@@ -288,7 +292,7 @@ pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> a
         Err(e) => return Err(hub.error(&format!("reading {} of {}", layout::MANIFEST, opts.repo), e).into()),
     };
     if remote.as_ref() == Some(&ours) {
-        return Ok(PublishOutcome::UpToDate { repo: opts.repo.clone(), revision: opts.revision.clone(), files: files.len() });
+        return Ok(PublishOutcome::UpToDate { repo: opts.repo.to_string(), revision: opts.revision.clone(), files: files.len() });
     }
 
     let mut operations: Vec<CommitOperation> = files
@@ -318,7 +322,7 @@ pub fn publish(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> a
         hub.error(&format!("committing to {} at {} ({state})", opts.repo, opts.revision), e)
     })?;
     Ok(PublishOutcome::Committed {
-        repo: opts.repo.clone(),
+        repo: opts.repo.to_string(),
         revision: opts.revision.clone(),
         commit: info.commit_oid,
         url: info.commit_url,

@@ -3,7 +3,7 @@
 //! unverified enters the store; the local lock then names the pulled entries, and a `run`
 //! finds every stage after `download` cached once `download` has re-run from local data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hf_hub::HFError;
 use serde::Serialize;
@@ -11,12 +11,13 @@ use sha2::{Digest, Sha256};
 
 use super::client::{Access, Hub};
 use super::layout::{self, Manifest};
-use super::{auth, HubError};
-use crate::pipeline::{Graph, LockFile, RunLock, Store};
+use super::{auth, check_revision, HubError, RepoId};
+use crate::pipeline::remove::remove_within;
+use crate::pipeline::{Graph, LockFile, RunLock, RunRecord, Store};
 
 pub struct PullOptions {
-    pub repo: String,
-    /// Branch, tag or commit.
+    pub repo: RepoId,
+    /// Branch, tag or commit (checked with [`check_revision`] before any request).
     pub revision: String,
     pub endpoint: Option<String>,
     pub artifacts: PathBuf,
@@ -131,27 +132,136 @@ fn check_names(lock: &LockFile) -> Result<(), HubError> {
     Ok(())
 }
 
+/// A path of the published repository that a pull downloads: plain segments (no `..`, no
+/// leading dot, no characters a URL would read as anything but a name), as `layout` writes.
+fn check_repo_path(path: &str) -> Result<(), HubError> {
+    let plain = |s: &str| !s.is_empty() && !s.starts_with('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if path.split('/').all(plain) {
+        Ok(())
+    } else {
+        Err(HubError::BadPublished { file: layout::MANIFEST.into(), message: format!("{path:?} is not a plain repository path") })
+    }
+}
+
+/// The local entry of a published stage, when the store holds it with the published outputs
+/// intact (`verify`: every file re-hashed, else the quick size-and-mtime check).
+fn intact_entry(store: &Store, published: &RunRecord, verify: bool) -> anyhow::Result<Option<RunRecord>> {
+    let local = store.manifest(&published.fingerprint)?;
+    Ok(local.filter(|l| {
+        l.outputs.len() == published.outputs.len()
+            && l.outputs.iter().all(|(f, r)| published.outputs.get(f).is_some_and(|p| p.blake3 == r.blake3))
+            && store.check(l, verify).is_intact()
+    }))
+}
+
+/// The folder where a pull keeps verified downloads until it holds the run lock:
+/// `<artifacts>/.pull.<pid>.<n>`, outside `.tmp/` (which a run empties under the lock), one per
+/// pull, and removed (through `remove_within`) when dropped.
+struct Staging {
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+const STAGING_PREFIX: &str = ".pull.";
+
+/// A staging folder left by a killed pull is removed by a later pull once it is this old and
+/// (where `/proc` tells) its process is gone.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Staging {
+    fn new(artifacts: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(artifacts).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", artifacts.display()))?;
+        remove_leftovers(artifacts);
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = artifacts.join(format!("{}{}.{}", STAGING_PREFIX, std::process::id(), n));
+        // Left by an earlier process that had this pid (a link loses only the link).
+        remove_within(artifacts, &dir).map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", dir.display()))?;
+        std::fs::create_dir(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        Ok(Self { root: artifacts.to_owned(), dir })
+    }
+
+    /// The folder of one stage's files (created).
+    fn stage(&self, id: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.dir.join(id);
+        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Moves a staged file of stage `id` to `to` (a copy when the two are on different
+    /// filesystems).
+    fn take(&self, id: &str, file: &str, to: &Path) -> anyhow::Result<()> {
+        let from = self.dir.join(id).join(file);
+        if std::fs::rename(&from, to).is_ok() {
+            return Ok(());
+        }
+        std::fs::copy(&from, to).map_err(|e| anyhow::anyhow!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
+        let _ = remove_within(&self.root, &from);
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = remove_within(&self.root, &self.dir);
+    }
+}
+
+/// Removes the staging folders of pulls that were killed: old, and of a process that no
+/// longer runs (on systems without `/proc` they stay).
+fn remove_leftovers(artifacts: &Path) {
+    let Ok(entries) = std::fs::read_dir(artifacts) else { return };
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)).and_then(|rest| rest.split('.').next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let old =
+            entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|age| age > LEFTOVER_AGE);
+        if pid != std::process::id() && old && !proc.join(pid.to_string()).exists() {
+            let _ = remove_within(artifacts, &entry.path());
+        }
+    }
+}
+
 /// Pulls `opts.repo` into the store; `graph` (the local plan) is compared with the published
 /// run to say which stages will still run.
+///
+/// Everything is downloaded before the run lock is taken: the repository info, the manifest,
+/// the lock file and every output the store lacks (verified, into a [`Staging`] folder).
+/// Each request is bounded by the network limits (`net::Limits`), and the run lock is held
+/// only for the local work afterwards (checking the store again, committing, the lock file),
+/// so a Hub that does not answer never keeps a run waiting.
 pub fn pull(opts: &PullOptions, local: Option<&LocalPlan<'_>>) -> anyhow::Result<PullReport> {
-    let (owner, name) = super::split_repo(&opts.repo)?;
+    check_revision(&opts.revision).map_err(HubError::from)?;
     let endpoint = super::client::endpoint(opts.endpoint.as_deref());
     let hub = Hub::new(&endpoint, &opts.repo, auth::find_token(), Access::Read)?;
-    let repo = hub.client.model(owner, name);
+    let repo = hub.client.model(opts.repo.owner(), opts.repo.name());
+    let repo_id = opts.repo.to_string();
 
     // Read every file from one commit, even if the branch moves meanwhile.
     let info = repo.info().revision(opts.revision.clone()).send().map_err(|e| match e {
         HFError::RepoNotFound { .. } | HFError::RevisionNotFound { .. } => {
-            HubError::NotFound { repo: opts.repo.clone(), revision: opts.revision.clone() }
+            HubError::NotFound { repo: repo_id.clone(), revision: opts.revision.clone() }
         }
         e => hub.error(&format!("looking up {} at {}", opts.repo, opts.revision), e),
     })?;
     let commit = info.sha.clone().unwrap_or_else(|| opts.revision.clone());
+    // The commit id comes from the server and goes into every later request.
+    check_revision(&commit).map_err(|e| HubError::BadPublished {
+        file: format!("the Hub's answer for {} at {}", opts.repo, opts.revision),
+        message: format!("commit id {e}"),
+    })?;
     let fetch = |path: &str| -> Result<Vec<u8>, HubError> {
         match repo.download_file_to_bytes().filename(path).revision(commit.clone()).send() {
             Ok(b) => Ok(b.to_vec()),
             Err(HFError::EntryNotFound { .. }) => {
-                Err(HubError::NotPublished { repo: opts.repo.clone(), revision: opts.revision.clone(), file: path.into() })
+                Err(HubError::NotPublished { repo: repo_id.clone(), revision: opts.revision.clone(), file: path.into() })
             }
             Err(e) => Err(hub.error(&format!("downloading {path}"), e)),
         }
@@ -174,12 +284,6 @@ pub fn pull(opts: &PullOptions, local: Option<&LocalPlan<'_>>) -> anyhow::Result
         serde_json::from_slice(&lock_bytes).map_err(|e| HubError::BadPublished { file: layout::LOCK.into(), message: e.to_string() })?;
     check_names(&published)?;
 
-    let _guard = RunLock::acquire(&opts.artifacts, opts.wait, |holder| {
-        tracing::warn!("waiting for another latentscope run{holder} that holds {}", opts.artifacts.display());
-    })?;
-    let store = Store::open(&opts.artifacts)?;
-    let mut lock = LockFile::load(&opts.artifacts)?;
-    lock.version = 1;
     // Each published output's path, by (stage, file), from the manifest.
     let mut paths = std::collections::BTreeMap::new();
     for (path, f) in &manifest.files {
@@ -188,11 +292,54 @@ pub fn pull(opts: &PullOptions, local: Option<&LocalPlan<'_>>) -> anyhow::Result
             paths.insert((stage.clone(), file.to_owned()), path.clone());
         }
     }
-    let stages: Vec<_> = published.stages.iter().filter(|(id, _)| paths.keys().any(|(s, _)| s == *id)).collect();
+    let stages: Vec<(&String, &RunRecord)> = published.stages.iter().filter(|(id, _)| paths.keys().any(|(s, _)| s == *id)).collect();
+
+    // Download what the store lacks, without the run lock (see the function docs).
+    let staging = Staging::new(&opts.artifacts)?;
+    let before = Store::open_read_only(&opts.artifacts)?;
     let total: u64 = stages.iter().flat_map(|(_, r)| r.outputs.values()).map(|f| f.size).sum();
     let bar = crate::progress::bar(total, "pull [{bar:30}] {bytes}/{total_bytes}  {msg}");
+    let mut staged = std::collections::BTreeSet::new();
+    let downloaded = (|| -> anyhow::Result<()> {
+        for &(id, rec) in &stages {
+            if intact_entry(&before, rec, false)?.is_some() {
+                bar.inc(rec.outputs.values().map(|f| f.size).sum());
+                continue;
+            }
+            bar.set_message(id.clone());
+            let dir = staging.stage(id)?;
+            for (file, want) in &rec.outputs {
+                let path = paths.get(&(id.clone(), file.clone())).cloned().ok_or_else(|| HubError::BadPublished {
+                    file: layout::MANIFEST.into(),
+                    message: format!("it lists no file {file} of stage {id}, which the lock names"),
+                })?;
+                check_repo_path(&path)?;
+                let bytes = fetch(&path)?;
+                let got = blake3::hash(&bytes).to_hex().to_string();
+                if bytes.len() as u64 != want.size || got != want.blake3 {
+                    return Err(HubError::HashMismatch { file: path, expected: want.blake3.clone(), got }.into());
+                }
+                std::fs::write(dir.join(file), &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join(file).display()))?;
+                bar.inc(want.size);
+            }
+            staged.insert(id.clone());
+        }
+        Ok(())
+    })();
+    if let Err(e) = downloaded {
+        bar.abandon();
+        return Err(e);
+    }
+    bar.finish_and_clear();
+
+    let _guard = RunLock::acquire(&opts.artifacts, opts.wait, |holder| {
+        tracing::warn!("waiting for another latentscope run{holder} that holds {}", opts.artifacts.display());
+    })?;
+    let store = Store::open(&opts.artifacts)?;
+    let mut lock = LockFile::load(&opts.artifacts)?;
+    lock.version = 1;
     let mut report = PullReport {
-        repo: opts.repo.clone(),
+        repo: repo_id.clone(),
         revision: opts.revision.clone(),
         commit: commit.clone(),
         pulled: vec![],
@@ -202,45 +349,23 @@ pub fn pull(opts: &PullOptions, local: Option<&LocalPlan<'_>>) -> anyhow::Result
         differs: local.map(|l| differences(l, &published)).unwrap_or_default(),
     };
     for (id, rec) in stages {
-        let local = store.manifest(&rec.fingerprint)?;
-        let same = local.as_ref().is_some_and(|l| {
-            l.outputs.len() == rec.outputs.len()
-                && l.outputs.iter().all(|(f, r)| rec.outputs.get(f).is_some_and(|p| p.blake3 == r.blake3))
-                && store.check(l, true).is_intact()
-        });
-        if same {
+        if let Some(entry) = intact_entry(&store, rec, true)? {
             // The lock names an entry before a view points at it (the runner's order).
-            lock.stages.insert(id.clone(), local.expect("checked"));
+            lock.stages.insert(id.clone(), entry);
             lock.save(&opts.artifacts)?;
             store.set_view(id, &rec.fingerprint)?;
             report.present.push(id.clone());
-            bar.inc(rec.outputs.values().map(|f| f.size).sum());
             continue;
         }
-        bar.set_message(id.clone());
+        // Not downloading here keeps the network out of the locked part.
+        anyhow::ensure!(
+            staged.contains(id),
+            "the store entry of {id} went away while the pull was downloading (a gc or a run in between); pull again"
+        );
         let scratch = store.scratch(id)?;
-        let result = (|| -> anyhow::Result<()> {
-            for (file, want) in &rec.outputs {
-                let path = paths.get(&(id.clone(), file.clone())).cloned().ok_or_else(|| HubError::BadPublished {
-                    file: layout::MANIFEST.into(),
-                    message: format!("it lists no file {file} of stage {id}, which the lock names"),
-                })?;
-                let bytes = fetch(&path)?;
-                let got = blake3::hash(&bytes).to_hex().to_string();
-                if bytes.len() as u64 != want.size || got != want.blake3 {
-                    return Err(HubError::HashMismatch { file: path, expected: want.blake3.clone(), got }.into());
-                }
-                std::fs::write(scratch.join(file), &bytes)
-                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", scratch.join(file).display()))?;
-                report.files += 1;
-                report.bytes += want.size;
-                bar.inc(want.size);
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_dir_all(&scratch);
-            bar.abandon();
+        let moved = rec.outputs.keys().try_for_each(|file| staging.take(id, file, &scratch.join(file)));
+        if let Err(e) = moved {
+            let _ = remove_within(&opts.artifacts, &scratch);
             return Err(e);
         }
         let declared: Vec<String> = rec.outputs.keys().cloned().collect();
@@ -250,19 +375,22 @@ pub fn pull(opts: &PullOptions, local: Option<&LocalPlan<'_>>) -> anyhow::Result
         lock.save(&opts.artifacts)?;
         store.set_view(id, &fingerprint)?;
         report.pulled.push(id.clone());
+        report.files += rec.outputs.len();
+        report.bytes += rec.outputs.values().map(|f| f.size).sum::<u64>();
     }
     lock.save(&opts.artifacts)?;
-    bar.finish_and_clear();
     Ok(report)
 }
 
-/// `metrics.json` of a published run, for `pipeline metrics --diff hub:OWNER/NAME[@REV]`.
+/// `metrics.json` of a published run, for `pipeline metrics --diff hub:OWNER/NAME[@REV]`. The
+/// id and revision are checked before any request.
 pub fn published_metrics(spec: &str, endpoint: Option<&str>) -> anyhow::Result<serde_json::Value> {
     let (repo, revision) = spec.split_once('@').unwrap_or((spec, "main"));
-    let (owner, name) = super::split_repo(repo)?;
-    let hub = Hub::new(&super::client::endpoint(endpoint), repo, auth::find_token(), Access::Read)?;
+    let id = RepoId::parse(repo)?;
+    check_revision(revision)?;
+    let hub = Hub::new(&super::client::endpoint(endpoint), &id, auth::find_token(), Access::Read)?;
     let file = crate::stages::score::METRICS;
-    let bytes = match hub.client.model(owner, name).download_file_to_bytes().filename(file).revision(revision.to_owned()).send() {
+    let bytes = match hub.client.model(id.owner(), id.name()).download_file_to_bytes().filename(file).revision(revision.to_owned()).send() {
         Ok(b) => b,
         Err(HFError::EntryNotFound { .. }) => {
             return Err(HubError::NotPublished { repo: repo.into(), revision: revision.into(), file: file.into() }.into())
@@ -324,6 +452,30 @@ mod tests {
                 .any(|d| d == "train-mnist-conv-s42: computed on cpu here, on cuda in the published run (devices differ in their bits)"),
             "{diffs:?}"
         );
+    }
+
+    #[test]
+    fn metrics_of_a_published_run_check_the_id_and_revision_before_any_request() {
+        // Nothing answers at this address: an unchecked value would fail with another message.
+        for (spec, needle) in [
+            ("../x@main", "is not a Hub repository id"),
+            ("a/b?x=1", "is not a Hub repository id"),
+            ("a/%2e%2e", "is not a Hub repository id"),
+            ("me/run@..", "is not a usable revision"),
+            ("me/run@", "it is empty"),
+            ("me/run@main#x", "is not a usable revision"),
+        ] {
+            let e = published_metrics(spec, Some("http://127.0.0.1:9")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_plain_repository_paths_are_downloaded() {
+        assert!(check_repo_path("models/mnist/conv/s42/model.safetensors").is_ok());
+        for bad in ["../x", "a/../b", "a/.hidden", "a//b", "/a", "a/b?x=1", "a/%2e%2e", "a/b#c", ""] {
+            assert!(check_repo_path(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl StageKind for BaselineStage {
         let (values, d) = match self.baseline {
             Baseline::Pixels => (test, p),
             Baseline::PixelsPca(d) => {
-                let n = self.limit.map_or(data.train.len(), |l| l.min(data.train.len()));
+                let n = super::train::checked_limit(ctx.stage_id, &self.dataset, self.limit, data.train.len())?;
                 let spinner = crate::progress::spinner(format!("{}: PCA of {n} training images to {d} dimensions", ctx.stage_id));
                 anyhow::ensure!(d <= p, "{}: PCA to {d} dimensions of {p}-value images", ctx.stage_id);
                 let fit = pca::fit(&pixels(&data.train)[..n * p], p, d);

@@ -121,6 +121,9 @@ impl StageKind for Download {
                 })?;
                 let source = Source::Hub { repo: hub_cfg.repo.clone(), revision: hub_cfg.revision.clone(), files: fetched };
                 check_unchanged(ctx, &key, &source)?;
+                // The labels' rule, naming the parquet file (the IDX reader names its files).
+                let file = |f: &crate::config::HubFile| format!("{}/{}", hub_cfg.repo, f.file);
+                data.check_labels(&file(&hub_cfg.train), &file(&hub_cfg.test)).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
                 (data, source)
             }
         };

@@ -234,6 +234,21 @@ pub fn view_name(view: View) -> &'static str {
     }
 }
 
+/// The order in which the config lists what `score` and `plot` go through (datasets, models,
+/// subjects, representations, views), as a param of theirs: their outputs follow that order,
+/// and their inputs (a map sorted by key) cannot carry it, so without it reordering `models:`
+/// would leave them "fresh" with other bytes than a run would write.
+pub fn order_param(config: &LoadedConfig) -> serde_json::Value {
+    let c = &config.config;
+    serde_json::json!({
+        "datasets": c.datasets.keys().map(|d| d.to_string()).collect::<Vec<_>>(),
+        "models": c.models.keys().map(|m| m.to_string()).collect::<Vec<_>>(),
+        "subjects": Subject::all(config).iter().map(Subject::tag).collect::<Vec<_>>(),
+        "reps": Rep::all(config).iter().map(Rep::tag).collect::<Vec<_>>(),
+        "views": c.views.iter().map(|&v| view_name(v)).collect::<Vec<_>>(),
+    })
+}
+
 /// The views drawn by their own stages (PCA is the `pca-*` stages).
 pub fn extra_views(config: &LoadedConfig) -> Vec<View> {
     config.config.views.iter().copied().filter(|&v| v != View::Pca).collect()

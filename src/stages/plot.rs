@@ -179,6 +179,7 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
     let mut spec = super::stage(ID, plot)
         .params(config.params(&["plot"]))
         .param("plot.training_seed", shown)
+        .param("order", super::order_param(config))
         .input(super::score::ID, super::score::METRICS);
     if extras.methods {
         spec = spec.input(super::score::ID, super::score::BEST);

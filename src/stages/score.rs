@@ -76,6 +76,7 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
     let mut spec = super::stage(ID, kind)
         // The order of the seeds is the order of the per-seed lists; k sizes the contingency.
         .params(config.params(&keys))
+        .param("order", super::order_param(config))
         .outputs(&[METRICS, BEST]);
     for run in &runs {
         spec = spec.input(&super::train::id(run), super::train::METRICS).input(&super::train::id(run), super::train::CONFIG);

@@ -96,6 +96,7 @@ impl StageKind for Train {
         if let Err(why) = arch.check(shape) {
             anyhow::bail!("{}: model {} does not fit dataset {}: {why} (see {model_key})", ctx.stage_id, self.run.model, self.run.dataset);
         }
+        checked_limit(ctx.stage_id, &self.run.dataset, self.limit, data.train.len())?;
         let train = data.train.head(self.limit);
         let device = models::device::select(self.device)?;
         tracing::info!(
@@ -137,4 +138,18 @@ pub fn read_config(path: &std::path::Path) -> anyhow::Result<(models::Architectu
     let dims: [usize; 3] =
         serde_json::from_value(v["input_shape"].clone()).map_err(|e| anyhow::anyhow!("{}: no input_shape: {e}", path.display()))?;
     Ok((arch, crate::data::Shape { channels: dims[0], height: dims[1], width: dims[2] }))
+}
+
+/// How many training images `train.limit` selects out of `n`. A limit above the split would
+/// use the whole split under another fingerprint than `train.limit: null` (two names for one
+/// computation): refused, never clamped.
+pub fn checked_limit(stage: &str, dataset: impl std::fmt::Display, limit: Option<usize>, n: usize) -> anyhow::Result<usize> {
+    match limit {
+        Some(limit) if limit > n => anyhow::bail!(
+            "{stage}: train.limit is {limit}, but dataset {dataset} has only {n} training images; set train.limit to at most \
+             {n}, or to null for all of them"
+        ),
+        Some(limit) => Ok(limit),
+        None => Ok(n),
+    }
 }

@@ -5,6 +5,8 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use super::{hostname, Executor, Launch, Outcome, Produced};
+use crate::inputs::ReadInputs;
+use crate::remove::remove_within;
 use crate::spec::StageContext;
 use crate::store::Store;
 
@@ -34,19 +36,26 @@ impl Executor for LocalExecutor {
 
     fn start(&mut self, launch: Launch, store: &Store) -> anyhow::Result<()> {
         let scratch = store.scratch(&launch.spec.id)?;
+        let root = store.root().to_owned();
         let tx = self.tx.clone();
         self.threads.retain(|t| !t.is_finished());
         self.threads.push(std::thread::spawn(move || {
             let started = Instant::now();
-            let Launch { spec, inputs, previous, .. } = launch;
+            let Launch { spec, inputs, previous, recorded, .. } = launch;
             // A panicking stage must still report back, or the runner would wait forever.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> anyhow::Result<_> {
+                // What the stage reads is hashed before it runs and looked at again after, so
+                // that its record names the bytes it read (see `inputs`).
+                let read = ReadInputs::take(&spec.id, &inputs, &spec.files)?;
+                read.check_recorded(&recorded)?;
                 let ctx = StageContext::new(&spec.id, &spec.params, inputs, &scratch).with_previous(previous);
-                spec.kind.run(&ctx)
+                let report = spec.kind.run(&ctx)?;
+                read.check_unchanged()?;
+                Ok((report, read.hashes()))
             }))
             .unwrap_or_else(|panic| Err(anyhow::anyhow!("{} panicked: {}", spec.id, panic_text(&*panic))));
             let outcome = match result {
-                Ok(report) => {
+                Ok((report, read)) => {
                     if std::env::var(PAUSE_ENV).is_ok_and(|v| v == spec.id) {
                         eprintln!("paused before commit: {}", spec.id);
                         std::thread::sleep(std::time::Duration::from_secs(3600));
@@ -59,11 +68,11 @@ impl Executor for LocalExecutor {
                         executor: "local",
                         node: hostname(),
                         job: None,
-                        read: None,
+                        read: Some(read),
                     })
                 }
                 Err(e) => {
-                    let _ = std::fs::remove_dir_all(&scratch);
+                    let _ = remove_within(&root, &scratch);
                     Err(e)
                 }
             };

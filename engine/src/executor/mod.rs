@@ -29,6 +29,10 @@ pub struct Launch {
     pub key: String,
     /// `--force`: run it again, never adopt earlier work.
     pub forced: bool,
+    /// The content hashes of the inputs that the stage's fingerprint was computed from (input
+    /// key -> blake3), as far as they are known at launch: an executor that runs the stage in
+    /// this process refuses other bytes before running it (see `crate::inputs`).
+    pub recorded: crate::fingerprint::InputHashes,
 }
 
 /// What a stage run left behind, before it is committed.
@@ -47,8 +51,9 @@ pub struct Produced {
     pub node: Option<String>,
     /// The scheduler's job id, if any.
     pub job: Option<String>,
-    /// The content hashes of the inputs as the job read them (input key -> blake3), when it
-    /// ran outside this process; the runner checks them against the lock before committing.
+    /// The content hashes of the inputs as the stage read them (input key -> blake3), hashed
+    /// before it ran and unchanged after; the runner checks them against the lock before
+    /// committing. `None` only from executors that cannot tell (test doubles).
     pub read: Option<crate::fingerprint::InputHashes>,
 }
 

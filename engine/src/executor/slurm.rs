@@ -26,7 +26,8 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{hostname, Executor, Launch, Outcome, Produced};
-use crate::fingerprint::hash_file;
+use crate::inputs::ReadInputs;
+use crate::remove::remove_within;
 use crate::spec::{Cost, Params, StageContext, StageSpec};
 use crate::store::{write_atomic, Store};
 
@@ -221,6 +222,121 @@ fn queue_once() -> anyhow::Result<Vec<QueueEntry>> {
         .collect())
 }
 
+/// What the largest node of a partition has, as `sinfo` reports it.
+#[derive(Debug, Clone, PartialEq)]
+struct PartitionOffer {
+    name: String,
+    cpus: u32,
+    /// Megabytes; `None` when the cluster does not say (RealMemory unset: sinfo shows 1).
+    mem_mb: Option<u64>,
+    /// The GRES names (`gpu`, ...) of its nodes.
+    gres: Vec<String>,
+}
+
+/// Asks `sinfo` what `partition` (or the default partition) offers. `Ok(None)` when sinfo
+/// lists nothing to compare with (then sbatch has the last word).
+fn partition_offer(partition: Option<&str>) -> anyhow::Result<Option<PartitionOffer>> {
+    let out = Command::new("sinfo")
+        .args(["--noheader", "--format=%P|%c|%m|%G"])
+        .output()
+        .context("cannot run sinfo: is Slurm installed and on PATH?")?;
+    anyhow::ensure!(out.status.success(), "sinfo failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    parse_sinfo(&String::from_utf8_lossy(&out.stdout), partition)
+}
+
+/// `sinfo --format=%P|%c|%m|%G` lines -> the offer of `partition` (or of the default one,
+/// marked `*`). A partition that sinfo does not list is an error naming `slurm.partition`.
+fn parse_sinfo(text: &str, partition: Option<&str>) -> anyhow::Result<Option<PartitionOffer>> {
+    let number = |f: &str| f.trim().trim_end_matches('+').parse::<u64>().ok();
+    let mut names = Vec::new();
+    let mut offer: Option<PartitionOffer> = None;
+    for line in text.lines() {
+        let f: Vec<&str> = line.trim().split('|').collect();
+        if f.len() != 4 {
+            continue;
+        }
+        let (name, default) = match f[0].strip_suffix('*') {
+            Some(n) => (n, true),
+            None => (f[0], false),
+        };
+        names.push(name.to_owned());
+        if !partition.map_or(default, |p| p == name) {
+            continue;
+        }
+        let o = offer.get_or_insert_with(|| PartitionOffer { name: name.to_owned(), cpus: 0, mem_mb: None, gres: Vec::new() });
+        o.cpus = o.cpus.max(number(f[1]).unwrap_or(0) as u32);
+        if let Some(mb) = number(f[2]).filter(|&mb| mb > 1) {
+            o.mem_mb = Some(o.mem_mb.unwrap_or(0).max(mb));
+        }
+        for g in f[3].split(',').filter(|g| !g.is_empty() && *g != "(null)") {
+            let name = g.split([':', '(']).next().unwrap_or_default().to_owned();
+            if !o.gres.contains(&name) {
+                o.gres.push(name);
+            }
+        }
+    }
+    names.dedup();
+    if let (Some(p), None) = (partition, &offer) {
+        anyhow::bail!("slurm.partition is {p:?}, but sinfo lists no such partition (it lists: {})", names.join(", "));
+    }
+    Ok(offer.filter(|o| o.cpus > 0))
+}
+
+/// Slurm's `--mem` value in megabytes (`16G`, `512M`, `2048`: megabytes without a suffix).
+fn mem_mb(mem: &str) -> Option<u64> {
+    let mem = mem.trim();
+    let (digits, unit) = mem.split_at(mem.find(|c: char| !c.is_ascii_digit()).unwrap_or(mem.len()));
+    let n: u64 = digits.parse().ok()?;
+    let scale = match unit.to_ascii_uppercase().as_str() {
+        "" | "M" | "MB" => 1,
+        "K" | "KB" => return Some(n.div_ceil(1024)),
+        "G" | "GB" => 1024,
+        "T" | "TB" => 1024 * 1024,
+        _ => return None,
+    };
+    Some(n * scale)
+}
+
+/// Whether one class of job fits the partition; the message names the key to change.
+fn check_offer(class: &str, r: &Resources, offer: &PartitionOffer) -> Result<(), String> {
+    let fix = "lower it, or choose a partition with bigger nodes (slurm.partition)";
+    let p = &offer.name;
+    if r.cpus > offer.cpus {
+        return Err(format!(
+            "slurm.{class}.cpus is {}, but the largest node of partition {p} has {} CPUs (sinfo): the job would wait \
+             forever; {fix}",
+            r.cpus, offer.cpus
+        ));
+    }
+    if let (Some(want), Some(have)) = (mem_mb(&r.mem), offer.mem_mb) {
+        if want > have {
+            return Err(format!(
+                "slurm.{class}.mem is {}, but the largest node of partition {p} has {have} MB (sinfo): the job would \
+                 wait forever; {fix}",
+                r.mem
+            ));
+        }
+    }
+    if let Some(gres) = &r.gres {
+        let name = gres.split(':').next().unwrap_or_default();
+        if !offer.gres.iter().any(|g| g == name) {
+            let has = if offer.gres.is_empty() { "none".to_owned() } else { offer.gres.join(", ") };
+            return Err(format!(
+                "slurm.{class}.gres is {gres}, but the nodes of partition {p} offer no {name} (their GRES: {has}); \
+                 remove it, or choose a partition that has it (slurm.partition)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Pending reasons under which Slurm will never start a job as it was asked (a limit of the
+/// partition, account or QOS), as opposed to waiting for resources to free up.
+fn never_runs(reason: &str) -> bool {
+    matches!(reason, "PartitionConfig" | "PartitionNodeLimit" | "PartitionTimeLimit" | "BadConstraints" | "InvalidAccount" | "InvalidQOS")
+        || ((reason.starts_with("QOSMax") || reason.starts_with("AssocMax")) && reason.contains("PerJob"))
+}
+
 fn is_live(state: &str) -> bool {
     matches!(
         state,
@@ -284,6 +400,8 @@ pub struct SlurmExecutor {
     keep: Vec<PathBuf>,
     /// Every stage started here: its folder and job id (none for an adopted result).
     started: BTreeMap<String, (PathBuf, Option<String>)>,
+    /// What the partition offers (`sinfo`), looked up at the first submission.
+    offer: Option<Option<PartitionOffer>>,
 }
 
 impl SlurmExecutor {
@@ -294,6 +412,15 @@ impl SlurmExecutor {
         let cwd = std::env::current_dir().context("cannot read the current folder")?;
         // One spelling of the folder, so that job names match whichever path reached it.
         let artifacts = std::fs::canonicalize(artifacts).unwrap_or_else(|_| cwd.join(artifacts));
+        // Job folders are written and deleted under `.jobs`: never where a link points.
+        if let Some(target) = crate::remove::link_target(&artifacts.join(JOBS_DIR)) {
+            anyhow::bail!(
+                "{} is a symbolic link (to {}); the Slurm executor writes and deletes job folders there and never \
+                 through a link: replace it with a real folder (on the filesystem every node mounts)",
+                artifacts.join(JOBS_DIR).display(),
+                target.display()
+            );
+        }
         Ok(Self {
             settings,
             artifacts,
@@ -306,6 +433,7 @@ impl SlurmExecutor {
             probe: None,
             keep: Vec::new(),
             started: BTreeMap::new(),
+            offer: None,
         })
     }
 
@@ -347,6 +475,24 @@ impl SlurmExecutor {
         command.push(dir.display().to_string());
         args.push(format!("--wrap={}", command.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")));
         args
+    }
+
+    /// Refuses a class of job that no node of the partition could ever run (more CPUs, memory
+    /// or a GRES than it has), naming the key to change, instead of leaving it pending.
+    fn check_resources(&mut self, cost: Cost) -> anyhow::Result<()> {
+        if self.offer.is_none() {
+            self.offer = Some(partition_offer(self.settings.partition.as_deref())?);
+        }
+        let Some(Some(offer)) = &self.offer else { return Ok(()) };
+        let class = match cost {
+            Cost::Heavy => "heavy",
+            Cost::Light => "light",
+        };
+        let resources = match cost {
+            Cost::Heavy => &self.settings.heavy,
+            Cost::Light => &self.settings.light,
+        };
+        check_offer(class, resources, offer).map_err(|e| anyhow::anyhow!(e))
     }
 
     fn sbatch(args: &[String]) -> anyhow::Result<String> {
@@ -396,7 +542,7 @@ impl SlurmExecutor {
                 // NFS may show the probe's answer a little after Slurm reports its end.
                 let waiting = !seen && completed && probe.completed_at.get_or_insert_with(Instant::now).elapsed() < RESULT_GRACE;
                 if seen {
-                    let _ = std::fs::remove_dir_all(&probe.dir);
+                    let _ = remove_within(&self.artifacts, &probe.dir);
                     self.probe = None;
                 } else if !waiting {
                     let (state, node) = entry.map_or(("gone".to_owned(), String::new()), |e| (e.state.clone(), e.node.clone()));
@@ -425,6 +571,20 @@ impl SlurmExecutor {
                     }
                     job.state = e.state.clone();
                     job.node = e.node.clone();
+                }
+            }
+            if let (Some(id), Some(e)) = (&job.id, &entry) {
+                if e.state == "PENDING" && never_runs(&e.reason) {
+                    scancel(vec![id.clone()]);
+                    self.keep.push(job.dir.clone());
+                    let outcome = Err(anyhow::anyhow!(
+                        "Slurm job {id} is pending ({}), which means the cluster will never run it as asked; it was \
+                         cancelled: check slurm.heavy / slurm.light (cpus, mem, gres, time), slurm.partition and \
+                         slurm.account against `scontrol show partition`",
+                        e.reason
+                    ));
+                    self.ready.push_back((job.stage, outcome));
+                    continue;
                 }
             }
             let live = entry.as_ref().is_some_and(|e| is_live(&e.state));
@@ -526,6 +686,7 @@ impl Executor for SlurmExecutor {
         } else {
             launch.key.clone()
         };
+        self.check_resources(launch.spec.kind.cost())?;
         let dir = job_dir(&self.artifacts, &stage, &key);
         let name = job_name(&self.artifacts, &stage, &key);
         let mut job = Job {
@@ -558,9 +719,7 @@ impl Executor for SlurmExecutor {
         }
         let mut after: Vec<String> = vec![self.probe()?];
         after.extend(launch.after.iter().filter_map(|u| self.started.get(u)?.1.clone()));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-        }
+        remove_within(&self.artifacts, &dir).with_context(|| format!("cannot clear {}", dir.display()))?;
         std::fs::create_dir_all(dir.join(OUT_DIR)).with_context(|| format!("cannot create {}", dir.display()))?;
         let file = JobFile {
             stage: stage.clone(),
@@ -657,13 +816,15 @@ impl Executor for SlurmExecutor {
             if *live || self.keep.contains(path) || self.jobs.iter().any(|j| &j.dir == path) || (others_live && !ours(path)) {
                 continue;
             }
-            let _ = std::fs::remove_dir_all(path);
+            if let Err(e) = remove_within(&self.artifacts, path) {
+                tracing::warn!("leaving {}: {e}", path.display());
+            }
         }
         if let Some(p) = self.probe.take() {
-            let _ = std::fs::remove_dir_all(&p.dir);
+            let _ = remove_within(&self.artifacts, &p.dir);
         }
         for dir in &self.keep {
-            let _ = std::fs::remove_dir_all(dir.join(OUT_DIR));
+            let _ = remove_within(&self.artifacts, &dir.join(OUT_DIR));
         }
     }
 }
@@ -736,26 +897,15 @@ pub fn run_job(dir: &Path, job: &JobFile, spec: &StageSpec) -> anyhow::Result<()
     );
     // A requeued job starts over: its earlier result must not outlive the outputs it describes.
     let done = dir.join(DONE_FILE);
-    if done.exists() {
-        std::fs::remove_file(&done).with_context(|| format!("cannot remove {}", done.display()))?;
-    }
+    remove_within(dir, &done).with_context(|| format!("cannot remove {}", done.display()))?;
     let out = dir.join(OUT_DIR);
-    if out.exists() {
-        std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
-    }
+    remove_within(dir, &out).with_context(|| format!("cannot clear {}", out.display()))?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut read = BTreeMap::new();
-    for (key, path) in &job.inputs {
-        read.insert(key.clone(), hash_file(path).with_context(|| format!("stage {}: cannot read input {}", job.stage, path.display()))?);
-    }
-    for file in &spec.files {
-        read.insert(
-            file.key(),
-            hash_file(&file.path).with_context(|| format!("stage {}: cannot read {}", job.stage, file.path.display()))?,
-        );
-    }
+    // Hashed before the run and looked at again after it: the coordinator records these.
+    let read = ReadInputs::take(&job.stage, &job.inputs, &spec.files)?;
     let ctx = StageContext::new(&job.stage, &spec.params, job.inputs.clone(), &out).with_previous(job.previous.clone());
     let report = spec.kind.run(&ctx)?;
+    read.check_unchanged()?;
     if std::env::var(super::local::PAUSE_ENV).is_ok_and(|v| v == job.stage) {
         eprintln!("paused before commit: {}", job.stage);
         std::thread::sleep(Duration::from_secs(3600));
@@ -767,7 +917,7 @@ pub fn run_job(dir: &Path, job: &JobFile, spec: &StageSpec) -> anyhow::Result<()
         job: std::env::var("SLURM_JOB_ID").ok(),
         device: report.device,
         wall_time_s: started.elapsed().as_secs_f64(),
-        inputs: read,
+        inputs: read.hashes(),
     };
     write_atomic(&dir.join(DONE_FILE), serde_json::to_string_pretty(&result)?.as_bytes())?;
     eprintln!("stage {} done in {:.2} s", job.stage, result.wall_time_s);
@@ -801,6 +951,34 @@ mod tests {
         SlurmExecutor::new(settings, Path::new("/shared/art"), command, serde_json::Value::Null).unwrap()
     }
 
+    #[test]
+    fn resources_no_node_has_are_refused_naming_the_key() {
+        let sinfo = "debug*|2|7900|(null)\ngpu|16+|128000|gpu:h100:4(S:0-1)\n";
+        let default = parse_sinfo(sinfo, None).unwrap().unwrap();
+        assert_eq!(default, PartitionOffer { name: "debug".into(), cpus: 2, mem_mb: Some(7900), gres: vec![] });
+        let gpu = parse_sinfo(sinfo, Some("gpu")).unwrap().unwrap();
+        assert_eq!((gpu.cpus, gpu.gres.clone()), (16, vec!["gpu".to_owned()]));
+        let err = parse_sinfo(sinfo, Some("big")).unwrap_err().to_string();
+        assert!(err.contains("slurm.partition") && err.contains("debug, gpu"), "{err}");
+
+        let heavy = SlurmSettings::default().heavy;
+        let err = check_offer("heavy", &heavy, &default).unwrap_err();
+        assert!(err.contains("slurm.heavy.cpus is 8") && err.contains("partition debug has 2 CPUs"), "{err}");
+        check_offer("heavy", &heavy, &gpu).unwrap();
+        let big = Resources { cpus: 2, mem: "16G".into(), gres: None, time: None };
+        assert!(check_offer("heavy", &big, &default).unwrap_err().contains("slurm.heavy.mem is 16G"));
+        let cuda = Resources { cpus: 1, mem: "1G".into(), gres: Some("gpu:1".into()), time: None };
+        assert!(check_offer("heavy", &cuda, &default).unwrap_err().contains("slurm.heavy.gres is gpu:1"));
+        check_offer("heavy", &cuda, &gpu).unwrap();
+        // RealMemory unset (sinfo shows 1 MB): memory is not compared.
+        let unset = parse_sinfo("debug*|4|1|(null)\n", None).unwrap().unwrap();
+        check_offer("heavy", &big, &unset).unwrap();
+        assert_eq!((mem_mb("512M"), mem_mb("2048"), mem_mb("1g"), mem_mb("x")), (Some(512), Some(2048), Some(1024), None));
+
+        assert!(never_runs("PartitionConfig") && never_runs("QOSMaxCpuPerJobLimit"));
+        assert!(!never_runs("Resources") && !never_runs("Priority") && !never_runs("Dependency"));
+    }
+
     fn launch(id: &str, cost: Cost, after: &[&str]) -> Launch {
         Launch {
             spec: StageSpec::new(id, Arc::new(Kind(cost))),
@@ -809,6 +987,7 @@ mod tests {
             after: after.iter().map(|s| s.to_string()).collect(),
             key: "ab".repeat(32),
             forced: false,
+            recorded: Default::default(),
         }
     }
 
