@@ -64,3 +64,39 @@ fn the_report_page_describes_the_current_run_or_the_run_fails() {
     assert!(err.contains("cannot write the report page") && err.contains("report.html"), "{err}");
     assert!(leftovers(&p).is_empty(), "{:?}", leftovers(&p));
 }
+
+/// Flips the last byte of `path` and puts its mtime back, so that only a hash can tell.
+fn flip_byte_keep_mtime(path: &std::path::Path) {
+    let mtime = fs::metadata(path).unwrap().modified().unwrap();
+    let mut bytes = fs::read(path).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    fs::write(path, bytes).unwrap();
+    fs::File::options().write(true).open(path).unwrap().set_modified(mtime).unwrap();
+}
+
+/// Fault 1, as found: a latent file damaged so that the quick check cannot see it, then an
+/// edit that makes k-means and score read it. The stage that would read the bad bytes fails
+/// before it runs, naming the file; `run --verify` repairs encode and then runs everything
+/// that reads it, and the metrics are a clean folder's, byte for byte.
+#[test]
+fn a_repair_reaches_every_stage_that_would_read_the_damaged_bytes() {
+    let edit = ["--set", "kmeans.max_iter=50", "--set", "kmeans.seeds=[0,1]"];
+    let clean = Project::new("faults-clean");
+    clean.ok(&[&["pipeline", "run"][..], &edit].concat());
+    let p = Project::new("faults-repair");
+    p.ok(&["pipeline", "run", "--set", "kmeans.seeds=[0,1]"]);
+    let latent = p.artifacts().join("encode-mnist-simple-s42/latent.safetensors");
+    flip_byte_keep_mtime(&latent);
+    let err = p.fails(&[&["pipeline", "run"][..], &edit].concat());
+    assert!(err.contains("encode-mnist-simple-s42/latent.safetensors") && err.contains("--verify"), "{err}");
+
+    let out: serde_json::Value =
+        serde_json::from_str(p.ok(&[&["pipeline", "run", "--verify", "--json"][..], &edit].concat()).trim()).unwrap();
+    let ran: Vec<&str> = out["ran"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(ran.contains(&"encode-mnist-simple-s42") && ran.contains(&"score"), "{out}");
+    let metrics = |p: &Project| fs::read(p.artifacts().join("score/metrics.json")).unwrap();
+    assert!(metrics(&p) == metrics(&clean), "the repaired run's metrics differ from a clean folder's");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&p.ok(&[&["pipeline", "status", "--verify", "--json"][..], &edit].concat())).unwrap();
+    assert!(rows.iter().all(|r| r["fresh"] == true), "{rows:?}");
+}
