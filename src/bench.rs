@@ -88,7 +88,7 @@ pub fn matmul_gflops(device: &Device) -> anyhow::Result<f64> {
 /// On the CPU the steps go through the CPU trainer, as training does, unless `autograd`.
 pub fn train(steps: usize, device: &Device, only: Option<&str>, batches: &[usize], autograd: bool) -> anyhow::Result<BenchReport> {
     let peak = matmul_gflops(device)?;
-    let mut rng = models::rng::Rng::new(0);
+    let mut rng = crate::rng::Rng::new(0);
     let n = 256 * 4;
     let data = Split {
         shape: Shape::MNIST,

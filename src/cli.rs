@@ -470,18 +470,15 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             write!(out, "{}", graph.render(format.into()))?;
         }
         PipelineCommand::Metrics { json, diff } => {
-            let lock = crate::pipeline::LockFile::load(&common.artifacts)?;
-            let current = crate::report::metrics_of_lock(
-                &common.artifacts,
-                &lock,
-                &crate::pipeline::LockFile::path(&common.artifacts).display().to_string(),
-            )?;
+            // Never another run's numbers: the current run must be complete and fresh.
+            let (_, graph) = load(common)?;
+            let current = crate::report::current_metrics(&graph, &common.artifacts)?;
             match diff {
                 None if json => writeln!(out, "{}", serde_json::to_string_pretty(&current)?)?,
                 None => {
                     let typed: crate::stages::score::Metrics = serde_json::from_value(current.clone())
                         .context("the score stage's metrics.json is from an older latentscope: run the pipeline again")?;
-                    write!(out, "{}", crate::report::metrics_table(&typed))?
+                    write!(out, "{}", crate::render::metrics_table(&typed))?
                 }
                 Some(path) => {
                     let published = path.to_str().and_then(|p| p.strip_prefix("hub:"));
@@ -498,7 +495,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     };
                     let old = if value.get("stages").is_some() {
                         let old_lock = crate::pipeline::LockFile::load_file(&path)?;
-                        crate::report::metrics_of_lock(&common.artifacts, &old_lock, &path.display().to_string())?
+                        crate::report::metrics_of_lock(&common.artifacts, old_lock, &path.display().to_string())?
                     } else {
                         value
                     };

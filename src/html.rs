@@ -14,7 +14,8 @@ use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::LoadedConfig;
-use crate::pipeline::{Graph, LockFile, Store};
+use crate::pipeline::finished::FinishedRun;
+use crate::pipeline::{Graph, LockFile};
 use crate::stages::download::{DatasetSummary, Source};
 
 /// The file `run` writes into the artefacts folder.
@@ -160,12 +161,12 @@ table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px sol
 th{background:#f3f3f3}img{max-width:100%;height:auto;border:1px solid #eee}code,pre{background:#f6f6f6;font-size:0.9em}\
 pre{padding:0.8em;overflow-x:auto}h1{border-bottom:2px solid #ddd}details{margin:1em 0}";
 
-/// The whole page: the report's Markdown (figures from `figures`) and the provenance.
-pub fn page(title: &str, report_md: &str, figures: &Path, prov: &Provenance) -> anyhow::Result<String> {
+/// The whole page: the report's Markdown (each figure's bytes from `figure`, by file name)
+/// and the provenance.
+pub fn page(title: &str, report_md: &str, figure: &dyn Fn(&str) -> anyhow::Result<Vec<u8>>, prov: &Provenance) -> anyhow::Result<String> {
     let image = |file: &str| -> anyhow::Result<String> {
         anyhow::ensure!(!file.contains('/') && !file.starts_with('.'), "report.md names a figure outside its folder: {file}");
-        let path = figures.join(file);
-        let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read figure {}: {e}", path.display()))?;
+        let bytes = figure(file).map_err(|e| anyhow::anyhow!("cannot read figure {file}: {e:#}"))?;
         Ok(format!("data:image/png;base64,{}", base64(&bytes)))
     };
     let mut out = String::new();
@@ -228,19 +229,17 @@ pub fn page(title: &str, report_md: &str, figures: &Path, prov: &Provenance) -> 
 /// Writes the report page of the current run to `out` (atomically). Fails, naming them, if
 /// stages are stale: the page describes one complete run.
 pub fn write(config: &LoadedConfig, graph: &Graph, artifacts: &Path, out: &Path) -> anyhow::Result<PathBuf> {
-    let rows = crate::pipeline::status(graph, artifacts, false)?;
-    let stale: Vec<String> = rows.iter().filter(|r| !r.fresh).map(|r| format!("{} ({})", r.stage, r.reason)).collect();
-    anyhow::ensure!(stale.is_empty(), "the run is not complete, so there is no report of it: {}", stale.join(", "));
-    let lock = LockFile::load(artifacts)?;
-    let store = Store::open_read_only(artifacts)?;
-    let entry = |id: &str| -> anyhow::Result<PathBuf> {
-        let rec = lock.stages.get(id).ok_or_else(|| anyhow::anyhow!("{}: no record of {id}", LockFile::path(artifacts).display()))?;
-        Ok(store.entry_dir(&rec.fingerprint))
-    };
-    let report_md = std::fs::read_to_string(entry(crate::stages::plot::ID)?.join(crate::stages::plot::REPORT))?;
+    let run = FinishedRun::current(graph, artifacts)?;
+    let lock = run.lock();
+    let report_md = String::from_utf8(run.read(crate::stages::plot::ID, crate::stages::plot::REPORT)?)
+        .map_err(|_| anyhow::anyhow!("plot/{} is not UTF-8", crate::stages::plot::REPORT))?;
     let mut datasets = Vec::new();
     for name in config.config.datasets.keys() {
-        datasets.push(DatasetSummary::read(&entry(&crate::stages::download::id(name))?.join(crate::stages::download::SUMMARY))?);
+        datasets.push(crate::stages::read_output::<DatasetSummary>(
+            &run,
+            &crate::stages::download::id(name),
+            crate::stages::download::SUMMARY,
+        )?);
     }
     let stages = graph
         .ordered()
@@ -256,7 +255,7 @@ pub fn write(config: &LoadedConfig, graph: &Graph, artifacts: &Path, out: &Path)
         })
         .collect();
     let prov = Provenance {
-        run_key: run_key(config, graph, &lock)?,
+        run_key: run_key(config, graph, lock)?,
         config_yaml: config_yaml(config)?,
         version: crate::VERSION.to_owned(),
         source_revision: source_revision(&config.base_dir()),
@@ -264,7 +263,8 @@ pub fn write(config: &LoadedConfig, graph: &Graph, artifacts: &Path, out: &Path)
         datasets,
     };
     let names: Vec<&str> = config.config.datasets.keys().map(String::as_str).collect();
-    let html = page(&format!("latentscope report: {}", names.join(", ")), &report_md, &entry(crate::stages::plot::ID)?, &prov)?;
+    let figure = |file: &str| -> anyhow::Result<Vec<u8>> { Ok(run.read(crate::stages::plot::ID, file)?) };
+    let html = page(&format!("latentscope report: {}", names.join(", ")), &report_md, &figure, &prov)?;
     crate::pipeline::store::write_atomic(out, html.as_bytes())
         .with_context(|| format!("cannot write the report page {}", out.display()))?;
     Ok(out.to_owned())

@@ -10,8 +10,9 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::pipeline::{Graph, LockFile, RunRecord, Store};
-use crate::stages::score::{Metrics, METRICS};
+use crate::pipeline::finished::RunCache;
+use crate::pipeline::{Graph, LockFile, RunRecord};
+use crate::stages::score::{Metrics, ID, METRICS};
 
 /// One run in the run-cache.
 #[derive(Debug, Clone, Serialize)]
@@ -39,14 +40,9 @@ fn add(settings: &mut Settings, params: &crate::pipeline::Params) {
 
 /// The runs of the run-cache under `artifacts`, oldest first.
 pub fn list(graph: &Graph, artifacts: &Path) -> anyhow::Result<Vec<PastRun>> {
-    let store = Store::open_read_only(artifacts)?;
+    let cache = RunCache::open(artifacts)?;
     let lock = LockFile::load(artifacts)?;
-    let mut records: Vec<RunRecord> = Vec::new();
-    for fp in store.entries()? {
-        if let Some(rec) = store.manifest(&fp)? {
-            records.push(rec);
-        }
-    }
+    let records: Vec<RunRecord> = cache.records()?;
     // Which entries produced each output hash (several may have, with other settings: a
     // config.json does not change with the epochs).
     let mut producers: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -93,7 +89,7 @@ pub fn list(graph: &Graph, artifacts: &Path) -> anyhow::Result<Vec<PastRun>> {
             .filter(|k| settings.get(*k) != now.get(*k))
             .map(|k| format!("{k}: {} (now: {})", show(settings.get(k)), show(now.get(k))))
             .collect();
-        let metrics = Metrics::read(&store.entry_dir(&rec.fingerprint).join(METRICS));
+        let metrics = cache.read(rec, ID, METRICS).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<Metrics>(&b)?));
         let purity = metrics
             .map(|m| m.models.iter().map(|mm| (format!("{}.{}", mm.dataset, mm.model), (mm.mean("purity"), mm.best("purity")))).collect())
             .unwrap_or_default();
@@ -116,18 +112,10 @@ pub fn metrics_of(artifacts: &Path, prefix: &str) -> anyhow::Result<Value> {
         prefix.len() >= 6 && prefix.bytes().all(|b| b.is_ascii_hexdigit()),
         "run:{prefix}: give at least 6 hex digits of a fingerprint from `pipeline runs`"
     );
-    let store = Store::open_read_only(artifacts)?;
-    let mut found = Vec::new();
-    for fp in store.entries()?.into_iter().filter(|fp| fp.starts_with(prefix)) {
-        if store.manifest(&fp)?.is_some_and(|r| r.kind == "score") {
-            found.push(fp);
-        }
-    }
+    let cache = RunCache::open(artifacts)?;
+    let found: Vec<RunRecord> = cache.records()?.into_iter().filter(|r| r.fingerprint.starts_with(prefix) && r.kind == "score").collect();
     match found.as_slice() {
-        [fp] => {
-            let path = store.entry_dir(fp).join(METRICS);
-            Ok(serde_json::from_slice(&std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?)?)
-        }
+        [rec] => Ok(serde_json::from_slice(&cache.read(rec, ID, METRICS)?)?),
         [] => anyhow::bail!("run:{prefix}: no run in {} has that fingerprint (see `pipeline runs`)", artifacts.display()),
         many => anyhow::bail!("run:{prefix} is ambiguous: {} runs match; give more digits", many.len()),
     }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
 use crate::models::adam::{Adam, AdamConfig};
-use crate::models::rng::Rng;
 use crate::models::{self, Architecture, Autoencoder};
+use crate::rng::Rng;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
@@ -400,7 +400,7 @@ mod tests {
     #[test]
     fn both_paths_record_every_step_and_agree() {
         let shape = crate::data::Shape::MNIST;
-        let mut rng = crate::models::rng::Rng::new(5);
+        let mut rng = crate::rng::Rng::new(5);
         let n = 8 * (READ_EVERY + 30) + 3;
         let images = (0..n * shape.pixels()).map(|_| if rng.next_f32() < 0.7 { 0 } else { (rng.next_u64() % 256) as u8 }).collect();
         let split = Split { shape, images, labels: vec![0; n] };

@@ -110,7 +110,7 @@ fn pca_kmeans_score_and_the_kmeans_edit_loop() {
     assert!(ran.iter().all(|id| expected.contains(id)), "{ran:?}");
     assert!(ran.len() >= 6, "{ran:?}");
     assert!(took.as_secs_f64() < 3.0, "clustering re-run took {took:?}");
-    let diff = p.ok(&["pipeline", "metrics", "--diff", "before.lock"]);
+    let diff = p.ok(&[&["pipeline", "metrics", "--diff", "before.lock"][..], &edited].concat());
     assert!(diff.lines().next().unwrap().contains("old") && diff.contains("mnist.simple.purity.best"), "{diff}");
 
     // Adding a seed runs only that seed's k-means (per model) and score.

@@ -36,6 +36,10 @@ fn the_report_page_describes_the_current_run_or_the_run_fails() {
     p.ok(&["pipeline", "run", "--set", "kmeans.max_iter=9"]);
     let edited = fs::read_to_string(&page).unwrap();
     assert!(edited.contains("max_iter: 9") && run_key(&edited) != run_key(&first));
+    // Never another run's numbers: `metrics` without the edit refuses, as `report` does.
+    let err = p.fails(&["pipeline", "metrics"]);
+    assert!(err.contains("not complete") && err.contains("kmeans.max_iter 9 -> 300"), "{err}");
+    p.ok(&["pipeline", "metrics", "--set", "kmeans.max_iter=9"]);
 
     // Revert: nothing is computed, every entry comes from the run-cache, and the page
     // describes the restored run again.

@@ -254,7 +254,10 @@ fn pipeline_runs_lists_the_run_cache_and_metrics_diff_takes_one() {
     diff.extend(epochs2);
     let table = p.ok(&diff);
     assert!(table.contains("mnist.conv.test_mse") && table.lines().next().unwrap().contains("old"), "{table}");
-    assert!(p.fails(&["pipeline", "metrics", "--diff", "run:0000000000"]).contains("no run in"));
+    let mut missing: Vec<&str> = vec!["pipeline", "metrics", "--diff", "run:0000000000"];
+    missing.extend(SMALL);
+    missing.extend(epochs2);
+    assert!(p.fails(&missing).contains("no run in"));
 }
 
 #[test]

@@ -54,3 +54,64 @@ fn every_deletion_goes_through_remove_within() {
     }
     assert!(offenders.is_empty(), "delete through latentscope_engine::remove::remove_within instead:\n{}", offenders.join("\n"));
 }
+
+/// Every non-test line of the `.rs` files under `dir` (relative to the repository) that
+/// contains one of `needles`, as `file:line: text`.
+fn lines_naming(dir: &str, needles: &[&str], except: &[&str]) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for path in sources(&root.join(dir)) {
+        let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+        if except.contains(&rel.as_str()) {
+            continue;
+        }
+        for (n, line) in non_test_code(&path).lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if needles.iter().any(|needle| code.contains(needle)) {
+                out.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    out
+}
+
+/// The boundaries ARCHITECTURE.md draws between the rooms of the house (issue 22), read off
+/// the code: each is a list of places that cross one, which must stay empty.
+#[test]
+fn the_architecture_boundaries_hold() {
+    let rules: [(&str, &str, &[&str], &[&str]); 5] = [
+        ("the engine knows nothing of the experiment", "engine/src", &["latentscope::", "candle", "crate::stages", "crate::config"], &[]),
+        (
+            "analysis is free of candle, models and the pipeline",
+            "src/analysis",
+            &["crate::models", "candle", "crate::pipeline", "crate::stages", "crate::train"],
+            &[],
+        ),
+        (
+            "a stage never imports what reads runs (report, page, Hub, runs, CLI)",
+            "src/stages",
+            &["crate::report", "crate::html", "crate::hub", "crate::runs", "crate::cli"],
+            &[],
+        ),
+        (
+            "outside the engine, runs are read through FinishedRun/RunCache; only pull adds entries, as a run does",
+            "src",
+            &["Store::open", "open_read_only", "entry_dir(", ".manifest("],
+            &["src/hub/pull.rs"],
+        ),
+        (
+            "the models know nothing of stages, reports or the Hub",
+            "src/models",
+            &["crate::stages", "crate::report", "crate::hub", "crate::html"],
+            &[],
+        ),
+    ];
+    let mut broken = Vec::new();
+    for (rule, dir, needles, except) in rules {
+        let found = lines_naming(dir, needles, except);
+        if !found.is_empty() {
+            broken.push(format!("{rule}:\n  {}", found.join("\n  ")));
+        }
+    }
+    assert!(broken.is_empty(), "boundaries crossed (see ARCHITECTURE.md):\n{}", broken.join("\n"));
+}

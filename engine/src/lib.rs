@@ -6,6 +6,7 @@
 pub mod executor;
 pub mod filestate;
 pub mod fingerprint;
+pub mod finished;
 pub mod graph;
 pub mod inputs;
 pub mod lockfile;

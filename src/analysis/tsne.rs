@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::models::rng::Rng;
+use crate::rng::Rng;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {

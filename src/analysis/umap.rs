@@ -19,7 +19,7 @@
 
 use rayon::prelude::*;
 
-use crate::models::rng::Rng;
+use crate::rng::Rng;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {

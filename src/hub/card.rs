@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::report::{self, thousands};
+use crate::render::{self, thousands};
 use crate::stages::download::{DatasetSummary, Source};
 use crate::stages::score::Metrics;
 
@@ -138,7 +138,7 @@ pub fn render(input: &CardInput) -> String {
     out.push('\n');
     out.push_str("## Metrics\n\n");
     out.push_str("Test MSE is the mean squared reconstruction error on the test split. Clustering metrics are given as best (mean ± population std) over the k-means seeds, the best chosen by purity (which uses the labels, as the notebook did) and beside it the seed of lowest inertia (chosen without labels); the notebook's numbers are those of the original notebook.\n\n");
-    out.push_str(&report::metrics_table(input.metrics));
+    out.push_str(&render::metrics_table(input.metrics));
     out.push('\n');
     out.push_str(
         "## Training\n\n| model | architecture | epochs | batch | learning rate | weight decay |\n| --- | --- | --- | --- | --- | --- |\n",
@@ -303,8 +303,8 @@ mod tests {
         assert_eq!(super::number(1e-8), "1e-8");
         assert_eq!(super::number(0.001), "0.001");
         assert_eq!(super::number(0.0), "0");
-        assert_eq!(crate::report::thousands(60000), "60,000");
-        assert_eq!(crate::report::thousands(999), "999");
-        assert_eq!(crate::report::thousands(1234567), "1,234,567");
+        assert_eq!(crate::render::thousands(60000), "60,000");
+        assert_eq!(crate::render::thousands(999), "999");
+        assert_eq!(crate::render::thousands(1234567), "1,234,567");
     }
 }

@@ -13,7 +13,8 @@ use super::layout::{self, Manifest, ManifestFile};
 use super::{auth, card, HubError, RepoId};
 use crate::config::LoadedConfig;
 use crate::data::idx::hex;
-use crate::pipeline::{self, Graph, LockFile, RunLock, Store};
+use crate::pipeline::finished::{FinishedRun, ReadError};
+use crate::pipeline::{Graph, LockFile, RunLock};
 
 pub struct PublishOptions {
     pub repo: RepoId,
@@ -121,27 +122,16 @@ fn generated(path: String, bytes: Vec<u8>) -> PlannedFile {
 /// A store file, checked against its lock record: what is published is what the lock file
 /// says, byte for byte (a file changed behind the store's back keeps its mtime, so the
 /// freshness check alone would not see it).
-fn planned_store(
-    path: String,
-    local: PathBuf,
-    stage: &str,
-    name: &str,
-    want: &crate::pipeline::store::FileRecord,
-) -> anyhow::Result<PlannedFile> {
-    let bytes = std::fs::read(&local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
-    let got = blake3::hash(&bytes).to_hex().to_string();
-    anyhow::ensure!(
-        got == want.blake3,
-        "{stage}/{name} does not match the lock file (blake3 {got}, recorded {}); run `cargo xtask pipeline run --verify`",
-        want.blake3
-    );
-    Ok(PlannedFile {
+/// A store file to upload: its bytes were read (and checked against the lock) by the
+/// [`FinishedRun`]; the upload reads the file again from `local`.
+fn planned_store(path: String, local: PathBuf, bytes: &[u8], stage: &str) -> PlannedFile {
+    PlannedFile {
         path,
         size: bytes.len() as u64,
-        sha256: hex(&Sha256::digest(&bytes)),
+        sha256: hex(&Sha256::digest(bytes)),
         stage: Some(stage.to_owned()),
         source: Source::Store(local),
-    })
+    }
 }
 
 /// The lock file as published: only this graph's stages, modification times zeroed (they
@@ -171,39 +161,30 @@ pub struct Plan {
 
 /// Plans the publication of the current run. Fails if a stage is stale.
 pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyhow::Result<Plan> {
-    let rows = pipeline::status(graph, &opts.artifacts, false)?;
-    let stale: Vec<String> = rows.iter().filter(|r| !r.fresh).map(|r| format!("{} ({})", r.stage, r.reason)).collect();
-    if !stale.is_empty() {
-        return Err(HubError::Stale { stages: stale }.into());
-    }
-    let lock = LockFile::load(&opts.artifacts)?;
-    let store = Store::open_read_only(&opts.artifacts)?;
+    let run = match FinishedRun::current(graph, &opts.artifacts) {
+        Err(ReadError::Stale { stages, .. }) => return Err(HubError::Stale { stages }.into()),
+        run => run?,
+    };
+    let lock = run.lock();
     let mut files = Vec::new();
     let folders = layout::published_stages(config);
     for spec in graph.ordered() {
         let Some(folder) = folders.get(&spec.id) else { continue };
-        let rec = lock
-            .stages
-            .get(&spec.id)
-            .ok_or_else(|| anyhow::anyhow!("{}: stage {} has no record", LockFile::path(&opts.artifacts).display(), spec.id))?;
-        for (name, record) in &rec.outputs {
-            let path = layout::repo_path(folder, name);
-            files.push(planned_store(path, store.entry_dir(&rec.fingerprint).join(name), &spec.id, name, record)?);
+        for name in run.record(&spec.id)?.outputs.keys() {
+            let (local, bytes) = run.located(&spec.id, name)?;
+            files.push(planned_store(layout::repo_path(folder, name), local, &bytes, &spec.id));
         }
     }
-    let metrics_rec = &lock.stages[crate::stages::score::ID];
-    let metrics = crate::stages::score::Metrics::read(&store.entry_dir(&metrics_rec.fingerprint).join(crate::stages::score::METRICS))?;
+    let metrics: crate::stages::score::Metrics = crate::stages::read_output(&run, crate::stages::score::ID, crate::stages::score::METRICS)?;
     let yaml = serde_saphyr::to_string(&config.experiment_tree())
         .map_err(|e| anyhow::anyhow!("cannot write the effective config as YAML: {e}"))?;
     let header = "# The effective configuration of this run (overrides applied), written by latentscope publish.\n";
     files.push(generated(layout::CONFIG.into(), format!("{header}{yaml}").into_bytes()));
-    let lock_text = serde_json::to_string_pretty(&published_lock(&lock, graph))? + "\n";
+    let lock_text = serde_json::to_string_pretty(&published_lock(lock, graph))? + "\n";
     files.push(generated(layout::LOCK.into(), lock_text.into_bytes()));
     let mut datasets = Vec::new();
     for name in config.config.datasets.keys() {
-        let download = &lock.stages[&crate::stages::download::id(name)];
-        let path = store.entry_dir(&download.fingerprint).join(crate::stages::download::SUMMARY);
-        datasets.push(crate::stages::download::DatasetSummary::read(&path)?);
+        datasets.push(crate::stages::read_output(&run, &crate::stages::download::id(name), crate::stages::download::SUMMARY)?);
     }
     let source_rev = crate::html::source_revision(&config.base_dir());
     let figures = crate::stages::plot::figure_captions(

@@ -638,7 +638,7 @@ mod tests {
     }
 
     fn split_of(shape: Shape, n: usize, seed: u64) -> Split {
-        let mut rng = models::rng::Rng::new(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         let images = (0..n * shape.pixels()).map(|_| if rng.next_f32() < 0.7 { 0 } else { (rng.next_u64() % 256) as u8 }).collect();
         Split { shape, images, labels: vec![0; n] }
     }

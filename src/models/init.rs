@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// One parameter tensor of a model.
 #[derive(Debug, Clone, PartialEq)]

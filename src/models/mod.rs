@@ -11,7 +11,6 @@ pub mod gemm;
 pub mod init;
 pub mod mlp;
 pub mod ops;
-pub mod rng;
 
 use std::path::Path;
 

@@ -766,7 +766,7 @@ mod tests {
     }
 
     fn random(shape: &[usize], seed: u64) -> Tensor {
-        let mut rng = crate::models::rng::Rng::new(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         let n: usize = shape.iter().product();
         t(&(0..n).map(|_| rng.symmetric(1.0)).collect::<Vec<_>>(), shape)
     }

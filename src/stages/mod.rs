@@ -357,6 +357,17 @@ pub fn check_shapes(config: &LoadedConfig) -> anyhow::Result<()> {
 }
 
 /// Reads a JSON artefact; errors name the file.
+/// A JSON output of a finished run, read through [`crate::pipeline::finished::FinishedRun`]
+/// (hash-checked) into the serde type its stage writes; the error names stage and file.
+pub fn read_output<T: serde::de::DeserializeOwned>(
+    run: &crate::pipeline::finished::FinishedRun,
+    stage: &str,
+    file: &str,
+) -> anyhow::Result<T> {
+    let bytes = run.read(stage, file)?;
+    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{stage}/{file}: not what this latentscope writes there: {e}"))
+}
+
 pub(crate) fn read_json(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))

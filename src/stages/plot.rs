@@ -9,7 +9,7 @@ use super::{Name, Run};
 use crate::config::LoadedConfig;
 use crate::figures::{self, LossCurve};
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::report;
+use crate::render;
 use crate::tensorfile::{f32_values, TensorFile};
 use crate::train::History;
 
@@ -235,14 +235,14 @@ impl StageKind for Plot {
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let metrics = Metrics::read(ctx.input(super::score::ID, super::score::METRICS)?)?;
-        let mut facts = report::RunFacts { datasets: Vec::new(), models: Vec::new(), sections: Vec::new() };
+        let mut facts = render::RunFacts { datasets: Vec::new(), models: Vec::new(), sections: Vec::new() };
         let mut embeddings = String::new();
         for dataset in &self.datasets {
             let test = super::download::read(ctx, dataset)?.test;
             facts.datasets.push(self.draw_dataset(ctx, &metrics, dataset, &test)?);
             embeddings.push_str(&self.draw_extras(ctx, &metrics, dataset, &test)?);
         }
-        facts.sections.push(report::methods_tables(&metrics));
+        facts.sections.push(render::methods_tables(&metrics));
         facts.sections.push(embeddings);
         for model in &self.models {
             let run = Run { dataset: self.datasets[0].clone(), model: model.clone(), seed: self.shown };
@@ -253,7 +253,7 @@ impl StageKind for Plot {
         let figs = figure_captions(&names(&self.datasets), &names(&self.models), &self.extras);
         let refs: Vec<(&str, &str)> = figs.iter().map(|(f, c)| (f.as_str(), c.as_str())).collect();
         let path = ctx.output(REPORT);
-        super::write_file(&path, report::markdown(&metrics, &facts, &refs))?;
+        super::write_file(&path, render::markdown(&metrics, &facts, &refs))?;
         Ok(StageReport { device: Some("cpu".into()) })
     }
 }
@@ -390,7 +390,7 @@ impl Plot {
         metrics: &Metrics,
         dataset: &Name,
         test: &crate::data::Split,
-    ) -> anyhow::Result<report::DatasetFacts> {
+    ) -> anyhow::Result<render::DatasetFacts> {
         let summary = super::download::DatasetSummary::read(ctx.input(&super::download::id(dataset), super::download::SUMMARY)?)?;
         let run = |model: &Name| Run { dataset: dataset.clone(), model: model.clone(), seed: self.shown };
 
@@ -515,7 +515,7 @@ impl Plot {
             if metrics.training_seeds.len() > 1 { "s" } else { "" }
         );
         figures::strips(&ctx.output(&spread_figure(dataset)), &title, &panels)?;
-        Ok(report::DatasetFacts {
+        Ok(render::DatasetFacts {
             name: dataset.to_string(),
             shape: summary.shape,
             classes: summary.classes,

@@ -89,11 +89,10 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
                 .input(&super::kmeans::id(&super::Rep::raw(subject.clone()), seed), super::kmeans::SUMMARY);
         }
     }
-    for (method, stage) in &clustering_inputs {
+    // Only the assignments: the scores come from the labels alone (a stage's inputs are
+    // exactly the files it reads).
+    for (_, stage) in &clustering_inputs {
         spec = spec.input(stage, super::cluster::ASSIGNMENTS);
-        if *method != "kmeans" {
-            spec = spec.input(stage, super::cluster::SUMMARY);
-        }
     }
     spec
 }

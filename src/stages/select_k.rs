@@ -71,7 +71,7 @@ impl StageKind for SelectKStage {
         anyhow::ensure!(hi <= n, "{}: select_k.range goes up to k = {hi}, more than the {n} points; lower it", ctx.stage_id);
         // The silhouette sample: a seeded choice of points, the same for every k.
         let mut order: Vec<usize> = (0..n).collect();
-        crate::models::rng::Rng::derive(self.cfg.seed, "select-k sample").shuffle(&mut order);
+        crate::rng::Rng::derive(self.cfg.seed, "select-k sample").shuffle(&mut order);
         order.truncate(self.cfg.sample.min(n));
         let sample: Vec<f32> = order.iter().flat_map(|&i| points[i * d..(i + 1) * d].iter().copied()).collect();
         let mut out = SelectK {
