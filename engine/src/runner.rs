@@ -149,213 +149,293 @@ pub fn run_on(graph: &Graph, artifacts: &Path, opts: &RunOptions, executor: &mut
     let mut lock = LockFile::load(artifacts)?;
     lock.version = super::lockfile::LOCK_VERSION;
     if opts.targets.is_empty() {
-        // Forget stages the config no longer has (their entries stay in the store until gc),
-        // and say so in the lock file at once: the lock and the views must agree even if a
-        // stage fails below.
-        let gone: Vec<String> = lock.stages.keys().chain(lock.unreadable.keys()).filter(|id| graph.get(id).is_none()).cloned().collect();
-        for id in &gone {
-            lock.stages.remove(id);
-            lock.unreadable.remove(id);
-            store.clear_view(id);
-        }
-        if !gone.is_empty() {
-            let shown = match gone.len() {
-                n if n > 8 => format!("{} and {} more", gone[..8].join(", "), n - 8),
-                _ => gone.join(", "),
-            };
-            tracing::info!("forgetting {} stages the config no longer has: {shown}", gone.len());
-            lock.save(artifacts)?;
-        }
+        forget_dropped_stages(graph, artifacts, &store, &mut lock)?;
     }
-
     let order: Vec<&StageSpec> = graph.ordered().filter(|s| selected.contains(&s.id)).collect();
-    let progress = progress_bar(order.len() as u64);
-    let mut summary = RunSummary::default();
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut launched: BTreeSet<String> = BTreeSet::new();
-    // In flight: stage -> job slots it holds.
-    let mut running: BTreeMap<String, usize> = BTreeMap::new();
     // Only an executor that chains names its work by key.
     let keys = if executor.chains() { recipe_keys(graph, &files) } else { BTreeMap::new() };
-    // The evaluation each stage was launched under, for stages whose inputs were all known.
-    let mut launched_under: BTreeMap<String, super::status::Evaluation> = BTreeMap::new();
-    let mut free = executor.slots().unwrap_or(usize::MAX);
-    let mut failures: Vec<(String, anyhow::Error)> = Vec::new();
-    // Stages that failed, or that were stopped because an upstream stage failed.
-    let mut failed: BTreeSet<String> = BTreeSet::new();
-
-    let result = (|| -> anyhow::Result<()> {
-        loop {
-            // Start (or settle without running) every stage whose inputs are ready, or (for a
-            // chaining executor) will be made ready by stages already in flight there.
-            if failures.is_empty() || opts.keep_going {
-                for spec in &order {
-                    if launched.contains(&spec.id) {
-                        continue;
-                    }
-                    let upstream: Vec<&str> = spec.upstream().into_iter().filter(|u| selected.contains(*u)).collect();
-                    if upstream.iter().any(|u| failed.contains(*u)) {
-                        continue;
-                    }
-                    let all_done = upstream.iter().all(|u| done.contains(*u));
-                    let chained = executor.chains() && upstream.iter().all(|u| done.contains(*u) || running.contains_key(*u));
-                    if !(all_done || chained) {
-                        continue;
-                    }
-                    let ev = evaluate(spec, &lock, &store, &files, opts.verify, |u| running.contains_key(u));
-                    let forced_here = forced.contains(spec.id.as_str());
-                    match (&ev.verdict, forced_here) {
-                        (Verdict::Fresh, false) => {
-                            ensure_view(&store, &spec.id, ev.fingerprint.as_deref().unwrap_or_default())?;
-                            if let Some(rec) = &ev.refresh {
-                                tracing::info!(stage = %spec.id, "content verified by hash; recording the files' new mtimes");
-                                lock.stages.insert(spec.id.clone(), rec.clone());
-                                lock.save(artifacts)?;
-                            }
-                            tracing::debug!(stage = %spec.id, "fresh");
-                            launched.insert(spec.id.clone());
-                            done.insert(spec.id.clone());
-                            summary.cached.push(spec.id.clone());
-                            progress.inc(1);
-                            continue;
-                        }
-                        (Verdict::Stale { cached: Some(rec), reason }, false) => {
-                            tracing::info!(stage = %spec.id, "restored from run-cache ({reason})");
-                            lock.unreadable.remove(&spec.id);
-                            lock.stages.insert(spec.id.clone(), (**rec).clone());
-                            lock.save(artifacts)?;
-                            store.set_view(&spec.id, &rec.fingerprint)?;
-                            launched.insert(spec.id.clone());
-                            done.insert(spec.id.clone());
-                            summary.cached.push(spec.id.clone());
-                            progress.inc(1);
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    let need = match (spec.kind.cost(), executor.slots()) {
-                        (_, None) => 0,
-                        (Cost::Light, Some(_)) => 1,
-                        (Cost::Heavy, Some(n)) => n.max(1),
-                    };
-                    if need > free {
-                        continue;
-                    }
-                    let reason = if forced_here { "forced".to_owned() } else { ev.reason() };
-                    tracing::info!(stage = %spec.id, "running ({reason})");
-                    let after: Vec<String> = upstream.iter().filter(|u| running.contains_key(**u)).map(|u| u.to_string()).collect();
-                    let mut inputs = input_paths(spec, &lock, &store);
-                    for i in spec.inputs.iter().filter(|i| after.contains(&i.stage)) {
-                        let dir = executor.output_dir(&i.stage).expect("a chaining executor knows where its stages write");
-                        inputs.insert(i.key(), dir.join(&i.file));
-                    }
-                    let key = keys.get(&spec.id).cloned().unwrap_or_default();
-                    let view = store.view_dir(&spec.id);
-                    if after.is_empty() {
-                        launched_under.insert(spec.id.clone(), ev.clone());
-                    }
-                    let launch = Launch {
-                        spec: (*spec).clone(),
-                        inputs,
-                        previous: view.is_dir().then_some(view),
-                        after,
-                        key,
-                        forced: forced_here,
-                        recorded: ev.inputs.clone(),
-                    };
-                    launched.insert(spec.id.clone());
-                    if let Err(e) = executor.start(launch, &store) {
-                        tracing::error!(stage = %spec.id, "failed to start: {e:#}");
-                        failed.insert(spec.id.clone());
-                        failures.push((spec.id.clone(), e));
-                        progress.inc(1);
-                        continue;
-                    }
-                    free -= need;
-                    running.insert(spec.id.clone(), need);
-                    progress.set_message(running.keys().cloned().collect::<Vec<_>>().join(", "));
-                }
-            }
-            if running.is_empty() {
-                break;
-            }
-            let (id, outcome) = executor.wait()?;
-            let Some(need) = running.remove(&id) else { continue };
-            free += need;
-            let spec = graph.get(&id).expect("a running stage is in the graph");
-            let ran = outcome.is_ok();
-            let under = launched_under.remove(&id);
-            let is_forced = forced.contains(id.as_str());
-            let committed = outcome.and_then(|produced| commit(spec, produced, under, &lock, &store, &files, opts.verify, is_forced));
-            if ran && committed.is_err() {
-                executor.keep(&id);
-            }
-            match committed {
-                Ok(rec) => {
-                    tracing::info!(stage = %id, "ran in {:.2} s", rec.wall_time_s);
-                    let fingerprint = rec.fingerprint.clone();
-                    lock.unreadable.remove(&id);
-                    lock.stages.insert(id.clone(), rec);
-                    lock.save(artifacts)?;
-                    store.set_view(&id, &fingerprint)?;
-                    done.insert(id.clone());
-                    summary.ran.push(id);
-                }
-                Err(e) => {
-                    tracing::error!(stage = %id, "failed: {e:#}");
-                    // Whatever was started downstream of it cannot succeed.
-                    let mut doomed: BTreeSet<String> = BTreeSet::from([id.clone()]);
-                    for s in &order {
-                        if s.upstream().iter().any(|u| doomed.contains(*u)) {
-                            doomed.insert(s.id.clone());
-                        }
-                    }
-                    let stop: Vec<String> = running.keys().filter(|r| doomed.contains(*r)).cloned().collect();
-                    if !stop.is_empty() {
-                        tracing::warn!("stopping {} (downstream of {id})", stop.join(", "));
-                        executor.cancel(&stop);
-                        for s in &stop {
-                            free += running.remove(s).unwrap_or(0);
-                            launched.remove(s);
-                        }
-                    }
-                    failed.extend(doomed);
-                    failures.push((id, e));
-                }
-            }
-            progress.inc(1);
-            progress.set_message(running.keys().cloned().collect::<Vec<_>>().join(", "));
-        }
-        Ok(())
-    })();
+    let mut scheduler = Scheduler {
+        graph,
+        artifacts,
+        opts,
+        forced: &forced,
+        selected: &selected,
+        progress: progress_bar(order.len() as u64),
+        order,
+        keys,
+        free: executor.slots().unwrap_or(usize::MAX),
+        executor,
+        store,
+        lock,
+        files: &files,
+        summary: RunSummary::default(),
+        done: BTreeSet::new(),
+        launched: BTreeSet::new(),
+        running: BTreeMap::new(),
+        launched_under: BTreeMap::new(),
+        failures: Vec::new(),
+        failed: BTreeSet::new(),
+    };
+    let result = scheduler.drive();
     if result.is_err() {
-        executor.cancel_all();
+        scheduler.executor.cancel_all();
     }
-    executor.finish();
-    progress.finish_and_clear();
+    scheduler.executor.finish();
+    scheduler.progress.finish_and_clear();
     if let Err(e) = files.save() {
         tracing::warn!("could not save the file-hash cache (the next run re-hashes the local data): {e}");
     }
     result?;
-    if !failures.is_empty() {
-        let blocked: Vec<&str> = order.iter().map(|s| s.id.as_str()).filter(|id| !launched.contains(*id)).collect();
-        let names: Vec<String> = failures.iter().map(|(id, _)| id.clone()).collect();
-        let (first, e) = failures.remove(0);
+    let mut summary = scheduler.outcome()?;
+    summary.wall_time_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Forgets the stages the config no longer has (their entries stay in the store until gc),
+/// and says so in the lock file at once: the lock and the views must agree even if a stage
+/// fails later.
+fn forget_dropped_stages(graph: &Graph, artifacts: &Path, store: &Store, lock: &mut LockFile) -> anyhow::Result<()> {
+    let gone: Vec<String> = lock.stages.keys().chain(lock.unreadable.keys()).filter(|id| graph.get(id).is_none()).cloned().collect();
+    for id in &gone {
+        lock.stages.remove(id);
+        lock.unreadable.remove(id);
+        store.clear_view(id);
+    }
+    if !gone.is_empty() {
+        let shown = match gone.len() {
+            n if n > 8 => format!("{} and {} more", gone[..8].join(", "), n - 8),
+            _ => gone.join(", "),
+        };
+        tracing::info!("forgetting {} stages the config no longer has: {shown}", gone.len());
+        lock.save(artifacts)?;
+    }
+    Ok(())
+}
+
+/// One run's scheduling state, under the run lock: which stages are settled, in flight or
+/// failed, the job slots left, and the lock file as it is being rewritten. Its steps:
+/// [`Self::launch_ready`] settles or starts every stage whose inputs are ready,
+/// [`Self::wait_one`] takes one finished stage from the executor and commits it (or records
+/// its failure and stops its downstream), and [`Self::outcome`] says how the run ended.
+struct Scheduler<'a> {
+    graph: &'a Graph,
+    artifacts: &'a Path,
+    opts: &'a RunOptions,
+    forced: &'a BTreeSet<&'a str>,
+    selected: &'a BTreeSet<String>,
+    /// The selected stages in dependency order.
+    order: Vec<&'a StageSpec>,
+    /// Recipe keys (chaining executors only).
+    keys: BTreeMap<String, String>,
+    executor: &'a mut dyn Executor,
+    store: Store,
+    lock: LockFile,
+    files: &'a FileState,
+    progress: ProgressBar,
+    summary: RunSummary,
+    /// Committed or settled without running.
+    done: BTreeSet<String>,
+    /// Started, settled, or failed to start.
+    launched: BTreeSet<String>,
+    /// In flight: stage -> job slots it holds.
+    running: BTreeMap<String, usize>,
+    /// The evaluation each stage was launched under, for stages whose inputs were all known.
+    launched_under: BTreeMap<String, super::status::Evaluation>,
+    free: usize,
+    failures: Vec<(String, anyhow::Error)>,
+    /// Stages that failed, or that were stopped because an upstream stage failed.
+    failed: BTreeSet<String>,
+}
+
+impl<'a> Scheduler<'a> {
+    /// Launches and waits until nothing is in flight or can start.
+    fn drive(&mut self) -> anyhow::Result<()> {
+        loop {
+            if self.failures.is_empty() || self.opts.keep_going {
+                self.launch_ready()?;
+            }
+            if self.running.is_empty() {
+                return Ok(());
+            }
+            self.wait_one()?;
+        }
+    }
+
+    /// Settles without running (fresh, or restored from the run-cache) or starts every stage
+    /// whose inputs are ready, or (for a chaining executor) will be made ready by stages
+    /// already in flight there.
+    fn launch_ready(&mut self) -> anyhow::Result<()> {
+        let order = self.order.clone();
+        for spec in order {
+            if self.launched.contains(&spec.id) {
+                continue;
+            }
+            let upstream: Vec<&str> = spec.upstream().into_iter().filter(|u| self.selected.contains(*u)).collect();
+            if upstream.iter().any(|u| self.failed.contains(*u)) {
+                continue;
+            }
+            let all_done = upstream.iter().all(|u| self.done.contains(*u));
+            let chained = self.executor.chains() && upstream.iter().all(|u| self.done.contains(*u) || self.running.contains_key(*u));
+            if !(all_done || chained) {
+                continue;
+            }
+            let ev = evaluate(spec, &self.lock, &self.store, self.files, self.opts.verify, |u| self.running.contains_key(u));
+            let forced = self.forced.contains(spec.id.as_str());
+            match (&ev.verdict, forced) {
+                (Verdict::Fresh, false) => {
+                    ensure_view(&self.store, &spec.id, ev.fingerprint.as_deref().unwrap_or_default())?;
+                    if let Some(rec) = &ev.refresh {
+                        tracing::info!(stage = %spec.id, "content verified by hash; recording the files' new mtimes");
+                        self.lock.stages.insert(spec.id.clone(), rec.clone());
+                        self.lock.save(self.artifacts)?;
+                    }
+                    tracing::debug!(stage = %spec.id, "fresh");
+                    self.settled(&spec.id);
+                }
+                (Verdict::Stale { cached: Some(rec), reason }, false) => {
+                    tracing::info!(stage = %spec.id, "restored from run-cache ({reason})");
+                    self.record(&spec.id, (**rec).clone())?;
+                    self.settled(&spec.id);
+                }
+                _ => self.start(spec, &upstream, ev, forced),
+            }
+        }
+        Ok(())
+    }
+
+    /// A stage that needed no run: done, and counted as cached.
+    fn settled(&mut self, id: &str) {
+        self.launched.insert(id.to_owned());
+        self.done.insert(id.to_owned());
+        self.summary.cached.push(id.to_owned());
+        self.progress.inc(1);
+    }
+
+    /// Writes a stage's record into the lock file (saved at once) and points its view at it.
+    fn record(&mut self, id: &str, rec: RunRecord) -> anyhow::Result<()> {
+        let fingerprint = rec.fingerprint.clone();
+        self.lock.unreadable.remove(id);
+        self.lock.stages.insert(id.to_owned(), rec);
+        self.lock.save(self.artifacts)?;
+        self.store.set_view(id, &fingerprint)?;
+        Ok(())
+    }
+
+    /// Hands a stale (or forced) stage to the executor if its job slots are free.
+    fn start(&mut self, spec: &StageSpec, upstream: &[&str], ev: super::status::Evaluation, forced: bool) {
+        let need = match (spec.kind.cost(), self.executor.slots()) {
+            (_, None) => 0,
+            (Cost::Light, Some(_)) => 1,
+            (Cost::Heavy, Some(n)) => n.max(1),
+        };
+        if need > self.free {
+            return;
+        }
+        let reason = if forced { "forced".to_owned() } else { ev.reason() };
+        tracing::info!(stage = %spec.id, "running ({reason})");
+        let after: Vec<String> = upstream.iter().filter(|u| self.running.contains_key(**u)).map(|u| u.to_string()).collect();
+        let mut inputs = input_paths(spec, &self.lock, &self.store);
+        for i in spec.inputs.iter().filter(|i| after.contains(&i.stage)) {
+            let dir = self.executor.output_dir(&i.stage).expect("a chaining executor knows where its stages write");
+            inputs.insert(i.key(), dir.join(&i.file));
+        }
+        let key = self.keys.get(&spec.id).cloned().unwrap_or_default();
+        let view = self.store.view_dir(&spec.id);
+        let recorded = ev.inputs.clone();
+        if after.is_empty() {
+            self.launched_under.insert(spec.id.clone(), ev);
+        }
+        let launch = Launch { spec: spec.clone(), inputs, previous: view.is_dir().then_some(view), after, key, forced, recorded };
+        self.launched.insert(spec.id.clone());
+        if let Err(e) = self.executor.start(launch, &self.store) {
+            tracing::error!(stage = %spec.id, "failed to start: {e:#}");
+            self.failed.insert(spec.id.clone());
+            self.failures.push((spec.id.clone(), e));
+            self.progress.inc(1);
+            return;
+        }
+        self.free -= need;
+        self.running.insert(spec.id.clone(), need);
+        self.show_running();
+    }
+
+    /// Takes one finished stage from the executor and commits what it produced, or records
+    /// its failure. An error here (the executor cannot go on) ends the run.
+    fn wait_one(&mut self) -> anyhow::Result<()> {
+        let (id, outcome) = self.executor.wait()?;
+        let Some(need) = self.running.remove(&id) else { return Ok(()) };
+        self.free += need;
+        let spec = self.graph.get(&id).expect("a running stage is in the graph");
+        let ran = outcome.is_ok();
+        let under = self.launched_under.remove(&id);
+        let forced = self.forced.contains(id.as_str());
+        let committed =
+            outcome.and_then(|produced| commit(spec, produced, under, &self.lock, &self.store, self.files, self.opts.verify, forced));
+        if ran && committed.is_err() {
+            self.executor.keep(&id);
+        }
+        match committed {
+            Ok(rec) => {
+                tracing::info!(stage = %id, "ran in {:.2} s", rec.wall_time_s);
+                self.record(&id, rec)?;
+                self.done.insert(id.clone());
+                self.summary.ran.push(id);
+            }
+            Err(e) => self.stage_failed(id, e),
+        }
+        self.progress.inc(1);
+        self.show_running();
+        Ok(())
+    }
+
+    /// Records a failure and stops whatever was started downstream of it (it cannot succeed).
+    fn stage_failed(&mut self, id: String, e: anyhow::Error) {
+        tracing::error!(stage = %id, "failed: {e:#}");
+        let mut doomed: BTreeSet<String> = BTreeSet::from([id.clone()]);
+        for s in &self.order {
+            if s.upstream().iter().any(|u| doomed.contains(*u)) {
+                doomed.insert(s.id.clone());
+            }
+        }
+        let stop: Vec<String> = self.running.keys().filter(|r| doomed.contains(*r)).cloned().collect();
+        if !stop.is_empty() {
+            tracing::warn!("stopping {} (downstream of {id})", stop.join(", "));
+            self.executor.cancel(&stop);
+            for s in &stop {
+                self.free += self.running.remove(s).unwrap_or(0);
+                self.launched.remove(s);
+            }
+        }
+        self.failed.extend(doomed);
+        self.failures.push((id, e));
+    }
+
+    fn show_running(&self) {
+        self.progress.set_message(self.running.keys().cloned().collect::<Vec<_>>().join(", "));
+    }
+
+    /// The summary of a run whose stages all succeeded, or the error that names every failed
+    /// stage (the first one's error as the cause) and what did not run because of them.
+    fn outcome(&mut self) -> anyhow::Result<RunSummary> {
+        if self.failures.is_empty() {
+            return Ok(std::mem::take(&mut self.summary));
+        }
+        let blocked: Vec<&str> = self.order.iter().map(|s| s.id.as_str()).filter(|id| !self.launched.contains(*id)).collect();
+        let names: Vec<String> = self.failures.iter().map(|(id, _)| id.clone()).collect();
+        let (first, e) = self.failures.remove(0);
         let mut e = e.context(format!("stage {first} failed"));
-        if opts.keep_going || names.len() > 1 {
+        if self.opts.keep_going || names.len() > 1 {
             e = e.context(format!(
                 "{} failed ({}); {} ran, {} cached{}",
                 if names.len() == 1 { "1 stage".to_owned() } else { format!("{} stages", names.len()) },
                 names.join(", "),
-                summary.ran.len(),
-                summary.cached.len(),
+                self.summary.ran.len(),
+                self.summary.cached.len(),
                 if blocked.is_empty() { String::new() } else { format!("; not run, downstream of a failure: {}", blocked.join(", ")) }
             ));
         }
-        return Err(e);
+        Err(e)
     }
-    summary.wall_time_s = started.elapsed().as_secs_f64();
-    Ok(summary)
 }
 
 /// The key of every stage's work: a fingerprint of its recipe (kind, version, params, the
