@@ -421,13 +421,18 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             // A run that leaves the whole pipeline fresh makes the report page describe it
             // (also when it only restored entries from the run-cache); failing to write it
             // fails the run.
+            // A run that wrote nothing (on a read-only folder, say) only warns.
             if !dry_run {
-                match crate::html::refresh(&config, &graph, &common.artifacts)? {
-                    crate::html::Refresh::Written(page) if !json => writeln!(out, "web page: {}", page.display())?,
-                    crate::html::Refresh::Incomplete { stale } => {
+                match crate::html::refresh(&config, &graph, &common.artifacts) {
+                    Ok(crate::html::Refresh::Written(page)) if !json => writeln!(out, "web page: {}", page.display())?,
+                    Ok(crate::html::Refresh::Incomplete { stale }) => {
                         tracing::info!("report page not refreshed: {stale} stages are not up to date")
                     }
-                    _ => {}
+                    Ok(_) => {}
+                    Err(e) if summary.ran.is_empty() && summary.cached.len() == graph.stages().len() => {
+                        tracing::warn!("the report page does not describe this run and could not be rewritten: {e:#}")
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -566,7 +571,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 pipeline::gc(&common.artifacts, !no_wait, dry_run).with_context(|| format!("gc of {}", common.artifacts.display()))?;
             if !dry_run {
                 // What a killed or failed write of the report page left beside it.
-                report.bytes_freed += pipeline::store::remove_atomic_leftovers(&common.artifacts.join(crate::html::FILE))?;
+                report.bytes_freed += crate::html::remove_dead_leftovers(&common.artifacts);
             }
             let size = crate::hub::publish::human_bytes(report.bytes_freed);
             if json {

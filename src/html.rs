@@ -310,9 +310,7 @@ pub enum Refresh {
 /// An error writing the page is an error of the run.
 pub fn refresh(config: &LoadedConfig, graph: &Graph, artifacts: &Path) -> anyhow::Result<Refresh> {
     let page = artifacts.join(FILE);
-    if crate::pipeline::store::has_atomic_leftovers(&page) {
-        crate::pipeline::store::remove_atomic_leftovers(&page)?;
-    }
+    remove_dead_leftovers(artifacts);
     let stale = crate::pipeline::status(graph, artifacts, false)?.iter().filter(|r| !r.fresh).count();
     if stale > 0 {
         return Ok(Refresh::Incomplete { stale });
@@ -322,6 +320,27 @@ pub fn refresh(config: &LoadedConfig, graph: &Graph, artifacts: &Path) -> anyhow
         return Ok(Refresh::UpToDate(page));
     }
     write(config, graph, artifacts, &page).map(Refresh::Written)
+}
+
+/// Removes the temporary files (`.report.html.tmp.<pid>`) that killed or failed writes of
+/// the page left in `artifacts`, and returns the bytes freed. Only those of processes that no
+/// longer run on this machine: another `run` or `report` may be writing its page right now
+/// (the page is written without the run lock).
+pub fn remove_dead_leftovers(artifacts: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(artifacts) else { return 0 };
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&format!(".{FILE}.tmp.")).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive {
+            freed += entry.metadata().map_or(0, |m| m.len());
+            if let Err(e) = crate::pipeline::remove::remove_within(artifacts, &entry.path()) {
+                tracing::warn!("cannot remove {}: {e}", entry.path().display());
+            }
+        }
+    }
+    freed
 }
 
 /// The run key in the head of the page at `path`, if it has one.

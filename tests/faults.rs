@@ -61,12 +61,16 @@ fn the_report_page_describes_the_current_run_or_the_run_fails() {
     assert!(leftovers(&p).is_empty(), "{:?}", leftovers(&p));
 
     // A page that cannot be written (here: a folder stands in its place, as a full disk
-    // would fail the write) fails the run with a message, and leaves no partial file.
+    // would fail the write) fails a run that computed something, with a message, and leaves
+    // no partial file; a run that wrote nothing (a read-only folder) warns.
     fs::remove_file(&page).unwrap();
     fs::create_dir_all(page.join("x")).unwrap();
-    let err = p.fails(&["pipeline", "run"]);
+    let err = p.fails(&["pipeline", "run", "--force", "plot"]);
     assert!(err.contains("cannot write the report page") && err.contains("report.html"), "{err}");
     assert!(leftovers(&p).is_empty(), "{:?}", leftovers(&p));
+    let out = p.run(&["pipeline", "run"]);
+    let log = common::text(&out.stderr);
+    assert!(out.status.success() && log.contains("could not be rewritten") && log.contains("report.html"), "{log}");
 }
 
 /// Flips the last byte of `path` and puts its mtime back, so that only a hash can tell.

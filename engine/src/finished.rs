@@ -58,8 +58,9 @@ impl FinishedRun {
     /// The current run of `graph` in `artifacts`: every stage fresh (by the quick check), or
     /// an error naming the stale ones.
     pub fn current(graph: &Graph, artifacts: &Path) -> Result<Self, ReadError> {
+        // Freshness judged on the very lock file that is then read (a run may rewrite it).
         let lock = LockFile::load(artifacts)?;
-        let rows = super::runner::status(graph, artifacts, false)?;
+        let rows = super::runner::status_of(graph, artifacts, &lock, false)?;
         let stale: Vec<String> = rows.iter().filter(|r| !r.fresh).map(|r| format!("{} ({})", r.stage, r.reason)).collect();
         if !stale.is_empty() {
             return Err(ReadError::Stale { artifacts: artifacts.to_owned(), stages: stale });
@@ -132,12 +133,15 @@ impl RunCache {
         Ok(Self { store: Store::open_read_only(artifacts)? })
     }
 
-    /// Every entry's record (entries without a readable manifest are left out).
+    /// Every entry's record. Entries without a readable manifest, or whose manifest names
+    /// another fingerprint than their folder, are left out (with a debug line).
     pub fn records(&self) -> Result<Vec<RunRecord>, ReadError> {
         let mut out = Vec::new();
         for fp in self.store.entries()? {
-            if let Some(rec) = self.store.manifest(&fp)? {
-                out.push(rec);
+            match self.store.manifest(&fp) {
+                Ok(Some(rec)) if rec.fingerprint == fp => out.push(rec),
+                Ok(_) => tracing::debug!("store entry {fp}: no manifest of its own; left out"),
+                Err(e) => tracing::debug!("store entry {fp}: {e}; left out"),
             }
         }
         Ok(out)
@@ -146,7 +150,7 @@ impl RunCache {
     /// Output `file` of the entry `rec` (a record from [`Self::records`]), checked by hash;
     /// `stage` names it in messages.
     pub fn read(&self, rec: &RunRecord, stage: &str, file: &str) -> Result<Vec<u8>, ReadError> {
-        let what = format!("the store entry {}", &rec.fingerprint[..rec.fingerprint.len().min(12)]);
+        let what = format!("the store entry {}", rec.fingerprint.get(..12).unwrap_or(&rec.fingerprint));
         Ok(read_checked(&self.store, rec, stage, file, &what)?.1)
     }
 }

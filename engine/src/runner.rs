@@ -79,13 +79,17 @@ impl std::fmt::Display for RunSummary {
 
 /// The status of every stage, in dependency order.
 pub fn status(graph: &Graph, artifacts: &Path, verify: bool) -> anyhow::Result<Vec<StatusRow>> {
-    let lock = LockFile::load(artifacts)?;
+    status_of(graph, artifacts, &LockFile::load(artifacts)?, verify)
+}
+
+/// [`status`] as the lock file `lock` (already loaded from `artifacts`) records it.
+pub fn status_of(graph: &Graph, artifacts: &Path, lock: &LockFile, verify: bool) -> anyhow::Result<Vec<StatusRow>> {
     let store = Store::open_read_only(artifacts)?;
     let files = FileState::load(artifacts);
     let mut stale = BTreeSet::new();
     let mut rows = Vec::new();
     for spec in graph.ordered() {
-        let ev = evaluate(spec, &lock, &store, &files, verify, |u| stale.contains(u));
+        let ev = evaluate(spec, lock, &store, &files, verify, |u| stale.contains(u));
         if !ev.is_fresh() {
             stale.insert(spec.id.clone());
         }

@@ -302,7 +302,9 @@ pub fn pull(opts: &PullOptions, local: Option<&LocalPlan<'_>>) -> anyhow::Result
     let mut staged = std::collections::BTreeSet::new();
     let downloaded = (|| -> anyhow::Result<()> {
         for &(id, rec) in &stages {
-            if intact_entry(&before, rec, false)?.is_some() {
+            // By hash, as under the lock below: an entry damaged behind the quick check is
+            // downloaded again here, not found wanting only once the lock is held.
+            if intact_entry(&before, rec, true)?.is_some() {
                 bar.inc(rec.outputs.values().map(|f| f.size).sum());
                 continue;
             }

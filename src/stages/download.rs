@@ -60,6 +60,9 @@ pub struct Download {
     name: Name,
     /// `local` resolved against the config's folder, and as the config spells it.
     local: Option<(PathBuf, PathBuf)>,
+    /// The IDX files present when the plan was made: the files the stage declares (and the
+    /// engine watches), so the run reads exactly those.
+    planned: Vec<PathBuf>,
     cfg: DatasetConfig,
 }
 
@@ -68,10 +71,13 @@ pub fn spec(config: &LoadedConfig, name: &str) -> StageSpec {
     let declared = super::Declared::new(config.params(&[&key]));
     let cfg: DatasetConfig = declared.get(&key);
     let local = cfg.local.as_ref().map(|p| (config.resolve(p), p.clone()));
-    let mut spec = declared.spec(id(name), Download { name: name.into(), local: local.clone(), cfg }).outputs(&[OUTPUT, SUMMARY]);
     // The files read are the ones present when the plan is made: all four, or (Hub) none.
-    if let Some((dir, setting)) = &local {
-        for path in idx::files(dir).unwrap_or_default() {
+    let planned = local.as_ref().and_then(|(dir, _)| idx::files(dir).ok()).unwrap_or_default();
+    let mut spec = declared
+        .spec(id(name), Download { name: name.into(), local: local.clone(), planned: planned.clone(), cfg })
+        .outputs(&[OUTPUT, SUMMARY]);
+    if let Some((_, setting)) = &local {
+        for path in planned {
             let name = setting.join(path.file_name().expect("a file")).display().to_string();
             spec = spec.file(name, path);
         }
@@ -91,6 +97,17 @@ impl StageKind for Download {
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let key = format!("datasets.{}", self.name);
+        // Read exactly the files the plan declared (and the engine hashed): a file added or
+        // removed since then would be read unwatched, or the Hub used in its place.
+        if let Some((dir, _)) = &self.local {
+            let now = idx::files(dir).unwrap_or_default();
+            anyhow::ensure!(
+                now == self.planned,
+                "{}: the IDX files in {} changed while the pipeline was being planned and run; run again",
+                ctx.stage_id,
+                dir.display()
+            );
+        }
         let (data, source) = match &self.local {
             Some((dir, setting)) if idx::present(dir) => {
                 let (data, sums) = idx::read_dir(dir)?;

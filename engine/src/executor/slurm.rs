@@ -110,6 +110,10 @@ pub struct JobFile {
     pub params: Params,
     pub inputs: BTreeMap<String, PathBuf>,
     pub previous: Option<PathBuf>,
+    /// The input hashes known when the job was submitted (those of committed upstream
+    /// stages): the job refuses other bytes before it runs.
+    #[serde(default)]
+    pub recorded: BTreeMap<String, String>,
     /// Whatever the binary needs to rebuild the stage (the config text and overrides).
     pub payload: serde_json::Value,
 }
@@ -226,7 +230,8 @@ fn queue_once() -> anyhow::Result<Vec<QueueEntry>> {
 #[derive(Debug, Clone, PartialEq)]
 struct PartitionOffer {
     name: String,
-    cpus: u32,
+    /// `None` when sinfo does not say exactly (a `+`, or no number).
+    cpus: Option<u64>,
     /// Megabytes; `None` when the cluster does not say (RealMemory unset: sinfo shows 1).
     mem_mb: Option<u64>,
     /// The GRES names (`gpu`, ...) of its nodes.
@@ -237,7 +242,7 @@ struct PartitionOffer {
 /// lists nothing to compare with (then sbatch has the last word).
 fn partition_offer(partition: Option<&str>) -> anyhow::Result<Option<PartitionOffer>> {
     let out = Command::new("sinfo")
-        .args(["--noheader", "--format=%P|%c|%m|%G"])
+        .args(["--noheader", "--all", "--exact", "--format=%P|%c|%m|%G"])
         .output()
         .context("cannot run sinfo: is Slurm installed and on PATH?")?;
     anyhow::ensure!(out.status.success(), "sinfo failed: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -247,7 +252,18 @@ fn partition_offer(partition: Option<&str>) -> anyhow::Result<Option<PartitionOf
 /// `sinfo --format=%P|%c|%m|%G` lines -> the offer of `partition` (or of the default one,
 /// marked `*`). A partition that sinfo does not list is an error naming `slurm.partition`.
 fn parse_sinfo(text: &str, partition: Option<&str>) -> anyhow::Result<Option<PartitionOffer>> {
-    let number = |f: &str| f.trim().trim_end_matches('+').parse::<u64>().ok();
+    // `--exact` lists each node configuration on its own line; a `+` (a minimum over mixed
+    // nodes) still tells nothing about the largest node, so such a value is not compared.
+    let number = |f: &str| f.trim().parse::<u64>().ok();
+    // The largest over the lines, or unknown once any line is.
+    let most = |acc: Option<Option<u64>>, v: Option<u64>| -> Option<Option<u64>> {
+        Some(match (acc, v) {
+            (None, v) => v,
+            (Some(Some(a)), Some(v)) => Some(a.max(v)),
+            _ => None,
+        })
+    };
+    let (mut cpus, mut mem): (Option<Option<u64>>, Option<Option<u64>>) = (None, None);
     let mut names = Vec::new();
     let mut offer: Option<PartitionOffer> = None;
     for line in text.lines() {
@@ -263,11 +279,9 @@ fn parse_sinfo(text: &str, partition: Option<&str>) -> anyhow::Result<Option<Par
         if !partition.map_or(default, |p| p == name) {
             continue;
         }
-        let o = offer.get_or_insert_with(|| PartitionOffer { name: name.to_owned(), cpus: 0, mem_mb: None, gres: Vec::new() });
-        o.cpus = o.cpus.max(number(f[1]).unwrap_or(0) as u32);
-        if let Some(mb) = number(f[2]).filter(|&mb| mb > 1) {
-            o.mem_mb = Some(o.mem_mb.unwrap_or(0).max(mb));
-        }
+        let o = offer.get_or_insert_with(|| PartitionOffer { name: name.to_owned(), cpus: None, mem_mb: None, gres: Vec::new() });
+        cpus = most(cpus, number(f[1]));
+        mem = most(mem, number(f[2]).filter(|&mb| mb > 1));
         for g in f[3].split(',').filter(|g| !g.is_empty() && *g != "(null)") {
             let name = g.split([':', '(']).next().unwrap_or_default().to_owned();
             if !o.gres.contains(&name) {
@@ -279,7 +293,7 @@ fn parse_sinfo(text: &str, partition: Option<&str>) -> anyhow::Result<Option<Par
     if let (Some(p), None) = (partition, &offer) {
         anyhow::bail!("slurm.partition is {p:?}, but sinfo lists no such partition (it lists: {})", names.join(", "));
     }
-    Ok(offer.filter(|o| o.cpus > 0))
+    Ok(offer.map(|o| PartitionOffer { cpus: cpus.flatten().filter(|&c| c > 0), mem_mb: mem.flatten(), ..o }))
 }
 
 /// Slurm's `--mem` value in megabytes (`16G`, `512M`, `2048`: megabytes without a suffix).
@@ -301,11 +315,11 @@ fn mem_mb(mem: &str) -> Option<u64> {
 fn check_offer(class: &str, r: &Resources, offer: &PartitionOffer) -> Result<(), String> {
     let fix = "lower it, or choose a partition with bigger nodes (slurm.partition)";
     let p = &offer.name;
-    if r.cpus > offer.cpus {
+    if let Some(have) = offer.cpus.filter(|&have| u64::from(r.cpus) > have) {
         return Err(format!(
-            "slurm.{class}.cpus is {}, but the largest node of partition {p} has {} CPUs (sinfo): the job would wait \
+            "slurm.{class}.cpus is {}, but the largest node of partition {p} has {have} CPUs (sinfo): the job would wait \
              forever; {fix}",
-            r.cpus, offer.cpus
+            r.cpus
         ));
     }
     if let (Some(want), Some(have)) = (mem_mb(&r.mem), offer.mem_mb) {
@@ -333,7 +347,8 @@ fn check_offer(class: &str, r: &Resources, offer: &PartitionOffer) -> Result<(),
 /// Pending reasons under which Slurm will never start a job as it was asked (a limit of the
 /// partition, account or QOS), as opposed to waiting for resources to free up.
 fn never_runs(reason: &str) -> bool {
-    matches!(reason, "PartitionConfig" | "PartitionNodeLimit" | "PartitionTimeLimit" | "BadConstraints" | "InvalidAccount" | "InvalidQOS")
+    // (Not PartitionNodeLimit: it also means that the nodes needed are down or drained.)
+    matches!(reason, "PartitionConfig" | "PartitionTimeLimit" | "BadConstraints" | "InvalidAccount" | "InvalidQOS")
         || ((reason.starts_with("QOSMax") || reason.starts_with("AssocMax")) && reason.contains("PerJob"))
 }
 
@@ -481,7 +496,16 @@ impl SlurmExecutor {
     /// or a GRES than it has), naming the key to change, instead of leaving it pending.
     fn check_resources(&mut self, cost: Cost) -> anyhow::Result<()> {
         if self.offer.is_none() {
-            self.offer = Some(partition_offer(self.settings.partition.as_deref())?);
+            // A partition given in `extra` (or several, comma-separated) is sbatch's to judge.
+            let elsewhere = self.settings.extra.iter().any(|o| o == "-p" || o.starts_with("--partition") || o.starts_with("-p"))
+                || self.settings.partition.as_deref().is_some_and(|p| p.contains(','));
+            self.offer = Some(match elsewhere {
+                true => None,
+                false => partition_offer(self.settings.partition.as_deref()).unwrap_or_else(|e| {
+                    tracing::warn!("cannot tell what the partition offers ({e:#}); sbatch will judge the resources");
+                    None
+                }),
+            });
         }
         let Some(Some(offer)) = &self.offer else { return Ok(()) };
         let class = match cost {
@@ -711,7 +735,9 @@ impl Executor for SlurmExecutor {
         // A finished job of a previous coordinator (no try of it still queued): adopt its
         // result; the runner checks the inputs it read before committing it.
         let finished = std::fs::read(dir.join(DONE_FILE)).ok().and_then(|b| serde_json::from_slice::<JobResult>(&b).ok());
-        if finished.as_ref().is_some_and(|r| r.key == key) {
+        // (A result the runner refused keeps its folder for the log, without `out/` and
+        // `done.json`, so it is never adopted again.)
+        if finished.as_ref().is_some_and(|r| r.key == key) && dir.join(OUT_DIR).is_dir() {
             tracing::info!(stage = %stage, "adopting the finished job of an earlier run ({})", dir.display());
             self.started.insert(stage, (dir, None));
             self.jobs.push(job);
@@ -729,6 +755,7 @@ impl Executor for SlurmExecutor {
             params: launch.spec.params.clone(),
             inputs: launch.inputs.clone(),
             previous: launch.previous.clone(),
+            recorded: launch.recorded.clone(),
             payload: self.payload.clone(),
         };
         write_atomic(&dir.join(JOB_FILE), serde_json::to_string_pretty(&file)?.as_bytes())?;
@@ -824,6 +851,7 @@ impl Executor for SlurmExecutor {
             let _ = remove_within(&self.artifacts, &p.dir);
         }
         for dir in &self.keep {
+            let _ = remove_within(&self.artifacts, &dir.join(DONE_FILE));
             let _ = remove_within(&self.artifacts, &dir.join(OUT_DIR));
         }
     }
@@ -903,6 +931,7 @@ pub fn run_job(dir: &Path, job: &JobFile, spec: &StageSpec) -> anyhow::Result<()
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     // Hashed before the run and looked at again after it: the coordinator records these.
     let read = ReadInputs::take(&job.stage, &job.inputs, &spec.files)?;
+    read.check_recorded(&job.recorded)?;
     let ctx = StageContext::new(&job.stage, &spec.params, job.inputs.clone(), &out).with_previous(job.previous.clone());
     let report = spec.kind.run(&ctx)?;
     read.check_unchanged()?;
@@ -953,11 +982,15 @@ mod tests {
 
     #[test]
     fn resources_no_node_has_are_refused_naming_the_key() {
-        let sinfo = "debug*|2|7900|(null)\ngpu|16+|128000|gpu:h100:4(S:0-1)\n";
+        let sinfo = "debug*|2|7900|(null)\ngpu|16|128000|gpu:h100:4(S:0-1)\ngpu|8|64000|gpu:a100:2\nmixed|4|1|(null)\nmixed|8+|1|(null)\n";
         let default = parse_sinfo(sinfo, None).unwrap().unwrap();
-        assert_eq!(default, PartitionOffer { name: "debug".into(), cpus: 2, mem_mb: Some(7900), gres: vec![] });
+        assert_eq!(default, PartitionOffer { name: "debug".into(), cpus: Some(2), mem_mb: Some(7900), gres: vec![] });
         let gpu = parse_sinfo(sinfo, Some("gpu")).unwrap().unwrap();
-        assert_eq!((gpu.cpus, gpu.gres.clone()), (16, vec!["gpu".to_owned()]));
+        assert_eq!((gpu.cpus, gpu.mem_mb, gpu.gres.clone()), (Some(16), Some(128000), vec!["gpu".to_owned()]));
+        // A `+` (a minimum over mixed nodes) says nothing of the largest: not compared.
+        let mixed = parse_sinfo(sinfo, Some("mixed")).unwrap().unwrap();
+        assert_eq!(mixed.cpus, None);
+        check_offer("heavy", &SlurmSettings::default().heavy, &mixed).unwrap();
         let err = parse_sinfo(sinfo, Some("big")).unwrap_err().to_string();
         assert!(err.contains("slurm.partition") && err.contains("debug, gpu"), "{err}");
 
