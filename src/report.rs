@@ -82,6 +82,33 @@ pub fn flat_metrics(metrics: &Value) -> Vec<(String, f64)> {
     out
 }
 
+/// The metrics `metrics --diff SOURCE` compares with: `hub:OWNER/NAME[@REV]` (a published
+/// run), `run:<fingerprint prefix>` (the run-cache), a saved lock file (its `score` entry,
+/// read from the store) or a `metrics.json`.
+pub fn metrics_of_source(artifacts: &std::path::Path, source: &std::path::Path) -> anyhow::Result<Value> {
+    use anyhow::Context as _;
+    let text = source.to_str();
+    if let Some(spec) = text.and_then(|p| p.strip_prefix("hub:")) {
+        return crate::hub::published_metrics(spec, None).with_context(|| format!("--diff {}", source.display()));
+    }
+    if let Some(prefix) = text.and_then(|p| p.strip_prefix("run:")) {
+        return crate::runs::metrics_of(artifacts, prefix);
+    }
+    let bytes = std::fs::read(source).with_context(|| format!("cannot read {}", source.display()))?;
+    let value: Value = serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", source.display()))?;
+    if value.get("stages").is_none() {
+        return Ok(value);
+    }
+    let lock = crate::pipeline::LockFile::load_file(source)?;
+    metrics_of_lock(artifacts, lock, &source.display().to_string())
+}
+
+/// `metrics --diff --json`: `{"old": {row: value}, "new": {...}}`.
+pub fn diff_json(old: &Value, new: &Value) -> Value {
+    let rows = |m: &Value| -> serde_json::Map<String, Value> { flat_metrics(m).into_iter().map(|(k, v)| (k, v.into())).collect() };
+    serde_json::json!({"old": rows(old), "new": rows(new)})
+}
+
 /// `metrics --diff`: old, new and change for every metric either side has.
 pub fn diff_table(old: &Value, new: &Value) -> String {
     let (old, new) = (flat_metrics(old), flat_metrics(new));
