@@ -34,7 +34,9 @@ fn summary(s: &Summary) -> String {
 
 /// Purity of the k-means seed with the lowest inertia (chosen without the labels).
 fn label_free(r: &crate::stages::score::RunMetrics) -> String {
-    r.label_free.get("purity").map_or("—".to_owned(), |p| format!("{p:.4} (seed {})", r.lowest_inertia_seed))
+    r.label_free
+        .get(crate::stages::score::Metric::Purity.key())
+        .map_or("—".to_owned(), |p| format!("{p:.4} (seed {})", r.lowest_inertia_seed))
 }
 
 /// `0.6251 ± 0.0300 [0.5878, 0.6624]`, or the bare mean for one seed.
@@ -226,11 +228,11 @@ pub fn methods_tables(metrics: &Metrics) -> String {
                 rows.push(m.representation.clone());
             }
         }
-        for metric in crate::stages::score::CLUSTER_METRICS {
+        for metric in crate::stages::score::Metric::ALL {
             let _ = write!(
                 out,
                 "### {dataset}: {}\n\n| representation | {} |\n|{}\n",
-                metric_name(metric),
+                metric.label(),
                 cols.join(" | "),
                 " --- |".repeat(cols.len() + 1)
             );
@@ -293,15 +295,6 @@ pub fn methods_tables(metrics: &Metrics) -> String {
         }
     }
     out
-}
-
-fn metric_name(metric: &str) -> &'static str {
-    match metric {
-        "purity" => "purity",
-        "nmi" => "NMI",
-        "ari" => "ARI",
-        _ => "ACC",
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::render::metrics_table;
-use crate::stages::score::{Metrics, CLUSTER_METRICS};
+use crate::stages::score::{Metric, Metrics};
 
 /// The `score` stage's metrics as recorded by a lock file (read from the store entry it names,
 /// checked by hash). `what` names the lock file in messages.
@@ -42,7 +42,7 @@ pub fn flat_metrics(metrics: &Value) -> Vec<(String, f64)> {
             if let Some(v) = block["test_mse"].as_f64() {
                 out.push((format!("mnist.{name}.test_mse"), v));
             }
-            for key in CLUSTER_METRICS {
+            for key in Metric::ALL.map(Metric::key) {
                 for stat in ["best", "mean", "std"] {
                     if let Some(v) = block[key][stat].as_f64() {
                         out.push((format!("mnist.{name}.{key}.{stat}"), v));
@@ -63,8 +63,8 @@ pub fn flat_metrics(metrics: &Value) -> Vec<(String, f64)> {
             if let Some(mse) = r.test_mse {
                 out.push((format!("{prefix}.test_mse"), mse));
             }
-            for key in CLUSTER_METRICS {
-                let s = r.metric(key);
+            for metric in Metric::ALL {
+                let (key, s) = (metric.key(), r.metric(metric));
                 for (stat, v) in [("best", s.best), ("mean", s.mean), ("std", s.std)] {
                     out.push((format!("{prefix}.{key}.{stat}"), v));
                 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::pipeline::finished::RunCache;
 use crate::pipeline::{Graph, LockFile, RunRecord};
-use crate::stages::score::{Metrics, ID, METRICS};
+use crate::stages::score::{Metric, Metrics, ID, METRICS};
 
 /// One run in the run-cache.
 #[derive(Debug, Clone, Serialize)]
@@ -91,7 +91,12 @@ pub fn list(graph: &Graph, artifacts: &Path) -> anyhow::Result<Vec<PastRun>> {
             .collect();
         let metrics = cache.read(rec, ID, METRICS).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<Metrics>(&b)?));
         let purity = metrics
-            .map(|m| m.models.iter().map(|mm| (format!("{}.{}", mm.dataset, mm.model), (mm.mean("purity"), mm.best("purity")))).collect())
+            .map(|m| {
+                m.models
+                    .iter()
+                    .map(|mm| (format!("{}.{}", mm.dataset, mm.model), (mm.mean(Metric::Purity), mm.best(Metric::Purity))))
+                    .collect()
+            })
             .unwrap_or_default();
         runs.push(PastRun {
             fingerprint: rec.fingerprint.clone(),

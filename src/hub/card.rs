@@ -61,7 +61,13 @@ fn model_index(input: &CardInput) -> Value {
         .iter()
         .map(|m| {
             let mut metrics = vec![metric("mse", "Test MSE".into(), m.test_mse())];
-            for (key, kind, label) in [("purity", "purity", "Purity"), ("nmi", "nmi", "NMI"), ("ari", "ari", "ARI"), ("acc", "accuracy", "Clustering accuracy (Hungarian)")] {
+            use crate::stages::score::Metric;
+            for (key, kind, label) in [
+                (Metric::Purity, "purity", "Purity"),
+                (Metric::Nmi, "nmi", "NMI"),
+                (Metric::Ari, "ari", "ARI"),
+                (Metric::Acc, "accuracy", "Clustering accuracy (Hungarian)"),
+            ] {
                 metrics.push(metric(kind, format!("{label}, best of {over}"), Some(m.best(key))));
                 metrics.push(metric(kind, format!("{label}, mean of {over}"), Some(m.mean(key))));
             }

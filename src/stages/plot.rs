@@ -4,7 +4,7 @@
 
 use safetensors::Dtype;
 
-use super::score::{Metrics, CLUSTER_METRICS};
+use super::score::{Metric, Metrics};
 use super::{Name, Run};
 use crate::config::LoadedConfig;
 use crate::figures::{self, LossCurve};
@@ -493,7 +493,7 @@ impl Plot {
         }
 
         // The spread over seeds, per metric and model.
-        let panels: Vec<(&str, Vec<figures::Strip<'_>>)> = CLUSTER_METRICS
+        let panels: Vec<(&str, Vec<figures::Strip<'_>>)> = Metric::ALL
             .iter()
             .map(|&metric| {
                 let strips = metrics
@@ -505,7 +505,7 @@ impl Plot {
                         per_seed: m.runs.iter().map(|r| r.metric(metric).mean).collect(),
                     })
                     .collect();
-                (metric, strips)
+                (metric.key(), strips)
             })
             .collect();
         let title = format!(

@@ -117,8 +117,66 @@ impl Summary {
     }
 }
 
-/// The clustering metrics, in report order.
-pub const CLUSTER_METRICS: [&str; 4] = ["purity", "nmi", "ari", "acc"];
+/// A clustering score, in report order ([`Metric::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Purity,
+    Nmi,
+    Ari,
+    Acc,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [Metric::Purity, Metric::Nmi, Metric::Ari, Metric::Acc];
+
+    /// Its key in `metrics.json` (`purity`, `nmi`, `ari`, `acc`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Metric::Purity => "purity",
+            Metric::Nmi => "nmi",
+            Metric::Ari => "ari",
+            Metric::Acc => "acc",
+        }
+    }
+
+    /// How tables and figures name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Purity => "purity",
+            Metric::Nmi => "NMI",
+            Metric::Ari => "ARI",
+            Metric::Acc => "ACC",
+        }
+    }
+}
+
+/// What is summarised and compared over training seeds: a clustering score (each trained
+/// model's mean over its k-means seeds) or the test MSE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    Score(Metric),
+    TestMse,
+}
+
+impl Quantity {
+    /// The scores in report order, then the test MSE.
+    pub const ALL: [Quantity; 5] = [
+        Quantity::Score(Metric::Purity),
+        Quantity::Score(Metric::Nmi),
+        Quantity::Score(Metric::Ari),
+        Quantity::Score(Metric::Acc),
+        Quantity::TestMse,
+    ];
+
+    /// Its key in `metrics.json` (`over_training_seeds`, comparisons).
+    pub fn key(self) -> &'static str {
+        match self {
+            Quantity::Score(m) => m.key(),
+            Quantity::TestMse => "test_mse",
+        }
+    }
+}
 
 /// `score/metrics.json`. Shared by the stage that writes it and every reader (plot, report,
 /// model card, `metrics --diff`).
@@ -179,8 +237,8 @@ pub struct MethodMetrics {
 }
 
 impl MethodMetrics {
-    pub fn metric(&self, name: &str) -> &Summary {
-        pick(name, [&self.purity, &self.nmi, &self.ari, &self.acc])
+    pub fn metric(&self, metric: Metric) -> &Summary {
+        pick(metric, [&self.purity, &self.nmi, &self.ari, &self.acc])
     }
 
     /// `kmeans`, `umap + gmm`.
@@ -246,19 +304,18 @@ pub struct RunMetrics {
 }
 
 impl RunMetrics {
-    pub fn metric(&self, name: &str) -> &Summary {
-        pick(name, [&self.purity, &self.nmi, &self.ari, &self.acc])
+    pub fn metric(&self, metric: Metric) -> &Summary {
+        pick(metric, [&self.purity, &self.nmi, &self.ari, &self.acc])
     }
 }
 
-/// One of the four scores by name, in [`CLUSTER_METRICS`] order.
-fn pick<'a>(name: &str, [purity, nmi, ari, acc]: [&'a Summary; 4]) -> &'a Summary {
-    match name {
-        "purity" => purity,
-        "nmi" => nmi,
-        "ari" => ari,
-        "acc" => acc,
-        other => panic!("no clustering metric {other}"),
+/// One of the four scores, given in [`Metric::ALL`] order.
+fn pick(metric: Metric, [purity, nmi, ari, acc]: [&Summary; 4]) -> &Summary {
+    match metric {
+        Metric::Purity => purity,
+        Metric::Nmi => nmi,
+        Metric::Ari => ari,
+        Metric::Acc => acc,
     }
 }
 
@@ -308,12 +365,12 @@ impl Metrics {
 
 impl ModelMetrics {
     /// The best value of a clustering metric over every training and k-means seed.
-    pub fn best(&self, metric: &str) -> f64 {
+    pub fn best(&self, metric: Metric) -> f64 {
         self.runs.iter().map(|r| r.metric(metric).best).fold(f64::NEG_INFINITY, f64::max)
     }
 
     /// The mean over every training and k-means seed.
-    pub fn mean(&self, metric: &str) -> f64 {
+    pub fn mean(&self, metric: Metric) -> f64 {
         self.runs.iter().map(|r| r.metric(metric).mean).sum::<f64>() / self.runs.len() as f64
     }
 
@@ -324,16 +381,22 @@ impl ModelMetrics {
     }
 
     /// Per run: the test MSE, or a clustering metric's mean over the k-means seeds.
-    pub fn per_run(&self, metric: &str) -> Vec<f64> {
-        self.runs.iter().filter_map(|r| if metric == "test_mse" { r.test_mse } else { Some(r.metric(metric).mean) }).collect()
+    pub fn per_run(&self, quantity: Quantity) -> Vec<f64> {
+        self.runs
+            .iter()
+            .filter_map(|r| match quantity {
+                Quantity::TestMse => r.test_mse,
+                Quantity::Score(m) => Some(r.metric(m).mean),
+            })
+            .collect()
     }
 
     fn of(dataset: &str, name: String, runs: Vec<RunMetrics>) -> Self {
         let mut m = Self { dataset: dataset.to_owned(), model: name, arch: None, runs, over_training_seeds: BTreeMap::new() };
-        for metric in CLUSTER_METRICS.into_iter().chain(["test_mse"]) {
-            let values = m.per_run(metric);
+        for quantity in Quantity::ALL {
+            let values = m.per_run(quantity);
             if !values.is_empty() {
-                m.over_training_seeds.insert(metric.to_owned(), Stats::of(&values));
+                m.over_training_seeds.insert(quantity.key().to_owned(), Stats::of(&values));
             }
         }
         m
@@ -463,8 +526,8 @@ fn compare(models: &[ModelMetrics], baselines: &[ModelMetrics]) -> Vec<Compariso
     };
     for (i, a) in models.iter().enumerate() {
         for b in &models[i + 1..] {
-            for metric in CLUSTER_METRICS.into_iter().chain(["test_mse"]) {
-                push(a, b, metric, "welch", stats::welch(&a.per_run(metric), &b.per_run(metric)));
+            for quantity in Quantity::ALL {
+                push(a, b, quantity.key(), "welch", stats::welch(&a.per_run(quantity), &b.per_run(quantity)));
             }
         }
     }
@@ -473,8 +536,9 @@ fn compare(models: &[ModelMetrics], baselines: &[ModelMetrics]) -> Vec<Compariso
     // baseline's per-k-means-seed values accounts for both.
     for a in models {
         for b in baselines {
-            for metric in CLUSTER_METRICS {
-                push(a, b, metric, "welch-baseline", stats::welch(&a.per_run(metric), &b.runs[0].metric(metric).per_seed));
+            for metric in Metric::ALL {
+                let model = a.per_run(Quantity::Score(metric));
+                push(a, b, metric.key(), "welch-baseline", stats::welch(&model, &b.runs[0].metric(metric).per_seed));
             }
         }
     }
@@ -525,7 +589,7 @@ fn score_method(
                 let c: Vec<u32> = kept.iter().map(|&i| clusters[i]).collect();
                 score_labels(&t, &c, classes)
             };
-            covered = Some(CLUSTER_METRICS.iter().zip(on_covered).map(|(k, v)| (k.to_string(), v)).collect());
+            covered = Some(Metric::ALL.iter().zip(on_covered).map(|(k, v)| (k.key().to_owned(), v)).collect());
         }
         if best.as_ref().is_none_or(|b| scores[3] > b.1) {
             best = Some((*seed, scores[3], clusters));
@@ -601,7 +665,7 @@ impl Score {
         }
         let (_, best_purity_seed, contingency) = best.expect("at least one seed");
         let (_, lowest_inertia_seed, values) = lowest.expect("at least one seed");
-        let label_free = CLUSTER_METRICS.iter().zip(values).map(|(k, v)| (k.to_string(), v)).collect();
+        let label_free = Metric::ALL.iter().zip(values).map(|(k, v)| (k.key().to_owned(), v)).collect();
         Ok(RunMetrics {
             training_seed,
             test_mse,
