@@ -208,7 +208,7 @@ pub struct RunFacts {
 /// the best. Empty when k-means on the latents is all there is.
 pub fn methods_tables(metrics: &Metrics) -> String {
     let c = &metrics.clusterings;
-    if c.iter().all(|m| m.method == "kmeans" && m.embed.is_none()) {
+    if c.iter().all(|m| m.method == crate::stages::cluster::Method::Kmeans.key() && m.embed.is_none()) {
         return String::new();
     }
     let mut out = String::from("## Clustering methods\n\n");

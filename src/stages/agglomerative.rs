@@ -27,7 +27,7 @@ pub fn spec(config: &LoadedConfig, rep: Rep) -> StageSpec {
 
 impl StageKind for Agglomerative {
     fn kind(&self) -> &'static str {
-        "agglomerative"
+        super::cluster::Method::Agglomerative.key()
     }
 
     fn version(&self) -> u32 {
@@ -40,7 +40,7 @@ impl StageKind for Agglomerative {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        super::cluster::run(ctx, &self.rep, "agglomerative", None, |points, _, d| {
+        super::cluster::run(ctx, &self.rep, super::cluster::Method::Agglomerative, None, |points, _, d| {
             let labels = agglomerative::fit(points, d, self.cfg.k, self.cfg.linkage).map_err(|e| match e {
                 agglomerative::Error::TooFewPoints { .. } => anyhow::anyhow!("cluster.agglomerative.k: {e}; lower it"),
                 other => other.into(),

@@ -11,6 +11,33 @@ use crate::pipeline::{StageContext, StageReport};
 use crate::tensorfile::{self, le_bytes_u32, Array};
 
 pub use crate::analysis::hdbscan::NOISE;
+
+/// A clustering method: its stage kind and its name in ids, `metrics.json` and the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Method {
+    Kmeans,
+    Gmm,
+    Agglomerative,
+    Hdbscan,
+}
+
+impl Method {
+    /// The name (`kmeans`, `gmm`, `agglomerative`, `hdbscan`): the stage kind and the
+    /// `method` of `metrics.json`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Method::Kmeans => "kmeans",
+            Method::Gmm => "gmm",
+            Method::Agglomerative => "agglomerative",
+            Method::Hdbscan => "hdbscan",
+        }
+    }
+
+    /// Whether it may leave points out as noise.
+    pub fn marks_noise(self) -> bool {
+        self == Method::Hdbscan
+    }
+}
 pub const ASSIGNMENTS: &str = "assignments.safetensors";
 pub const SUMMARY: &str = "clustering.json";
 
@@ -42,13 +69,14 @@ impl ClusteringSummary {
 pub fn run(
     ctx: &StageContext<'_>,
     rep: &Rep,
-    name: &str,
+    method: Method,
     seed: Option<u64>,
-    method: impl FnOnce(&[f32], usize, usize) -> anyhow::Result<(Vec<u32>, serde_json::Map<String, serde_json::Value>)>,
+    fit: impl FnOnce(&[f32], usize, usize) -> anyhow::Result<(Vec<u32>, serde_json::Map<String, serde_json::Value>)>,
 ) -> anyhow::Result<StageReport> {
+    let name = method.key();
     let (points, n, d) = super::encode::read_latent(ctx.input(&rep.source(), super::encode::LATENT)?)?;
     let spinner = crate::progress::spinner(format!("{}: {name}, {n} points of dimension {d}", ctx.stage_id));
-    let result = method(&points, n, d);
+    let result = fit(&points, n, d);
     spinner.finish_and_clear();
     let (labels, extra) = result.map_err(|e| anyhow::anyhow!("{}: {e}", ctx.stage_id))?;
     anyhow::ensure!(labels.len() == n, "{}: {} labels for {n} points", ctx.stage_id, labels.len());

@@ -30,7 +30,7 @@ pub fn spec(config: &LoadedConfig, rep: Rep, seed: u64) -> StageSpec {
 
 impl StageKind for Gmm {
     fn kind(&self) -> &'static str {
-        "gmm"
+        super::cluster::Method::Gmm.key()
     }
 
     fn version(&self) -> u32 {
@@ -40,7 +40,7 @@ impl StageKind for Gmm {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let settings =
             gmm::Settings { k: self.cfg.k, seed: self.seed, max_iter: self.cfg.max_iter, tol: self.cfg.tol, reg_covar: self.cfg.reg_covar };
-        super::cluster::run(ctx, &self.rep, "gmm", Some(self.seed), |points, _, d| {
+        super::cluster::run(ctx, &self.rep, super::cluster::Method::Gmm, Some(self.seed), |points, _, d| {
             let fit = gmm::fit(points, d, &settings).map_err(|e| match e {
                 gmm::Error::TooFewPoints { .. } => anyhow::anyhow!("cluster.gmm.k: {e}; lower it"),
                 gmm::Error::NotPositiveDefinite => anyhow::anyhow!("{e} (cluster.gmm.reg_covar = {})", settings.reg_covar),

@@ -28,7 +28,7 @@ pub fn spec(config: &LoadedConfig, rep: Rep) -> StageSpec {
 
 impl StageKind for Hdbscan {
     fn kind(&self) -> &'static str {
-        "hdbscan"
+        super::cluster::Method::Hdbscan.key()
     }
 
     fn version(&self) -> u32 {
@@ -36,7 +36,7 @@ impl StageKind for Hdbscan {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        super::cluster::run(ctx, &self.rep, "hdbscan", None, |points, _, d| {
+        super::cluster::run(ctx, &self.rep, super::cluster::Method::Hdbscan, None, |points, _, d| {
             let labels = hdbscan::fit(points, d, self.cfg.min_cluster_size, self.cfg.min_samples).map_err(|e| match e {
                 hdbscan::Error::TooFewPoints { .. } => anyhow::anyhow!("cluster.hdbscan.min_cluster_size: {e}"),
                 hdbscan::Error::TooManySamples { .. } => anyhow::anyhow!("cluster.hdbscan.min_samples: {e}"),

@@ -62,7 +62,7 @@ pub fn spec(config: &LoadedConfig, rep: Rep, seed: u64) -> StageSpec {
 
 impl StageKind for Kmeans {
     fn kind(&self) -> &'static str {
-        "kmeans"
+        super::cluster::Method::Kmeans.key()
     }
 
     fn version(&self) -> u32 {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
+use super::cluster::Method;
 use super::{Name, Rep, Run, Subject};
 use crate::analysis::metrics;
 use crate::analysis::stats::{self, Stats, TTest};
@@ -34,14 +35,14 @@ pub struct Score {
 }
 
 /// Every clustering stage of a representation: (method, seed, stage id, summary file).
-fn clusterings_of(s: &Score, rep: &Rep) -> Vec<(&'static str, Option<u64>, String)> {
-    let mut out: Vec<_> = s.kmeans_seeds.iter().map(|&k| ("kmeans", Some(k), super::kmeans::id(rep, k))).collect();
-    out.extend(s.gmm_seeds.iter().map(|&g| ("gmm", Some(g), super::gmm::id(rep, g))));
+fn clusterings_of(s: &Score, rep: &Rep) -> Vec<(Method, Option<u64>, String)> {
+    let mut out: Vec<_> = s.kmeans_seeds.iter().map(|&k| (Method::Kmeans, Some(k), super::kmeans::id(rep, k))).collect();
+    out.extend(s.gmm_seeds.iter().map(|&g| (Method::Gmm, Some(g), super::gmm::id(rep, g))));
     if s.agglomerative {
-        out.push(("agglomerative", None, super::agglomerative::id(rep)));
+        out.push((Method::Agglomerative, None, super::agglomerative::id(rep)));
     }
     if s.hdbscan {
-        out.push(("hdbscan", None, super::hdbscan::id(rep)));
+        out.push((Method::Hdbscan, None, super::hdbscan::id(rep)));
     }
     out
 }
@@ -63,10 +64,10 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
         hdbscan: c.cluster.hdbscan.is_some(),
     };
     // k-means on the plain representations is declared below already.
-    let clustering_inputs: Vec<(&str, String)> = kind
+    let clustering_inputs: Vec<(Method, String)> = kind
         .reps
         .iter()
-        .flat_map(|rep| clusterings_of(&kind, rep).into_iter().filter(|(method, ..)| *method != "kmeans" || rep.umap))
+        .flat_map(|rep| clusterings_of(&kind, rep).into_iter().filter(|(method, ..)| *method != Method::Kmeans || rep.umap))
         .map(|(method, _, stage)| (method, stage))
         .collect();
     let mut keys = vec!["kmeans.seeds", "kmeans.k", "train.seeds"];
@@ -451,7 +452,7 @@ impl StageKind for Score {
             }
             let truth = &truths[&source];
             let classes = truth.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
-            let mut by_method: Vec<(&str, Vec<SeededStage>)> = Vec::new();
+            let mut by_method: Vec<(Method, Vec<SeededStage>)> = Vec::new();
             for (method, seed, stage) in clusterings_of(self, rep) {
                 match by_method.last_mut() {
                     Some((m, list)) if *m == method => list.push((seed, stage)),
@@ -469,7 +470,7 @@ impl StageKind for Score {
                             model: run.model.to_string(),
                             training_seed: run.seed,
                             embed: rep.embed().map(str::to_owned),
-                            method: method.to_owned(),
+                            method: method.key().to_owned(),
                             seed: best.0,
                             acc: best.1,
                             clusters: best.2.iter().filter(|&&l| l != super::cluster::NOISE).map(|&l| l as usize + 1).max().unwrap_or(0),
@@ -564,7 +565,7 @@ fn score_labels(truth: &[u8], clusters: &[u32], classes: usize) -> [f64; 4] {
 fn score_method(
     ctx: &StageContext<'_>,
     rep: &Rep,
-    method: &str,
+    method: Method,
     stages: &[SeededStage],
     truth: &[u8],
     classes: usize,
@@ -580,7 +581,7 @@ fn score_method(
         found.push(clusters.iter().filter(|&&c| c != super::cluster::NOISE).map(|&c| c as usize + 1).max().unwrap_or(0));
         let n_noise = clusters.iter().filter(|&&c| c == super::cluster::NOISE).count();
         noise.push(n_noise as f64 / clusters.len().max(1) as f64);
-        if method == "hdbscan" && covered.is_none() {
+        if method.marks_noise() && covered.is_none() {
             let kept: Vec<usize> = (0..clusters.len()).filter(|&i| clusters[i] != super::cluster::NOISE).collect();
             let on_covered = if kept.is_empty() {
                 [0.0; 4]
@@ -605,14 +606,14 @@ fn score_method(
         representation,
         training_seed,
         embed: rep.embed().map(str::to_owned),
-        method: method.to_owned(),
+        method: method.key().to_owned(),
         seeds: stages.iter().filter_map(|(s, _)| *s).collect(),
         clusters: found,
         purity,
         nmi,
         ari,
         acc,
-        noise_fraction: (method == "hdbscan").then_some(noise),
+        noise_fraction: method.marks_noise().then_some(noise),
         covered,
     };
     Ok((m, best.expect("at least one stage")))
