@@ -175,7 +175,7 @@ enum PipelineCommand {
     Runs(RunsArgs),
     /// Write the run's report as one self-contained web page: the metrics, every figure
     /// inline, and the provenance (config, version and commit, devices, per-stage wall times and
-    /// fingerprints, dataset revisions and checksums). `run` writes it after computing anything.
+    /// fingerprints, dataset revisions and checksums). `run` rewrites it whenever it leaves a complete run that the page does not describe.
     Report(ReportArgs),
 }
 
