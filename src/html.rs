@@ -311,11 +311,12 @@ pub enum Refresh {
 pub fn refresh(config: &LoadedConfig, graph: &Graph, artifacts: &Path) -> anyhow::Result<Refresh> {
     let page = artifacts.join(FILE);
     remove_dead_leftovers(artifacts);
-    let stale = crate::pipeline::status(graph, artifacts, false)?.iter().filter(|r| !r.fresh).count();
+    let lock = LockFile::load(artifacts)?;
+    let stale = crate::pipeline::runner::status_of(graph, artifacts, &lock, false)?.iter().filter(|r| !r.fresh).count();
     if stale > 0 {
         return Ok(Refresh::Incomplete { stale });
     }
-    let key = run_key(config, graph, &LockFile::load(artifacts)?)?;
+    let key = run_key(config, graph, &lock)?;
     if page_key(&page).as_deref() == Some(key.as_str()) {
         return Ok(Refresh::UpToDate(page));
     }
@@ -327,20 +328,7 @@ pub fn refresh(config: &LoadedConfig, graph: &Graph, artifacts: &Path) -> anyhow
 /// longer run on this machine: another `run` or `report` may be writing its page right now
 /// (the page is written without the run lock).
 pub fn remove_dead_leftovers(artifacts: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(artifacts) else { return 0 };
-    let mut freed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(&format!(".{FILE}.tmp.")).and_then(|p| p.parse::<u32>().ok()) else { continue };
-        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
-        if !alive {
-            freed += entry.metadata().map_or(0, |m| m.len());
-            if let Err(e) = crate::pipeline::remove::remove_within(artifacts, &entry.path()) {
-                tracing::warn!("cannot remove {}: {e}", entry.path().display());
-            }
-        }
-    }
-    freed
+    crate::pipeline::remove::remove_orphans(artifacts, &format!(".{FILE}.tmp."), std::time::Duration::ZERO)
 }
 
 /// The run key in the head of the page at `path`, if it has one.

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::hash_file;
-use super::store::{mtime_ns, remove_atomic_leftovers, write_atomic, StoreError, RACY};
+use super::store::{ctime_ns, inode, mtime_ns, remove_atomic_leftovers, write_atomic, StoreError, RACY};
 
 pub const FILE: &str = ".file-hashes.json";
 
@@ -82,27 +82,6 @@ impl FileState {
         }
         Ok(())
     }
-}
-
-#[cfg(unix)]
-fn inode(meta: &std::fs::Metadata) -> u64 {
-    std::os::unix::fs::MetadataExt::ino(meta)
-}
-
-#[cfg(not(unix))]
-fn inode(_: &std::fs::Metadata) -> u64 {
-    0
-}
-
-#[cfg(unix)]
-fn ctime_ns(meta: &std::fs::Metadata) -> i128 {
-    use std::os::unix::fs::MetadataExt;
-    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
-}
-
-#[cfg(not(unix))]
-fn ctime_ns(_: &std::fs::Metadata) -> i128 {
-    0
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::fingerprint::{hash_file, InputHashes};
 use super::spec::FileInput;
+use super::store::{ctime_ns, inode, mtime_ns};
 
 /// Why a stage's inputs cannot be trusted.
 #[derive(Debug, thiserror::Error)]
@@ -40,36 +41,15 @@ pub enum InputError {
 struct Stat {
     size: u64,
     mtime_ns: Option<u128>,
-    ctime: (i64, i64),
+    ctime_ns: i128,
     inode: u64,
 }
 
 impl Stat {
     fn of(path: &Path) -> std::io::Result<Self> {
         let meta = std::fs::metadata(path)?;
-        Ok(Self { size: meta.len(), mtime_ns: super::store::mtime_ns(&meta), ctime: ctime(&meta), inode: inode(&meta) })
+        Ok(Self { size: meta.len(), mtime_ns: mtime_ns(&meta), ctime_ns: ctime_ns(&meta), inode: inode(&meta) })
     }
-}
-
-#[cfg(unix)]
-fn ctime(meta: &std::fs::Metadata) -> (i64, i64) {
-    use std::os::unix::fs::MetadataExt;
-    (meta.ctime(), meta.ctime_nsec())
-}
-
-#[cfg(not(unix))]
-fn ctime(_: &std::fs::Metadata) -> (i64, i64) {
-    (0, 0)
-}
-
-#[cfg(unix)]
-fn inode(meta: &std::fs::Metadata) -> u64 {
-    std::os::unix::fs::MetadataExt::ino(meta)
-}
-
-#[cfg(not(unix))]
-fn inode(_: &std::fs::Metadata) -> u64 {
-    0
 }
 
 struct Watched {

@@ -26,6 +26,33 @@ pub fn remove_within(root: &Path, path: &Path) -> io::Result<()> {
     }
 }
 
+/// Removes what killed processes left in `dir`: entries named `<prefix><pid>` or
+/// `<prefix><pid>.<anything>` whose process no longer runs on this machine (and never this
+/// process's own), at least `min_age` old. Returns the bytes freed. Without `/proc` (not
+/// Linux) nothing can be known dead, so nothing goes.
+pub fn remove_orphans(dir: &Path, prefix: &str, min_age: std::time::Duration) -> u64 {
+    let proc = Path::new("/proc");
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    if !proc.join("self").exists() {
+        return 0;
+    }
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(prefix).and_then(|rest| rest.split('.').next()?.parse::<u32>().ok()) else { continue };
+        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|age| age >= min_age);
+        if pid == std::process::id() || !old || proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        let size = super::store::dir_size(&entry.path());
+        match remove_within(dir, &entry.path()) {
+            Ok(()) => freed += size,
+            Err(e) => tracing::warn!("cannot remove {}: {e}", entry.path().display()),
+        }
+    }
+    freed
+}
+
 /// Fails unless `path` is below `root` with no `..` and no linked folder between them.
 pub fn check_within(root: &Path, path: &Path) -> io::Result<()> {
     let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
@@ -90,5 +117,27 @@ mod tests {
         remove_within(&root, &root.join(".tmp/scratch")).unwrap();
         assert!(!root.join(".tmp/scratch").exists());
         fs::remove_dir_all(base).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn orphans_of_dead_processes_go_live_ones_stay() {
+        let dir = std::env::temp_dir().join(format!("latentscope-orphans-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join(".pull.4000000.0")).unwrap();
+        fs::write(dir.join(".page.tmp.4000001"), b"partial").unwrap();
+        fs::write(dir.join(format!(".page.tmp.{}", std::process::id())), b"mine").unwrap();
+        fs::write(dir.join(".page.tmp.1"), b"init runs").unwrap();
+        fs::write(dir.join("page"), b"keep").unwrap();
+        assert_eq!(remove_orphans(&dir, ".page.tmp.", std::time::Duration::ZERO), 7);
+        // A minimum age not reached keeps them.
+        assert_eq!(remove_orphans(&dir, ".pull.", std::time::Duration::from_secs(3600)), 0);
+        assert_eq!(remove_orphans(&dir, ".pull.", std::time::Duration::ZERO), 0, "an empty folder frees no bytes");
+        let mut left: Vec<String> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        let mut want = vec![format!(".page.tmp.{}", std::process::id()), ".page.tmp.1".to_owned(), "page".to_owned()];
+        want.sort();
+        assert_eq!(left, want);
+        fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -389,6 +389,34 @@ pub fn mtime_ns(meta: &fs::Metadata) -> Option<u128> {
     meta.modified().ok()?.duration_since(UNIX_EPOCH).ok().map(|d| d.as_nanos())
 }
 
+/// The change time in ns (set by the kernel on every write, rename or link; no user command
+/// sets it back); 0 where the OS does not tell.
+pub fn ctime_ns(meta: &fs::Metadata) -> i128 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
+    }
+}
+
+/// The inode number; 0 where the OS does not tell.
+pub fn inode(meta: &fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::ino(meta)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
+    }
+}
+
 /// Writes `bytes` to `path` and syncs it.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let mut f = fs::File::create(path).map_err(io(path))?;

@@ -208,25 +208,9 @@ impl Drop for Staging {
 }
 
 /// Removes the staging folders of pulls that were killed: old, and of a process that no
-/// longer runs (on systems without `/proc` they stay).
+/// longer runs.
 fn remove_leftovers(artifacts: &Path) {
-    let Ok(entries) = std::fs::read_dir(artifacts) else { return };
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        return;
-    }
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)).and_then(|rest| rest.split('.').next()) else {
-            continue;
-        };
-        let Ok(pid) = pid.parse::<u32>() else { continue };
-        let old =
-            entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|age| age > LEFTOVER_AGE);
-        if pid != std::process::id() && old && !proc.join(pid.to_string()).exists() {
-            let _ = remove_within(artifacts, &entry.path());
-        }
-    }
+    crate::pipeline::remove::remove_orphans(artifacts, STAGING_PREFIX, LEFTOVER_AGE);
 }
 
 /// Pulls `opts.repo` into the store; `graph` (the local plan) is compared with the published
