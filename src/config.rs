@@ -829,7 +829,8 @@ fn lookup_mut<'a>(tree: &'a mut Value, dotted: &str) -> Option<&'a mut Value> {
     dotted.split('.').try_fold(tree, |node, part| node.as_object_mut()?.get_mut(part))
 }
 
-fn flatten(prefix: &str, node: &Value, out: &mut Params) {
+/// `node` as params under `prefix`: an object as one param per dotted key, a leaf as itself.
+pub(crate) fn flatten(prefix: &str, node: &Value, out: &mut Params) {
     match node {
         Value::Object(map) => {
             for (k, v) in map {

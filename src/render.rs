@@ -208,7 +208,7 @@ pub struct RunFacts {
 /// the best. Empty when k-means on the latents is all there is.
 pub fn methods_tables(metrics: &Metrics) -> String {
     let c = &metrics.clusterings;
-    if c.iter().all(|m| m.method == crate::stages::cluster::Method::Kmeans.key() && m.embed.is_none()) {
+    if c.iter().all(|m| m.method == crate::stages::cluster::Method::Kmeans && m.embed.is_none()) {
         return String::new();
     }
     let mut out = String::from("## Clustering methods\n\n");
@@ -254,9 +254,13 @@ pub fn methods_tables(metrics: &Metrics) -> String {
             }
             out.push('\n');
         }
-        let noisy: Vec<&crate::stages::score::MethodMetrics> = c.iter().filter(|m| &m.dataset == dataset && m.covered.is_some()).collect();
-        if !noisy.is_empty() {
-            let _ = write!(out, "### {dataset}: HDBSCAN\n\n| representation | clusters found | noise | purity | NMI | ARI | ACC | on kept points: purity | NMI | ARI | ACC |\n|{}\n", " --- |".repeat(11));
+        for method in crate::stages::cluster::Method::ALL.into_iter().filter(|m| m.marks_noise()) {
+            let noisy: Vec<&crate::stages::score::MethodMetrics> =
+                c.iter().filter(|m| &m.dataset == dataset && m.method == method && m.covered.is_some()).collect();
+            if noisy.is_empty() {
+                continue;
+            }
+            let _ = write!(out, "### {dataset}: {}\n\n| representation | clusters found | noise | purity | NMI | ARI | ACC | on kept points: purity | NMI | ARI | ACC |\n|{}\n", method.title(), " --- |".repeat(11));
             for m in noisy {
                 let covered = m.covered.as_ref().expect("filtered");
                 let noise = m.noise_fraction.as_ref().and_then(|n| n.first()).copied().unwrap_or(0.0);
@@ -286,7 +290,7 @@ pub fn methods_tables(metrics: &Metrics) -> String {
             for b in best {
                 let method = match &b.embed {
                     Some(e) => format!("{e} + {}", b.method),
-                    None => b.method.clone(),
+                    None => b.method.to_string(),
                 };
                 let seed = b.seed.map_or("—".to_owned(), |s| s.to_string());
                 let _ = writeln!(out, "| {} | {} | {method} | {seed} | {} | {:.4} |", b.model, b.training_seed, b.clusters, b.acc);

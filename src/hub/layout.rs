@@ -46,12 +46,11 @@ pub fn stage_folder(id: &StageId) -> Option<String> {
         StageId::Encode(r) => format!("latents/{}", run(r)),
         StageId::Pca(r) => format!("pca/{}", run(r)),
         StageId::Baseline(d, b) => format!("baselines/{d}/{}", b.tag()),
-        StageId::Kmeans(r, k) => format!("kmeans/{}/seed-{k}", rep(r)),
         StageId::Umap(s) => format!("umap/{}", subject(s)),
         StageId::View(v, r) => format!("views/{}/{}", crate::stages::view_name(*v), run(r)),
-        StageId::Gmm(r, seed) => format!("gmm/{}/seed-{seed}", rep(r)),
-        StageId::Agglomerative(r) => format!("agglomerative/{}", rep(r)),
-        StageId::Hdbscan(r) => format!("hdbscan/{}", rep(r)),
+        StageId::Cluster(c) => {
+            format!("{}/{}{}", c.method.key(), rep(&c.rep), c.seed.map(|s| format!("/seed-{s}")).unwrap_or_default())
+        }
         StageId::SelectK(r) => format!("select-k/{}", rep(r)),
     })
 }

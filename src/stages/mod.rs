@@ -2,14 +2,10 @@
 //! the list of stage specs that the engine runs. Each stage reads only the config keys it
 //! declares here, so an edit re-runs exactly the stages that read the edited key.
 
-pub mod agglomerative;
 pub mod baseline;
 pub mod cluster;
 pub mod download;
 pub mod encode;
-pub mod gmm;
-pub mod hdbscan;
-pub mod kmeans;
 pub mod pca;
 pub mod plot;
 pub mod score;
@@ -19,6 +15,8 @@ pub mod umap;
 pub mod view;
 
 use std::sync::Arc;
+
+pub use cluster::{kmeans, Clustering, Method};
 
 use crate::config::{BaselineKind, LoadedConfig, View};
 use crate::pipeline::StageSpec;
@@ -45,12 +43,10 @@ pub enum StageId {
     Encode(Run),
     Pca(Run),
     Baseline(Name, Baseline),
-    Kmeans(Rep, u64),
     Umap(Subject),
     View(View, Run),
-    Gmm(Rep, u64),
-    Agglomerative(Rep),
-    Hdbscan(Rep),
+    /// `<method>-<rep>[-<seed>]`: every clustering method (see [`cluster::Method`]).
+    Cluster(Clustering),
     SelectK(Rep),
     Score,
     Plot,
@@ -262,12 +258,9 @@ impl std::fmt::Display for StageId {
             StageId::Encode(r) => write!(f, "encode-{}", r.tag()),
             StageId::Pca(r) => write!(f, "pca-{}", r.tag()),
             StageId::Baseline(d, b) => write!(f, "baseline-{d}-{}", b.tag()),
-            StageId::Kmeans(rep, k) => write!(f, "kmeans-{}-{k}", rep.tag()),
             StageId::Umap(subject) => write!(f, "umap-{}", subject.tag()),
             StageId::View(view, r) => write!(f, "view-{}-{}", view_name(*view), r.tag()),
-            StageId::Gmm(rep, seed) => write!(f, "gmm-{}-{seed}", rep.tag()),
-            StageId::Agglomerative(rep) => write!(f, "agglomerative-{}", rep.tag()),
-            StageId::Hdbscan(rep) => write!(f, "hdbscan-{}", rep.tag()),
+            StageId::Cluster(clustering) => clustering.fmt(f),
             StageId::SelectK(rep) => write!(f, "select-k-{}", rep.tag()),
             StageId::Score => f.write_str(score::ID),
             StageId::Plot => f.write_str(plot::ID),
@@ -294,19 +287,9 @@ pub fn stage_ids(config: &LoadedConfig) -> Vec<StageId> {
     for view in extra_views(config) {
         ids.extend(runs.iter().filter(|r| r.seed == config.config.train.seeds[0]).cloned().map(|r| StageId::View(view, r)));
     }
-    let c = &config.config;
     for rep in Rep::all(config) {
-        ids.extend(c.kmeans.seeds.iter().map(|&k| StageId::Kmeans(rep.clone(), k)));
-        if let Some(g) = &c.cluster.gmm {
-            ids.extend(g.seeds.iter().map(|&s| StageId::Gmm(rep.clone(), s)));
-        }
-        if c.cluster.agglomerative.is_some() {
-            ids.push(StageId::Agglomerative(rep.clone()));
-        }
-        if c.cluster.hdbscan.is_some() {
-            ids.push(StageId::Hdbscan(rep.clone()));
-        }
-        if c.select_k.is_some() && rep.shown(config) {
+        ids.extend(Clustering::all_of(&config.config, &rep).into_iter().map(StageId::Cluster));
+        if config.config.select_k.is_some() && rep.shown(config) {
             ids.push(StageId::SelectK(rep));
         }
     }
@@ -317,27 +300,24 @@ pub fn stage_ids(config: &LoadedConfig) -> Vec<StageId> {
 
 /// Every stage of the pipeline for this config, in declaration order (see [`StageId`]).
 pub fn plan(config: &LoadedConfig) -> Vec<StageSpec> {
-    stage_ids(config).into_iter().map(|id| spec(config, id)).collect()
+    stage_ids(config).into_iter().filter_map(|id| spec(config, id)).collect()
 }
 
-/// The spec of one stage.
-pub fn spec(config: &LoadedConfig, id: StageId) -> StageSpec {
-    match id {
+/// The spec of one stage; none for a clustering the config does not ask for.
+fn spec(config: &LoadedConfig, id: StageId) -> Option<StageSpec> {
+    Some(match id {
         StageId::Download(d) => download::spec(config, &d),
         StageId::Train(r) => train::spec(config, r),
         StageId::Encode(r) => encode::spec(config, r),
         StageId::Pca(r) => pca::spec(config, r),
         StageId::Baseline(d, b) => baseline::spec(config, d, b),
-        StageId::Kmeans(rep, k) => kmeans::spec(config, rep, k),
         StageId::Umap(s) => umap::spec(config, s),
         StageId::View(v, r) => view::spec(config, v, r),
-        StageId::Gmm(rep, seed) => gmm::spec(config, rep, seed),
-        StageId::Agglomerative(rep) => agglomerative::spec(config, rep),
-        StageId::Hdbscan(rep) => hdbscan::spec(config, rep),
+        StageId::Cluster(Clustering { method, rep, seed }) => return method.spec(config, rep, seed),
         StageId::SelectK(rep) => select_k::spec(config, rep),
         StageId::Score => score::spec(config),
         StageId::Plot => plot::spec(config),
-    }
+    })
 }
 
 /// Checks, before anything runs, that every model fits every dataset whose image shape is
@@ -382,9 +362,19 @@ pub(crate) fn device_param(config: &LoadedConfig) -> (&'static str, serde_json::
 
 /// The params a stage declares, from which it builds its settings: a stage cannot depend on
 /// a config key that its fingerprint does not cover.
+#[derive(Default)]
 pub(crate) struct Declared(crate::pipeline::Params);
 
 impl Declared {
+    /// Declares `value` under the config key `key` (an object as one param per dotted key,
+    /// as the config's own params) and hands it back: what a stage keeps of its settings is
+    /// exactly what its fingerprint covers.
+    pub fn declare<T: serde::Serialize>(&mut self, key: &str, value: T) -> T {
+        let node = serde_json::to_value(&value).expect("settings are plain data and serialise");
+        crate::config::flatten(key, &node, &mut self.0);
+        value
+    }
+
     pub fn new(params: crate::pipeline::Params) -> Self {
         Self(params)
     }
@@ -465,12 +455,13 @@ mod tests {
         let p9 = Subject::Baseline("mnist".into(), Baseline::PixelsPca(9));
         assert_eq!(StageId::Download("mnist".into()).to_string(), "download-mnist");
         assert_eq!(StageId::Train(r.clone()).to_string(), "train-fashion-mnist-conv-s42");
-        assert_eq!(StageId::Kmeans(Rep::raw(Subject::Model(r.clone())), 7).to_string(), "kmeans-fashion-mnist-conv-s42-7");
-        assert_eq!(StageId::Kmeans(Rep::raw(p9.clone()), 0).to_string(), "kmeans-mnist-pixels-pca9-0");
+        let cluster = |method, rep: &Rep, seed| StageId::Cluster(Clustering { method, rep: rep.clone(), seed }).to_string();
+        assert_eq!(cluster(Method::Kmeans, &Rep::raw(Subject::Model(r.clone())), Some(7)), "kmeans-fashion-mnist-conv-s42-7");
+        assert_eq!(cluster(Method::Kmeans, &Rep::raw(p9.clone()), Some(0)), "kmeans-mnist-pixels-pca9-0");
         let umap = Rep { subject: p9.clone(), umap: true };
-        assert_eq!(StageId::Gmm(umap.clone(), 2).to_string(), "gmm-mnist-pixels-pca9-umap-2");
-        assert_eq!(StageId::Hdbscan(umap.clone()).to_string(), "hdbscan-mnist-pixels-pca9-umap");
-        assert_eq!(StageId::Agglomerative(Rep::raw(p9.clone())).to_string(), "agglomerative-mnist-pixels-pca9");
+        assert_eq!(cluster(Method::Gmm, &umap, Some(2)), "gmm-mnist-pixels-pca9-umap-2");
+        assert_eq!(cluster(Method::Hdbscan, &umap, None), "hdbscan-mnist-pixels-pca9-umap");
+        assert_eq!(cluster(Method::Agglomerative, &Rep::raw(p9.clone()), None), "agglomerative-mnist-pixels-pca9");
         assert_eq!(StageId::SelectK(umap).to_string(), "select-k-mnist-pixels-pca9-umap");
         assert_eq!(StageId::Umap(p9).to_string(), "umap-mnist-pixels-pca9");
         assert_eq!(StageId::View(View::Tsne, r).to_string(), "view-tsne-fashion-mnist-conv-s42");

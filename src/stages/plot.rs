@@ -90,11 +90,10 @@ pub struct Extras {
 impl Extras {
     pub fn of(config: &LoadedConfig) -> Self {
         let c = &config.config;
-        let cl = &c.cluster;
         Self {
             views: super::extra_views(config),
             select_k: c.select_k.is_some(),
-            methods: cl.gmm.is_some() || cl.agglomerative.is_some() || cl.hdbscan.is_some() || c.embed.umap.is_some(),
+            methods: super::Method::ALL.into_iter().any(|m| m != super::Method::Kmeans && !m.seeds(c).is_empty()) || c.embed.umap.is_some(),
         }
     }
 }
@@ -277,7 +276,7 @@ impl Plot {
                 _ => None,
             };
             let describe = |b: &super::score::BestClustering| {
-                let method = b.embed.as_ref().map_or(b.method.clone(), |e| format!("{e} + {}", b.method));
+                let method = b.embed.as_ref().map_or(b.method.to_string(), |e| format!("{e} + {}", b.method));
                 format!("{method}{}, ACC {:.3}", b.seed.map(|s| format!(" seed {s}")).unwrap_or_default(), b.acc)
             };
             if let (Some(found), Some(b)) = (&best_labels, chosen) {

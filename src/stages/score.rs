@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
-use super::cluster::Method;
+use super::cluster::{Clustering, Method};
 use super::{Name, Rep, Run, Subject};
 use crate::analysis::metrics;
 use crate::analysis::stats::{self, Stats, TTest};
@@ -29,22 +29,13 @@ pub struct Score {
     training_seeds: Vec<u64>,
     k: usize,
     reps: Vec<Rep>,
-    gmm_seeds: Vec<u64>,
-    agglomerative: bool,
-    hdbscan: bool,
+    /// Every method the config asks for, with its seeds (see [`Method::seeds`]).
+    methods: Vec<(Method, Vec<Option<u64>>)>,
 }
 
-/// Every clustering stage of a representation: (method, seed, stage id, summary file).
-fn clusterings_of(s: &Score, rep: &Rep) -> Vec<(Method, Option<u64>, String)> {
-    let mut out: Vec<_> = s.kmeans_seeds.iter().map(|&k| (Method::Kmeans, Some(k), super::kmeans::id(rep, k))).collect();
-    out.extend(s.gmm_seeds.iter().map(|&g| (Method::Gmm, Some(g), super::gmm::id(rep, g))));
-    if s.agglomerative {
-        out.push((Method::Agglomerative, None, super::agglomerative::id(rep)));
-    }
-    if s.hdbscan {
-        out.push((Method::Hdbscan, None, super::hdbscan::id(rep)));
-    }
-    out
+/// Every clustering stage of a representation, method by method.
+fn clusterings_of(s: &Score, rep: &Rep) -> Vec<Clustering> {
+    s.methods.iter().flat_map(|(method, seeds)| seeds.iter().map(|&seed| Clustering { method: *method, rep: rep.clone(), seed })).collect()
 }
 
 pub fn spec(config: &LoadedConfig) -> StageSpec {
@@ -59,26 +50,26 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
         training_seeds: c.train.seeds.clone(),
         k: c.kmeans.k,
         reps: super::Rep::all(config),
-        gmm_seeds: c.cluster.gmm.as_ref().map(|g| g.seeds.clone()).unwrap_or_default(),
-        agglomerative: c.cluster.agglomerative.is_some(),
-        hdbscan: c.cluster.hdbscan.is_some(),
+        methods: Method::ALL.into_iter().map(|m| (m, m.seeds(c))).filter(|(_, seeds)| !seeds.is_empty()).collect(),
     };
     // k-means on the plain representations is declared below already.
-    let clustering_inputs: Vec<(Method, String)> = kind
+    let clustering_inputs: Vec<String> = kind
         .reps
         .iter()
-        .flat_map(|rep| clusterings_of(&kind, rep).into_iter().filter(|(method, ..)| *method != Method::Kmeans || rep.umap))
-        .map(|(method, _, stage)| (method, stage))
+        .flat_map(|rep| clusterings_of(&kind, rep).into_iter().filter(|c| c.method != Method::Kmeans || rep.umap))
+        .map(|c| c.id())
         .collect();
-    let mut keys = vec!["kmeans.seeds", "kmeans.k", "train.seeds"];
-    if c.cluster.gmm.is_some() {
-        keys.push("cluster.gmm.seeds");
+    // The order of the seeds is the order of the per-seed lists; k sizes the contingency.
+    let mut declared = super::Declared::default();
+    declared.declare("kmeans.seeds", &c.kmeans.seeds);
+    declared.declare("kmeans.k", c.kmeans.k);
+    declared.declare("train.seeds", &c.train.seeds);
+    for (method, seeds) in &kind.methods {
+        if let Some(key) = method.seeds_key() {
+            declared.declare(key, seeds.iter().flatten().collect::<Vec<_>>());
+        }
     }
-    let mut spec = super::stage(ID, kind)
-        // The order of the seeds is the order of the per-seed lists; k sizes the contingency.
-        .params(config.params(&keys))
-        .param("order", super::order_param(config))
-        .outputs(&[METRICS, BEST]);
+    let mut spec = declared.spec(ID, kind).param("order", super::order_param(config)).outputs(&[METRICS, BEST]);
     for run in &runs {
         spec = spec.input(&super::train::id(run), super::train::METRICS).input(&super::train::id(run), super::train::CONFIG);
     }
@@ -92,7 +83,7 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
     }
     // Only the assignments: the scores come from the labels alone (a stage's inputs are
     // exactly the files it reads).
-    for (_, stage) in &clustering_inputs {
+    for stage in &clustering_inputs {
         spec = spec.input(stage, super::cluster::ASSIGNMENTS);
     }
     spec
@@ -218,8 +209,7 @@ pub struct MethodMetrics {
     pub training_seed: Option<u64>,
     /// `umap` when the method clustered the UMAP embedding.
     pub embed: Option<String>,
-    /// `kmeans`, `gmm`, `agglomerative` or `hdbscan`.
-    pub method: String,
+    pub method: Method,
     /// The method's seeds (empty for the deterministic ones); the per-seed lists follow them.
     pub seeds: Vec<u64>,
     /// Clusters found, per seed (noise not counted).
@@ -245,8 +235,8 @@ impl MethodMetrics {
     /// `kmeans`, `umap + gmm`.
     pub fn label(&self) -> String {
         match &self.embed {
-            Some(e) => format!("{e} + {}", self.method),
-            None => self.method.clone(),
+            Some(e) => format!("{e} + {}", self.method.key()),
+            None => self.method.key().to_owned(),
         }
     }
 }
@@ -257,7 +247,7 @@ pub struct BestClustering {
     pub model: String,
     pub training_seed: u64,
     pub embed: Option<String>,
-    pub method: String,
+    pub method: Method,
     pub seed: Option<u64>,
     pub acc: f64,
     pub clusters: usize,
@@ -453,10 +443,11 @@ impl StageKind for Score {
             let truth = &truths[&source];
             let classes = truth.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
             let mut by_method: Vec<(Method, Vec<SeededStage>)> = Vec::new();
-            for (method, seed, stage) in clusterings_of(self, rep) {
+            for c in clusterings_of(self, rep) {
+                let stage = c.id();
                 match by_method.last_mut() {
-                    Some((m, list)) if *m == method => list.push((seed, stage)),
-                    _ => by_method.push((method, vec![(seed, stage)])),
+                    Some((m, list)) if *m == c.method => list.push((c.seed, stage)),
+                    _ => by_method.push((c.method, vec![(c.seed, stage)])),
                 }
             }
             for (method, stages) in by_method {
@@ -470,7 +461,7 @@ impl StageKind for Score {
                             model: run.model.to_string(),
                             training_seed: run.seed,
                             embed: rep.embed().map(str::to_owned),
-                            method: method.key().to_owned(),
+                            method,
                             seed: best.0,
                             acc: best.1,
                             clusters: best.2.iter().filter(|&&l| l != super::cluster::NOISE).map(|&l| l as usize + 1).max().unwrap_or(0),
@@ -606,7 +597,7 @@ fn score_method(
         representation,
         training_seed,
         embed: rep.embed().map(str::to_owned),
-        method: method.key().to_owned(),
+        method,
         seeds: stages.iter().filter_map(|(s, _)| *s).collect(),
         clusters: found,
         purity,

@@ -1,34 +1,28 @@
 //! `hdbscan-<rep>`: density-based clustering (the `hdbscan` crate); the number of clusters is
-//! found, not given, and points in no dense region are noise. Outputs as
-//! [`super::cluster`]; one cluster or none is a result (recorded), not an error.
+//! found, not given, and points in no dense region are noise. Outputs as [`super`]; one
+//! cluster or none is a result (recorded), not an error.
 
-use super::{Rep, StageId};
+use super::{Extra, Method};
 use crate::analysis::hdbscan;
-use crate::config::{HdbscanConfig, LoadedConfig};
+use crate::config::HdbscanConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-
-pub fn id(rep: &Rep) -> String {
-    StageId::Hdbscan(rep.clone()).to_string()
-}
+use crate::stages::{encode, Declared, Rep};
 
 pub struct Hdbscan {
     rep: Rep,
     cfg: HdbscanConfig,
 }
 
-pub fn spec(config: &LoadedConfig, rep: Rep) -> StageSpec {
-    let declared = super::Declared::new(config.params(&["cluster.hdbscan"]));
-    let cfg = declared.get("cluster.hdbscan");
+pub fn spec(cfg: &HdbscanConfig, id: String, rep: Rep) -> StageSpec {
+    let mut declared = Declared::default();
+    let cfg = declared.declare("cluster.hdbscan", cfg.clone());
     let source = rep.source();
-    declared
-        .spec(id(&rep), Hdbscan { rep, cfg })
-        .input(&source, super::encode::LATENT)
-        .outputs(&[super::cluster::ASSIGNMENTS, super::cluster::SUMMARY])
+    declared.spec(id, Hdbscan { rep, cfg }).input(&source, encode::LATENT).outputs(&[super::ASSIGNMENTS, super::SUMMARY])
 }
 
 impl StageKind for Hdbscan {
     fn kind(&self) -> &'static str {
-        super::cluster::Method::Hdbscan.key()
+        Method::Hdbscan.key()
     }
 
     fn version(&self) -> u32 {
@@ -36,13 +30,13 @@ impl StageKind for Hdbscan {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        super::cluster::run(ctx, &self.rep, super::cluster::Method::Hdbscan, None, |points, _, d| {
+        super::run(ctx, &self.rep, Method::Hdbscan, None, |points, _, d| {
             let labels = hdbscan::fit(points, d, self.cfg.min_cluster_size, self.cfg.min_samples).map_err(|e| match e {
                 hdbscan::Error::TooFewPoints { .. } => anyhow::anyhow!("cluster.hdbscan.min_cluster_size: {e}"),
                 hdbscan::Error::TooManySamples { .. } => anyhow::anyhow!("cluster.hdbscan.min_samples: {e}"),
                 other => other.into(),
             })?;
-            Ok((labels, serde_json::Map::new()))
+            Ok((labels, Extra::default()))
         })
     }
 }

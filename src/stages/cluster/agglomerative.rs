@@ -1,33 +1,27 @@
 //! `agglomerative-<rep>`: hierarchical clustering (kodama; Ward linkage by default) cut at k
-//! clusters; outputs as [`super::cluster`]. Deterministic, so no seed.
+//! clusters; outputs as [`super`]. Deterministic, so no seed.
 
-use super::{Rep, StageId};
+use super::{Extra, Method};
 use crate::analysis::agglomerative;
-use crate::config::{AgglomerativeConfig, LoadedConfig};
+use crate::config::AgglomerativeConfig;
 use crate::pipeline::{Cost, StageContext, StageKind, StageReport, StageSpec};
-
-pub fn id(rep: &Rep) -> String {
-    StageId::Agglomerative(rep.clone()).to_string()
-}
+use crate::stages::{encode, Declared, Rep};
 
 pub struct Agglomerative {
     rep: Rep,
     cfg: AgglomerativeConfig,
 }
 
-pub fn spec(config: &LoadedConfig, rep: Rep) -> StageSpec {
-    let declared = super::Declared::new(config.params(&["cluster.agglomerative"]));
-    let cfg = declared.get("cluster.agglomerative");
+pub fn spec(cfg: &AgglomerativeConfig, id: String, rep: Rep) -> StageSpec {
+    let mut declared = Declared::default();
+    let cfg = declared.declare("cluster.agglomerative", cfg.clone());
     let source = rep.source();
-    declared
-        .spec(id(&rep), Agglomerative { rep, cfg })
-        .input(&source, super::encode::LATENT)
-        .outputs(&[super::cluster::ASSIGNMENTS, super::cluster::SUMMARY])
+    declared.spec(id, Agglomerative { rep, cfg }).input(&source, encode::LATENT).outputs(&[super::ASSIGNMENTS, super::SUMMARY])
 }
 
 impl StageKind for Agglomerative {
     fn kind(&self) -> &'static str {
-        super::cluster::Method::Agglomerative.key()
+        Method::Agglomerative.key()
     }
 
     fn version(&self) -> u32 {
@@ -40,12 +34,12 @@ impl StageKind for Agglomerative {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        super::cluster::run(ctx, &self.rep, super::cluster::Method::Agglomerative, None, |points, _, d| {
+        super::run(ctx, &self.rep, Method::Agglomerative, None, |points, _, d| {
             let labels = agglomerative::fit(points, d, self.cfg.k, self.cfg.linkage).map_err(|e| match e {
                 agglomerative::Error::TooFewPoints { .. } => anyhow::anyhow!("cluster.agglomerative.k: {e}; lower it"),
                 other => other.into(),
             })?;
-            Ok((labels, serde_json::Map::new()))
+            Ok((labels, Extra::default()))
         })
     }
 }

@@ -7,17 +7,19 @@
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
-use super::{Rep, StageId};
+use super::{Clustering, Method};
 use crate::analysis::kmeans;
-use crate::config::LoadedConfig;
+use crate::config::KmeansConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
+use crate::stages::{encode, Declared, Rep};
 use crate::tensorfile::{self, le_bytes, le_bytes_u32, Array};
 
-pub const ASSIGNMENTS: &str = "assignments.safetensors";
+pub use super::ASSIGNMENTS;
 pub const SUMMARY: &str = "kmeans.json";
 
+/// `kmeans-<rep>-<seed>`.
 pub fn id(rep: &Rep, seed: u64) -> String {
-    StageId::Kmeans(rep.clone(), seed).to_string()
+    Clustering { method: Method::Kmeans, rep: rep.clone(), seed: Some(seed) }.id()
 }
 
 /// `kmeans.json`.
@@ -34,12 +36,12 @@ pub struct KmeansSummary {
 
 impl KmeansSummary {
     pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
-        serde_json::from_value(super::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not a kmeans.json: {e}", path.display()))
+        serde_json::from_value(crate::stages::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not a kmeans.json: {e}", path.display()))
     }
 }
 
 /// What a k-means stage declares (`kmeans.k`, `kmeans.max_iter`, `kmeans.tol`, `kmeans.seed`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 struct Settings {
     k: usize,
     max_iter: usize,
@@ -52,17 +54,17 @@ pub struct Kmeans {
     cfg: Settings,
 }
 
-pub fn spec(config: &LoadedConfig, rep: Rep, seed: u64) -> StageSpec {
+pub fn spec(k: &KmeansConfig, id: String, rep: Rep, seed: u64) -> StageSpec {
     let source = rep.source();
+    let mut declared = Declared::default();
     // Its own seed, not the list: adding a seed must not re-run the others.
-    let declared = super::Declared::new(config.params(&["kmeans.k", "kmeans.max_iter", "kmeans.tol"])).with("kmeans.seed", seed);
-    let cfg = declared.get("kmeans");
-    declared.spec(id(&rep, seed), Kmeans { rep, cfg }).input(&source, super::encode::LATENT).outputs(&[ASSIGNMENTS, SUMMARY])
+    let cfg = declared.declare("kmeans", Settings { k: k.k, max_iter: k.max_iter, tol: k.tol, seed });
+    declared.spec(id, Kmeans { rep, cfg }).input(&source, encode::LATENT).outputs(&[ASSIGNMENTS, SUMMARY])
 }
 
 impl StageKind for Kmeans {
     fn kind(&self) -> &'static str {
-        super::cluster::Method::Kmeans.key()
+        Method::Kmeans.key()
     }
 
     fn version(&self) -> u32 {
@@ -70,7 +72,7 @@ impl StageKind for Kmeans {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let (latent, n, d) = super::encode::read_latent(ctx.input(&self.rep.source(), super::encode::LATENT)?)?;
+        let (latent, n, d) = encode::read_latent(ctx.input(&self.rep.source(), encode::LATENT)?)?;
         anyhow::ensure!(n >= self.cfg.k, "{}: kmeans.k = {} exceeds the {n} points to cluster; lower kmeans.k", ctx.stage_id, self.cfg.k);
         tracing::info!(
             stage = ctx.stage_id,
@@ -82,7 +84,7 @@ impl StageKind for Kmeans {
         let c = kmeans::fit(&latent, d, self.cfg.k, self.cfg.seed, self.cfg.max_iter, self.cfg.tol);
         spinner.finish_and_clear();
         let c = c?;
-        super::ensure_finite(ctx.stage_id, "centroid values", c.centroids.iter().copied())?;
+        crate::stages::ensure_finite(ctx.stage_id, "centroid values", c.centroids.iter().copied())?;
         anyhow::ensure!(c.inertia.is_finite(), "{}: the inertia is {}; nothing was committed", ctx.stage_id, c.inertia);
         let (lb, cb) = (le_bytes_u32(&c.labels), le_bytes(&c.centroids));
         tensorfile::write(
@@ -100,7 +102,7 @@ impl StageKind for Kmeans {
             max_iter: self.cfg.max_iter,
             cluster_sizes: sizes,
         };
-        super::write_json(&ctx.output(SUMMARY), &summary)?;
+        crate::stages::write_json(&ctx.output(SUMMARY), &summary)?;
         Ok(StageReport { device: Some("cpu".into()) })
     }
 }

@@ -1,0 +1,214 @@
+//! The clustering methods, one file each, and what they share. Every method runs on every
+//! representation ([`Rep`]) as stages `<method>-<rep>` (`-<seed>` for a seeded one), and
+//! [`Method`] is the one table that lists them: its name, whether it leaves points out as
+//! noise, which seeds the config asks of it, and its stage spec. Everything downstream (the
+//! plan, `score`, the report, the Hub layout) goes through that table, so a new method is a
+//! file here, a row in [`Method`] and its settings in `config.rs`.
+//!
+//! The methods besides k-means write `assignments.safetensors` (`labels` u32 [n], [`NOISE`]
+//! for a point left out) and `clustering.json` ([`ClusteringSummary`]) through [`run`].
+
+pub mod agglomerative;
+pub mod gmm;
+pub mod hdbscan;
+pub mod kmeans;
+
+use safetensors::Dtype;
+use serde::{Deserialize, Serialize};
+
+use super::{Rep, StageId};
+use crate::config::{Config, LoadedConfig};
+use crate::pipeline::{StageContext, StageReport, StageSpec};
+use crate::tensorfile::{self, le_bytes_u32, Array};
+
+pub use crate::analysis::hdbscan::NOISE;
+
+/// A clustering method: its stage kind and its name in ids, `metrics.json` and the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Kmeans,
+    Gmm,
+    Agglomerative,
+    Hdbscan,
+}
+
+impl Method {
+    /// Every method, in plan and report order.
+    pub const ALL: [Method; 4] = [Method::Kmeans, Method::Gmm, Method::Agglomerative, Method::Hdbscan];
+
+    /// The name (`kmeans`, `gmm`, `agglomerative`, `hdbscan`): the stage kind, the first
+    /// word of its stage ids and the `method` of `metrics.json`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Method::Kmeans => "kmeans",
+            Method::Gmm => "gmm",
+            Method::Agglomerative => "agglomerative",
+            Method::Hdbscan => "hdbscan",
+        }
+    }
+
+    /// Its name in the report's headings (`HDBSCAN`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Method::Kmeans => "k-means",
+            Method::Gmm => "GMM",
+            Method::Agglomerative => "agglomerative",
+            Method::Hdbscan => "HDBSCAN",
+        }
+    }
+
+    /// Whether it may leave points out as noise.
+    pub fn marks_noise(self) -> bool {
+        match self {
+            Method::Kmeans | Method::Gmm | Method::Agglomerative => false,
+            Method::Hdbscan => true,
+        }
+    }
+
+    /// The seeds of its stages on each representation, in config order (`None`: one stage,
+    /// the method being deterministic); empty when the config does not ask for the method.
+    pub fn seeds(self, c: &Config) -> Vec<Option<u64>> {
+        let seeded = |seeds: &[u64]| seeds.iter().copied().map(Some).collect();
+        match self {
+            Method::Kmeans => seeded(&c.kmeans.seeds),
+            Method::Gmm => c.cluster.gmm.as_ref().map(|g| seeded(&g.seeds)).unwrap_or_default(),
+            Method::Agglomerative => c.cluster.agglomerative.iter().map(|_| None).collect(),
+            Method::Hdbscan => c.cluster.hdbscan.iter().map(|_| None).collect(),
+        }
+    }
+
+    /// The config key of its seed list, for a seeded method besides k-means (whose seeds are
+    /// `kmeans.seeds`).
+    pub fn seeds_key(self) -> Option<&'static str> {
+        match self {
+            Method::Gmm => Some("cluster.gmm.seeds"),
+            Method::Kmeans | Method::Agglomerative | Method::Hdbscan => None,
+        }
+    }
+
+    /// The spec of its stage on `rep` with `seed` (one of [`Method::seeds`]); none when the
+    /// config does not ask for the method.
+    pub fn spec(self, config: &LoadedConfig, rep: Rep, seed: Option<u64>) -> Option<StageSpec> {
+        let c = &config.config.cluster;
+        let id = StageId::Cluster(Clustering { method: self, rep: rep.clone(), seed }).to_string();
+        let seed = seed.unwrap_or_default();
+        match self {
+            Method::Kmeans => Some(kmeans::spec(&config.config.kmeans, id, rep, seed)),
+            Method::Gmm => c.gmm.as_ref().map(|cfg| gmm::spec(cfg, id, rep, seed)),
+            Method::Agglomerative => c.agglomerative.as_ref().map(|cfg| agglomerative::spec(cfg, id, rep)),
+            Method::Hdbscan => c.hdbscan.as_ref().map(|cfg| hdbscan::spec(cfg, id, rep)),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// One clustering stage: a method on a representation with one of its seeds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Clustering {
+    pub method: Method,
+    pub rep: Rep,
+    /// `None` for a deterministic method.
+    pub seed: Option<u64>,
+}
+
+impl Clustering {
+    /// Every clustering stage of `rep` the config asks for, method by method.
+    pub fn all_of(c: &Config, rep: &Rep) -> Vec<Clustering> {
+        Method::ALL
+            .into_iter()
+            .flat_map(|method| method.seeds(c).into_iter().map(move |seed| Clustering { method, rep: rep.clone(), seed }))
+            .collect()
+    }
+
+    /// Its stage id (`gmm-mnist-conv-s42-umap-3`, `hdbscan-mnist-pixels`).
+    pub fn id(&self) -> String {
+        StageId::Cluster(self.clone()).to_string()
+    }
+}
+
+impl std::fmt::Display for Clustering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.method.key(), self.rep.tag())?;
+        match self.seed {
+            Some(seed) => write!(f, "-{seed}"),
+            None => Ok(()),
+        }
+    }
+}
+
+pub const ASSIGNMENTS: &str = "assignments.safetensors";
+pub const SUMMARY: &str = "clustering.json";
+
+/// What a method reports besides its clusters (a mixture's fit); `extra` in
+/// `clustering.json`, absent when empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extra {
+    /// A mixture's mean log-likelihood per point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_likelihood: Option<f64>,
+    /// A mixture's Bayesian information criterion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bic: Option<f64>,
+}
+
+impl Extra {
+    pub fn is_empty(&self) -> bool {
+        *self == Extra::default()
+    }
+}
+
+/// `clustering.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusteringSummary {
+    pub method: Method,
+    /// The method's seed, for the stochastic ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Clusters found (noise not counted).
+    pub clusters: usize,
+    /// Points marked noise (HDBSCAN), 0 for the others.
+    pub noise: usize,
+    pub cluster_sizes: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
+}
+
+/// Reads the vectors of `rep` (NaN refused with the file named), runs `method` on them and
+/// writes both outputs. `method` gets (points, n, dim) and returns labels and extra facts.
+pub fn run(
+    ctx: &StageContext<'_>,
+    rep: &Rep,
+    method: Method,
+    seed: Option<u64>,
+    fit: impl FnOnce(&[f32], usize, usize) -> anyhow::Result<(Vec<u32>, Extra)>,
+) -> anyhow::Result<StageReport> {
+    let name = method.key();
+    let (points, n, d) = crate::stages::encode::read_latent(ctx.input(&rep.source(), crate::stages::encode::LATENT)?)?;
+    let spinner = crate::progress::spinner(format!("{}: {name}, {n} points of dimension {d}", ctx.stage_id));
+    let result = fit(&points, n, d);
+    spinner.finish_and_clear();
+    let (labels, extra) = result.map_err(|e| anyhow::anyhow!("{}: {e}", ctx.stage_id))?;
+    anyhow::ensure!(labels.len() == n, "{}: {} labels for {n} points", ctx.stage_id, labels.len());
+    let clusters = labels.iter().filter(|&&l| l != NOISE).map(|&l| l as usize + 1).max().unwrap_or(0);
+    let mut sizes = vec![0usize; clusters];
+    labels.iter().filter(|&&l| l != NOISE).for_each(|&l| sizes[l as usize] += 1);
+    let noise = labels.iter().filter(|&&l| l == NOISE).count();
+    tracing::info!(stage = ctx.stage_id, "{name}: {clusters} clusters, {noise} noise points");
+    tensorfile::write(&ctx.output(ASSIGNMENTS), &[Array::raw("labels", Dtype::U32, vec![n], &le_bytes_u32(&labels))])?;
+    let summary = ClusteringSummary { method, seed, clusters, noise, cluster_sizes: sizes, extra };
+    crate::stages::write_json(&ctx.output(SUMMARY), &summary)?;
+    Ok(StageReport { device: Some("cpu".into()) })
+}
+
+/// The `labels` of an `assignments.safetensors` (k-means' or another method's).
+pub fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
+    let file = tensorfile::TensorFile::open(path)?;
+    Ok(tensorfile::u32_values(file.get("labels", Dtype::U32)?.1))
+}
