@@ -240,6 +240,8 @@ pub struct ClusterConfig {
     pub agglomerative: Option<AgglomerativeConfig>,
     #[serde(default)]
     pub hdbscan: Option<HdbscanConfig>,
+    #[serde(default)]
+    pub dbscan: Option<DbscanConfig>,
 }
 
 /// A Gaussian mixture per seed (linfa-clustering; initialised from k-means).
@@ -295,6 +297,22 @@ pub struct HdbscanConfig {
     /// Neighbours that make a point core; `null`: `min_cluster_size`.
     #[serde(default)]
     pub min_samples: Option<usize>,
+}
+
+/// DBSCAN (scikit-learn's `DBSCAN(eps, min_samples)`, Euclidean): `eps` is in the units of
+/// the representation it runs on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbscanConfig {
+    /// The neighbourhood radius.
+    pub eps: f64,
+    /// Points within `eps` (the point itself counted) that make a point core.
+    #[serde(default = "default_dbscan_min_samples")]
+    pub min_samples: usize,
+}
+
+fn default_dbscan_min_samples() -> usize {
+    5
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -519,9 +537,11 @@ impl LoadedConfig {
         &self.tree
     }
 
-    /// The leaves under each of `keys` (dotted paths), flattened to `dotted.key -> value`.
-    /// Arrays are leaves. Panics on a key that does not exist: stage declarations are code.
-    pub fn params(&self, keys: &[&str]) -> Params {
+    /// The leaves under each of `keys` (dotted paths), flattened to `dotted.key -> value`;
+    /// arrays are leaves. The tree's view, against which the tests hold what stages declare
+    /// from their typed settings. Panics on a key that does not exist.
+    #[cfg(test)]
+    pub(crate) fn params(&self, keys: &[&str]) -> Params {
         let mut out = Params::new();
         for key in keys {
             let node = lookup(&self.tree, key).unwrap_or_else(|| panic!("stage reads unknown config key {key}"));
@@ -729,6 +749,14 @@ impl LoadedConfig {
                 return fail("cluster.hdbscan.min_samples", "must be null or at least 1");
             }
         }
+        if let Some(d) = &c.cluster.dbscan {
+            if !(d.eps.is_finite() && d.eps > 0.0) {
+                return fail("cluster.dbscan.eps", "must be positive");
+            }
+            if d.min_samples < 2 {
+                return fail("cluster.dbscan.min_samples", "must be at least 2");
+            }
+        }
         if let Some(u) = &c.embed.umap {
             if !(1..=100).contains(&u.components) {
                 return fail("embed.umap.components", "must be between 1 and 100");
@@ -821,7 +849,7 @@ fn quoted_scalar(raw: &Value, typed: &Value, path: &str) -> Option<(String, Stri
     }
 }
 
-fn lookup<'a>(tree: &'a Value, dotted: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(tree: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted.split('.').try_fold(tree, |node, part| node.as_object()?.get(part))
 }
 
@@ -1087,6 +1115,8 @@ mod tests {
             ("cluster.gmm.covariance=diag", "cluster.gmm.covariance"),
             ("cluster.agglomerative.linkage=median", "cluster.agglomerative.linkage"),
             ("cluster.hdbscan.min_cluster_size=1", "cluster.hdbscan.min_cluster_size must be at least 2"),
+            ("cluster.dbscan={eps: 0}", "cluster.dbscan.eps must be positive"),
+            ("cluster.dbscan={eps: 1, min_samples: 1}", "cluster.dbscan.min_samples must be at least 2"),
             ("embed.umap.min_dist=2", "embed.umap.min_dist must be between 0 and 1"),
             ("embed.umap=", "views: umap needs embed.umap"),
             ("views=[pca]", "embed.tsne: makes 2-D views only"),

@@ -1,4 +1,4 @@
-//! The clustering methods beyond k-means (GMM, agglomerative, HDBSCAN), the UMAP embedding,
+//! The clustering methods beyond k-means (GMM, agglomerative, HDBSCAN, DBSCAN), the UMAP embedding,
 //! the t-SNE and UMAP views and the k-selection curves, through the real pipeline on a small
 //! MNIST subset: what each writes, what the report shows, what an edit re-runs, and the
 //! bad inputs.
@@ -156,6 +156,26 @@ fn every_method_runs_is_scored_reported_and_re_runs_only_when_its_settings_chang
     for r in m["clusterings"].as_array().unwrap().iter().filter(|r| r["method"] == "hdbscan") {
         assert!(r["clusters"][0].as_u64().unwrap() <= 1, "{r}");
     }
+
+    // DBSCAN, a method added through the one table (stages/cluster/mod.rs): its stages, its
+    // scores with the noise, its own noise table in the report.
+    let dbscan = [&all[..], &["--set", "cluster.dbscan={eps: 2.0, min_samples: 5}"]].concat();
+    let added = ran(&p, &dbscan);
+    let expected: BTreeSet<String> = ["simple", "conv"]
+        .iter()
+        .flat_map(|m| [format!("dbscan-mnist-{m}-s42"), format!("dbscan-mnist-{m}-s42-umap")])
+        .chain(["score".to_owned(), "plot".to_owned()])
+        .collect();
+    assert_eq!(added, expected);
+    let m = metrics(&p);
+    let d: Vec<&serde_json::Value> = m["clusterings"].as_array().unwrap().iter().filter(|r| r["method"] == "dbscan").collect();
+    assert_eq!(d.len(), 4, "{d:?}");
+    assert!(d.iter().all(|r| r["noise_fraction"].as_array().unwrap().len() == 1 && r["covered"]["acc"].is_number()), "{d:?}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.artifacts().join("dbscan-mnist-conv-s42-umap/clustering.json")).unwrap()).unwrap();
+    assert_eq!(summary["method"], "dbscan");
+    let report = std::fs::read_to_string(plot.join("report.md")).unwrap();
+    assert!(report.contains("### mnist: DBSCAN\n") && report.contains("| umap + dbscan |"), "{report}");
 
     // k above the number of points: a clear error naming the key; nothing committed.
     let out = p.run(&["pipeline", "run", "--set", "cluster.gmm.k=501", "--set", "cluster.hdbscan={min_cluster_size: 400}"]);

@@ -98,9 +98,12 @@ mod tests {
             "baselines=[pixels, pixels-pca]".to_owned(),
             "train.seeds=[1, 2]".to_owned(),
             "datasets.fashion-mnist={local: data/fashion}".to_owned(),
+            "cluster.dbscan={eps: 1.5}".to_owned(),
         ];
         let text = include_str!("../../pipeline.yaml").replace("datasets:", "datasets:\n  fashion-mnist: {local: data/fashion}");
-        let config = crate::config::LoadedConfig::from_yaml(&text, std::path::Path::new("pipeline.yaml"), &sets[..2]).unwrap();
+        let config =
+            crate::config::LoadedConfig::from_yaml(&text, std::path::Path::new("pipeline.yaml"), &[&sets[..2], &sets[3..]].concat())
+                .unwrap();
         let folders = published_stages(&config);
         let mut seen = std::collections::BTreeSet::new();
         for spec in crate::stages::plan(&config) {
@@ -114,6 +117,8 @@ mod tests {
         }
         assert_eq!(folders["kmeans-mnist-conv-s2-7"], "kmeans/mnist/conv/s2/seed-7");
         assert_eq!(folders["kmeans-fashion-mnist-pixels-pca9-3"], "kmeans/fashion-mnist/pixels-pca9/seed-3");
+        assert_eq!(folders["dbscan-mnist-conv-s2-umap"], "dbscan/mnist/conv/s2/umap");
+        assert_eq!(folders["gmm-mnist-pixels-pca9-umap-1"], "gmm/mnist/pixels-pca9/umap/seed-1");
         assert_eq!(folders["train-fashion-mnist-simple-s1"], "models/fashion-mnist/simple/s1");
         assert_eq!(repo_path(&folders["score"], "metrics.json"), "metrics.json");
         assert!(!folders.contains_key("baseline-mnist-pixels") && !folders.contains_key("download-mnist"));

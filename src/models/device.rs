@@ -46,6 +46,15 @@ pub fn resolve_kind(choice: DeviceChoice) -> &'static str {
     }
 }
 
+/// The device `choice` resolves to in this build (`Cpu`, `Cuda`, `Metal`; never `Auto`).
+pub fn resolve(choice: DeviceChoice) -> DeviceChoice {
+    match resolve_kind(choice) {
+        "cuda" => DeviceChoice::Cuda,
+        "metal" => DeviceChoice::Metal,
+        _ => DeviceChoice::Cpu,
+    }
+}
+
 /// A short name for the lock file and history (`cpu`, `cuda:0`, `metal:0`).
 pub fn name(device: &Device) -> String {
     match device {

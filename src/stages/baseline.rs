@@ -29,17 +29,15 @@ pub struct BaselineStage {
 
 pub fn spec(config: &LoadedConfig, dataset: Name, baseline: Baseline) -> StageSpec {
     let data = super::download::id(&dataset);
-    let declared = super::Declared::new(Default::default()).with("baseline", baseline.tag());
-    let declared = match baseline {
-        Baseline::Pixels => declared,
-        // PCA is fit on the training images, so it reads the same limit as training.
-        Baseline::PixelsPca(d) => {
-            declared.with("train.limit", config.params(&["train.limit"])["train.limit"].clone()).with("baseline.components", d)
-        }
-    };
+    let mut declared = super::Declared::default();
+    declared.declare("baseline", baseline.tag());
     let limit = match baseline {
         Baseline::Pixels => None,
-        Baseline::PixelsPca(_) => declared.get("train.limit"),
+        // PCA is fit on the training images, so it reads the same limit as training.
+        Baseline::PixelsPca(d) => {
+            declared.declare("baseline.components", d);
+            declared.declare("train.limit", config.config.train.limit)
+        }
     };
     declared
         .spec(id(&dataset, baseline), BaselineStage { dataset, baseline, limit })

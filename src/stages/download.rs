@@ -66,10 +66,10 @@ pub struct Download {
     cfg: DatasetConfig,
 }
 
-pub fn spec(config: &LoadedConfig, name: &str) -> StageSpec {
-    let key = format!("datasets.{name}");
-    let declared = super::Declared::new(config.params(&[&key]));
-    let cfg: DatasetConfig = declared.get(&key);
+/// The spec of a dataset's download; none for a dataset the config does not have.
+pub fn spec(config: &LoadedConfig, name: &str) -> Option<StageSpec> {
+    let mut declared = super::Declared::default();
+    let cfg = declared.declare(&format!("datasets.{name}"), config.config.datasets.get(name)?.clone());
     let local = cfg.local.as_ref().map(|p| (config.resolve(p), p.clone()));
     // The files read are the ones present when the plan is made: all four, or (Hub) none.
     let planned = local.as_ref().and_then(|(dir, _)| idx::files(dir).ok()).unwrap_or_default();
@@ -82,7 +82,7 @@ pub fn spec(config: &LoadedConfig, name: &str) -> StageSpec {
             spec = spec.file(name, path);
         }
     }
-    spec
+    Some(spec)
 }
 
 impl StageKind for Download {

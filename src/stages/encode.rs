@@ -29,9 +29,9 @@ pub struct Encode {
 pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
     let train = super::train::id(&run);
     let data = super::download::id(&run.dataset);
-    let (key, device) = super::device_param(config);
-    let declared = super::Declared::new(config.params(&["plot.samples"])).with(key, device);
-    let (samples, device) = (declared.get("plot.samples"), declared.get("device"));
+    let mut declared = super::Declared::default();
+    let samples = declared.declare("plot.samples", config.config.plot.samples);
+    let device = super::declare_device(&mut declared, config);
     declared
         .spec(id(&run), Encode { run, samples, device })
         .input(&train, super::train::MODEL)

@@ -303,18 +303,19 @@ pub fn plan(config: &LoadedConfig) -> Vec<StageSpec> {
     stage_ids(config).into_iter().filter_map(|id| spec(config, id)).collect()
 }
 
-/// The spec of one stage; none for a clustering the config does not ask for.
+/// The spec of one stage; none for a stage whose settings the config lacks (not one of
+/// [`stage_ids`]).
 fn spec(config: &LoadedConfig, id: StageId) -> Option<StageSpec> {
     Some(match id {
-        StageId::Download(d) => download::spec(config, &d),
-        StageId::Train(r) => train::spec(config, r),
+        StageId::Download(d) => return download::spec(config, &d),
+        StageId::Train(r) => return train::spec(config, r),
         StageId::Encode(r) => encode::spec(config, r),
         StageId::Pca(r) => pca::spec(config, r),
         StageId::Baseline(d, b) => baseline::spec(config, d, b),
-        StageId::Umap(s) => umap::spec(config, s),
-        StageId::View(v, r) => view::spec(config, v, r),
+        StageId::Umap(s) => umap::spec(config.config.embed.umap.as_ref()?, s),
+        StageId::View(v, r) => return view::spec(config, v, r),
         StageId::Cluster(Clustering { method, rep, seed }) => return method.spec(config, rep, seed),
-        StageId::SelectK(rep) => select_k::spec(config, rep),
+        StageId::SelectK(rep) => select_k::spec(config.config.select_k.as_ref()?, rep),
         StageId::Score => score::spec(config),
         StageId::Plot => plot::spec(config),
     })
@@ -353,63 +354,26 @@ pub(crate) fn read_json(path: &std::path::Path) -> anyhow::Result<serde_json::Va
     serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))
 }
 
-/// The resolved device a training or encoding stage computes on, as the param it declares
-/// (`device: cpu`, `cuda`, `metal`): devices give different bits, so each has its own
+/// Declares the resolved device a training or encoding stage computes on (`device: cpu`,
+/// `cuda`, `metal`) and hands it back: devices give different bits, so each has its own
 /// fingerprint, and `auto` resolving to the CPU is the same stage as `cpu`.
-pub(crate) fn device_param(config: &LoadedConfig) -> (&'static str, serde_json::Value) {
-    ("device", crate::models::device::resolve_kind(config.config.device).into())
+pub(crate) fn declare_device(declared: &mut Declared, config: &LoadedConfig) -> crate::config::DeviceChoice {
+    declared.declare("device", crate::models::device::resolve(config.config.device))
 }
 
-/// The params a stage declares, from which it builds its settings: a stage cannot depend on
-/// a config key that its fingerprint does not cover.
+/// The params a stage declares, built from its typed settings: [`Declared::declare`] puts a
+/// value into the params under its config key and hands it back, so what a stage keeps of the
+/// config is what its fingerprint covers, by construction.
 #[derive(Default)]
 pub(crate) struct Declared(crate::pipeline::Params);
 
 impl Declared {
     /// Declares `value` under the config key `key` (an object as one param per dotted key,
-    /// as the config's own params) and hands it back: what a stage keeps of its settings is
-    /// exactly what its fingerprint covers.
+    /// as the config's own tree flattens) and hands it back.
     pub fn declare<T: serde::Serialize>(&mut self, key: &str, value: T) -> T {
         let node = serde_json::to_value(&value).expect("settings are plain data and serialise");
         crate::config::flatten(key, &node, &mut self.0);
         value
-    }
-
-    pub fn new(params: crate::pipeline::Params) -> Self {
-        Self(params)
-    }
-
-    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        self.0.insert(key.to_owned(), value.into());
-        self
-    }
-
-    /// The value of `key`, or the object of every declared `key.*` (nested back from the
-    /// dotted keys), as `T`. Panics on a key the stage did not declare or a type mismatch:
-    /// both are bugs in the stage's code, since the config was validated.
-    pub fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
-        let value = match self.0.get(key) {
-            Some(v) => v.clone(),
-            None => {
-                let mut root = serde_json::Map::new();
-                for (k, v) in self.0.iter().filter_map(|(k, v)| Some((k.strip_prefix(key)?.strip_prefix('.')?, v))) {
-                    let mut node = &mut root;
-                    let mut parts: Vec<&str> = k.split('.').collect();
-                    let last = parts.pop().expect("a key");
-                    for part in parts {
-                        node = node
-                            .entry(part)
-                            .or_insert_with(|| serde_json::Value::Object(Default::default()))
-                            .as_object_mut()
-                            .expect("an object");
-                    }
-                    node.insert(last.to_owned(), v.clone());
-                }
-                assert!(!root.is_empty(), "the stage reads {key}, which it does not declare");
-                serde_json::Value::Object(root)
-            }
-        };
-        serde_json::from_value(value).unwrap_or_else(|e| panic!("declared param {key} does not read back: {e}"))
     }
 
     /// The spec of stage `id` running `kind`, declaring these params.
@@ -468,17 +432,59 @@ mod tests {
         assert_eq!(StageId::Baseline("mnist".into(), Baseline::Pixels).to_string(), "baseline-mnist-pixels");
     }
 
+    /// What stages declare from their typed settings is the config's own value under each key
+    /// (so fingerprints are what they were when stages read the config tree): every param of
+    /// every stage of a config with every method on, against the tree, and the key set of one
+    /// stage of each kind.
     #[test]
-    fn settings_read_back_only_what_a_stage_declares() {
-        let config = LoadedConfig::from_yaml(include_str!("../../pipeline.yaml"), std::path::Path::new("pipeline.yaml"), &[]).unwrap();
-        let d = Declared::new(config.params(&["models.conv", "train.limit"])).with("seed", 7);
-        let m: crate::config::ModelConfig = d.get("models.conv");
-        assert_eq!(m, config.config.models["conv"]);
-        assert_eq!((d.get::<Option<usize>>("train.limit"), d.get::<u64>("seed")), (None, 7));
-        let hub: crate::config::HubDataset = Declared::new(config.params(&["datasets.mnist"])).get("datasets.mnist.hub");
-        assert_eq!(hub.columns.label, "label");
-        let undeclared = std::panic::catch_unwind(|| d.get::<usize>("kmeans.k")).unwrap_err();
-        assert!(undeclared.downcast_ref::<String>().unwrap().contains("reads kmeans.k, which it does not declare"));
+    fn stages_declare_the_configs_values_under_its_keys() {
+        let sets: Vec<String> = ["baselines=[pixels, pixels-pca]", "cluster.dbscan={eps: 1.5}", "train.limit=300", "train.seeds=[1, 2]"]
+            .map(str::to_owned)
+            .to_vec();
+        let config = LoadedConfig::from_yaml(include_str!("../../pipeline.yaml"), std::path::Path::new("pipeline.yaml"), &sets).unwrap();
+        let plan = plan(&config);
+        assert_eq!(plan.len(), stage_ids(&config).len(), "every id has a spec");
+        for spec in &plan {
+            for (key, value) in &spec.params {
+                let Some(tree) = crate::config::lookup(config.tree(), key) else { continue };
+                // A seeded stage declares its own seed, the 2-D UMAP view two components, a
+                // stage on a device the one `auto` resolves to.
+                let own = key == "device"
+                    || (key == "cluster.gmm.seeds" && spec.id.starts_with("gmm-"))
+                    || (key == "embed.umap.components" && spec.id.starts_with("view-umap-"));
+                assert!(own || value == tree, "{}: {key} = {value}, the config says {tree}", spec.id);
+            }
+        }
+        let keys = |id: &str| -> Vec<String> {
+            let spec = plan.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no stage {id}"));
+            spec.params.keys().cloned().collect()
+        };
+        let tree = |prefixes: &[&str], extra: &[&str]| -> Vec<String> {
+            let mut out: Vec<String> = config.params(prefixes).into_keys().chain(extra.iter().map(|k| k.to_string())).collect();
+            out.sort();
+            out
+        };
+        assert_eq!(keys("train-mnist-conv-s1"), tree(&["models.conv", "train.limit"], &["device", "seed"]));
+        assert_eq!(keys("encode-mnist-conv-s1"), tree(&["plot.samples"], &["device"]));
+        assert_eq!(keys("download-mnist"), tree(&["datasets.mnist"], &[]));
+        assert_eq!(keys("kmeans-mnist-conv-s1-umap-3"), tree(&["kmeans.k", "kmeans.max_iter", "kmeans.tol"], &["kmeans.seed"]));
+        assert_eq!(keys("gmm-mnist-pixels-pca9-2"), tree(&["cluster.gmm"], &[]));
+        for (id, key) in [
+            ("agglomerative-mnist-conv-s2", "cluster.agglomerative"),
+            ("hdbscan-mnist-conv-s2", "cluster.hdbscan"),
+            ("dbscan-mnist-pixels", "cluster.dbscan"),
+            ("umap-mnist-simple-s1", "embed.umap"),
+            ("view-umap-mnist-simple-s1", "embed.umap"),
+            ("view-tsne-mnist-simple-s1", "embed.tsne"),
+            ("select-k-mnist-conv-s1", "select_k"),
+            ("pca-mnist-conv-s2", "pca"),
+        ] {
+            assert_eq!(keys(id), tree(&[key], &[]), "{id}");
+        }
+        assert_eq!(keys("baseline-mnist-pixels-pca9"), tree(&["train.limit"], &["baseline", "baseline.components"]));
+        assert_eq!(keys("baseline-mnist-pixels"), ["baseline"]);
+        assert_eq!(keys("score"), tree(&["kmeans.seeds", "kmeans.k", "train.seeds", "cluster.gmm.seeds"], &["order"]));
+        assert_eq!(keys("plot"), tree(&["plot"], &["order", "plot.training_seed"]));
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub struct Pca {
 
 pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
     let source = super::encode::id(&run);
-    let declared = super::Declared::new(config.params(&["pca"]));
-    let components = declared.get("pca.components");
+    let mut declared = super::Declared::default();
+    let components = declared.declare("pca", config.config.pca.clone()).components;
     declared.spec(id(&run), Pca { run, components }).input(&source, super::encode::LATENT).outputs(&[POINTS, SUMMARY])
 }
 

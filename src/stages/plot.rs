@@ -175,11 +175,10 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
         Plot { samples: c.plot.samples, datasets: datasets.clone(), models: models.clone(), shown, extras: extras.clone(), select_k };
     let mut inputs: Vec<(String, &str)> = plot.select_k.iter().map(|r| (super::select_k::id(r), super::select_k::SUMMARY)).collect();
     // Everything else (k, the seeds) comes from score's metrics.json.
-    let mut spec = super::stage(ID, plot)
-        .params(config.params(&["plot"]))
-        .param("plot.training_seed", shown)
-        .param("order", super::order_param(config))
-        .input(super::score::ID, super::score::METRICS);
+    let mut declared = super::Declared::default();
+    declared.declare("plot", &c.plot);
+    declared.declare("plot.training_seed", shown);
+    let mut spec = declared.spec(ID, plot).param("order", super::order_param(config)).input(super::score::ID, super::score::METRICS);
     if extras.methods {
         spec = spec.input(super::score::ID, super::score::BEST);
     }

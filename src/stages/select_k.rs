@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Rep, StageId};
 use crate::analysis::{gmm, kmeans, silhouette};
-use crate::config::{LoadedConfig, SelectKConfig, SelectMethod};
+use crate::config::{SelectKConfig, SelectMethod};
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 
 pub const SUMMARY: &str = "select_k.json";
@@ -49,9 +49,9 @@ pub struct SelectKStage {
     cfg: SelectKConfig,
 }
 
-pub fn spec(config: &LoadedConfig, rep: Rep) -> StageSpec {
-    let declared = super::Declared::new(config.params(&["select_k"]));
-    let cfg = declared.get("select_k");
+pub fn spec(cfg: &SelectKConfig, rep: Rep) -> StageSpec {
+    let mut declared = super::Declared::default();
+    let cfg = declared.declare("select_k", cfg.clone());
     let source = rep.source();
     declared.spec(id(&rep), SelectKStage { rep, cfg }).input(&source, super::encode::LATENT).outputs(&[SUMMARY])
 }

@@ -47,12 +47,15 @@ pub struct Train {
     device: DeviceChoice,
 }
 
-pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
+/// The spec of a training; none for a model the config does not have.
+pub fn spec(config: &LoadedConfig, run: Run) -> Option<StageSpec> {
     let model_key = format!("models.{}", run.model);
-    let (key, device) = super::device_param(config);
+    let mut declared = super::Declared::default();
     // The training seed under the key `seed`, as before training seeds became a list.
-    let declared = super::Declared::new(config.params(&["train.limit", &model_key])).with("seed", run.seed).with(key, device);
-    let m: ModelConfig = declared.get(&model_key);
+    let seed = declared.declare("seed", run.seed);
+    let limit = declared.declare("train.limit", config.config.train.limit);
+    let device = super::declare_device(&mut declared, config);
+    let m: ModelConfig = declared.declare(&model_key, config.config.models.get(run.model.as_ref())?.clone());
     let settings = TrainSettings {
         label: id(&run),
         arch: m.architecture(),
@@ -60,14 +63,15 @@ pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
         batch_size: m.batch_size,
         lr: m.lr,
         weight_decay: m.weight_decay,
-        seed: declared.get("seed"),
+        seed,
     };
-    let (limit, device) = (declared.get("train.limit"), declared.get("device"));
     let data = super::download::id(&run.dataset);
-    declared
-        .spec(id(&run), Train { run, settings, limit, device })
-        .input(&data, super::download::OUTPUT)
-        .outputs(&[MODEL, CONFIG, HISTORY, METRICS])
+    Some(
+        declared
+            .spec(id(&run), Train { run, settings, limit, device })
+            .input(&data, super::download::OUTPUT)
+            .outputs(&[MODEL, CONFIG, HISTORY, METRICS]),
+    )
 }
 
 impl StageKind for Train {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{StageId, Subject};
 use crate::analysis::umap;
-use crate::config::{LoadedConfig, UmapConfig};
+use crate::config::UmapConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 use crate::tensorfile::{self, le_bytes, Array};
 
@@ -46,9 +46,9 @@ pub struct Umap {
     cfg: UmapConfig,
 }
 
-pub fn spec(config: &LoadedConfig, subject: Subject) -> StageSpec {
-    let declared = super::Declared::new(config.params(&["embed.umap"]));
-    let cfg = declared.get("embed.umap");
+pub fn spec(cfg: &UmapConfig, subject: Subject) -> StageSpec {
+    let mut declared = super::Declared::default();
+    let cfg = declared.declare("embed.umap", cfg.clone());
     let source = subject.source();
     declared.spec(id(&subject), Umap { subject, cfg }).input(&source, super::encode::LATENT).outputs(&[super::encode::LATENT, SUMMARY])
 }

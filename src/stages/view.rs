@@ -25,29 +25,19 @@ pub struct ViewStage {
     method: Method,
 }
 
-pub fn spec(config: &LoadedConfig, view: View, run: Run) -> StageSpec {
-    let (declared, method) = match view {
-        View::Umap => {
-            // The 2-D view does not depend on the clustered embedding's size.
-            let d = super::Declared::new(config.params(&[
-                "embed.umap.neighbors",
-                "embed.umap.min_dist",
-                "embed.umap.seed",
-                "embed.umap.epochs",
-            ]))
-            .with("embed.umap.components", 2);
-            let cfg = d.get("embed.umap");
-            (d, Method::Umap(cfg))
-        }
-        View::Tsne => {
-            let d = super::Declared::new(config.params(&["embed.tsne"]));
-            let cfg = d.get("embed.tsne");
-            (d, Method::Tsne(cfg))
-        }
-        View::Pca => unreachable!("the PCA view is the pca stage"),
+/// The spec of a 2-D view; none for the PCA view (the `pca` stage) or a view whose settings
+/// the config lacks (validation refuses that config).
+pub fn spec(config: &LoadedConfig, view: View, run: Run) -> Option<StageSpec> {
+    let embed = &config.config.embed;
+    let mut declared = super::Declared::default();
+    let method = match view {
+        // The 2-D view does not depend on the clustered embedding's size.
+        View::Umap => Method::Umap(declared.declare("embed.umap", UmapConfig { components: 2, ..embed.umap.clone()? })),
+        View::Tsne => Method::Tsne(declared.declare("embed.tsne", embed.tsne.clone()?)),
+        View::Pca => return None,
     };
     let source = super::encode::id(&run);
-    declared.spec(id(view, &run), ViewStage { run, method }).input(&source, super::encode::LATENT).outputs(&[POINTS, SUMMARY])
+    Some(declared.spec(id(view, &run), ViewStage { run, method }).input(&source, super::encode::LATENT).outputs(&[POINTS, SUMMARY]))
 }
 
 impl StageKind for ViewStage {

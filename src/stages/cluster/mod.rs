@@ -9,6 +9,7 @@
 //! for a point left out) and `clustering.json` ([`ClusteringSummary`]) through [`run`].
 
 pub mod agglomerative;
+pub mod dbscan;
 pub mod gmm;
 pub mod hdbscan;
 pub mod kmeans;
@@ -31,11 +32,12 @@ pub enum Method {
     Gmm,
     Agglomerative,
     Hdbscan,
+    Dbscan,
 }
 
 impl Method {
     /// Every method, in plan and report order.
-    pub const ALL: [Method; 4] = [Method::Kmeans, Method::Gmm, Method::Agglomerative, Method::Hdbscan];
+    pub const ALL: [Method; 5] = [Method::Kmeans, Method::Gmm, Method::Agglomerative, Method::Hdbscan, Method::Dbscan];
 
     /// The name (`kmeans`, `gmm`, `agglomerative`, `hdbscan`): the stage kind, the first
     /// word of its stage ids and the `method` of `metrics.json`.
@@ -45,6 +47,7 @@ impl Method {
             Method::Gmm => "gmm",
             Method::Agglomerative => "agglomerative",
             Method::Hdbscan => "hdbscan",
+            Method::Dbscan => "dbscan",
         }
     }
 
@@ -55,6 +58,7 @@ impl Method {
             Method::Gmm => "GMM",
             Method::Agglomerative => "agglomerative",
             Method::Hdbscan => "HDBSCAN",
+            Method::Dbscan => "DBSCAN",
         }
     }
 
@@ -62,7 +66,7 @@ impl Method {
     pub fn marks_noise(self) -> bool {
         match self {
             Method::Kmeans | Method::Gmm | Method::Agglomerative => false,
-            Method::Hdbscan => true,
+            Method::Hdbscan | Method::Dbscan => true,
         }
     }
 
@@ -75,6 +79,7 @@ impl Method {
             Method::Gmm => c.cluster.gmm.as_ref().map(|g| seeded(&g.seeds)).unwrap_or_default(),
             Method::Agglomerative => c.cluster.agglomerative.iter().map(|_| None).collect(),
             Method::Hdbscan => c.cluster.hdbscan.iter().map(|_| None).collect(),
+            Method::Dbscan => c.cluster.dbscan.iter().map(|_| None).collect(),
         }
     }
 
@@ -83,7 +88,7 @@ impl Method {
     pub fn seeds_key(self) -> Option<&'static str> {
         match self {
             Method::Gmm => Some("cluster.gmm.seeds"),
-            Method::Kmeans | Method::Agglomerative | Method::Hdbscan => None,
+            Method::Kmeans | Method::Agglomerative | Method::Hdbscan | Method::Dbscan => None,
         }
     }
 
@@ -98,6 +103,7 @@ impl Method {
             Method::Gmm => c.gmm.as_ref().map(|cfg| gmm::spec(cfg, id, rep, seed)),
             Method::Agglomerative => c.agglomerative.as_ref().map(|cfg| agglomerative::spec(cfg, id, rep)),
             Method::Hdbscan => c.hdbscan.as_ref().map(|cfg| hdbscan::spec(cfg, id, rep)),
+            Method::Dbscan => c.dbscan.as_ref().map(|cfg| dbscan::spec(cfg, id, rep)),
         }
     }
 }
