@@ -479,8 +479,8 @@ fn cmd_run(
             }
         }
         writeln!(out, "{summary}")?;
-        if !dry_run && summary.ran.iter().any(|id| id == crate::stages::plot::ID) {
-            let report = common.artifacts.join(crate::stages::plot::ID).join(crate::stages::plot::REPORT);
+        if !dry_run && summary.ran.iter().any(|id| id == crate::stages::PLOT) {
+            let report = common.artifacts.join(crate::stages::PLOT).join(crate::artifacts::plot::REPORT);
             writeln!(out, "report: {}; metrics: `pipeline metrics`", report.display())?;
         }
     }
@@ -559,7 +559,7 @@ fn cmd_metrics(common: &Common, MetricsArgs { json, diff }: MetricsArgs, out: &m
     match diff {
         None if json => writeln!(out, "{}", serde_json::to_string_pretty(&current)?)?,
         None => {
-            let typed: crate::stages::score::Metrics = serde_json::from_value(current.clone())
+            let typed: crate::artifacts::score::Metrics = serde_json::from_value(current.clone())
                 .context("the score stage's metrics.json is from an older latentscope: run the pipeline again")?;
             write!(out, "{}", crate::render::metrics_table(&typed))?
         }

@@ -13,10 +13,10 @@ use std::fmt::Write as _;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
+use crate::artifacts::download::{DatasetSummary, Source};
 use crate::config::LoadedConfig;
 use crate::pipeline::finished::FinishedRun;
 use crate::pipeline::{Graph, LockFile};
-use crate::stages::download::{DatasetSummary, Source};
 
 /// The file `run` writes into the artefacts folder.
 pub const FILE: &str = "report.html";
@@ -231,14 +231,14 @@ pub fn page(title: &str, report_md: &str, figure: &dyn Fn(&str) -> anyhow::Resul
 pub fn write(config: &LoadedConfig, graph: &Graph, artifacts: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let run = FinishedRun::current(graph, artifacts)?;
     let lock = run.lock();
-    let report_md = String::from_utf8(run.read(crate::stages::plot::ID, crate::stages::plot::REPORT)?)
-        .map_err(|_| anyhow::anyhow!("plot/{} is not UTF-8", crate::stages::plot::REPORT))?;
+    let report_md = String::from_utf8(run.read(crate::stages::PLOT, crate::artifacts::plot::REPORT)?)
+        .map_err(|_| anyhow::anyhow!("plot/{} is not UTF-8", crate::artifacts::plot::REPORT))?;
     let mut datasets = Vec::new();
     for name in config.config.datasets.keys() {
-        datasets.push(crate::stages::read_output::<DatasetSummary>(
+        datasets.push(crate::artifacts::read_output::<DatasetSummary>(
             &run,
-            &crate::stages::download::id(name),
-            crate::stages::download::SUMMARY,
+            &crate::stages::StageId::Download(name.as_str().into()).to_string(),
+            crate::artifacts::download::SUMMARY,
         )?);
     }
     let stages = graph
@@ -263,7 +263,7 @@ pub fn write(config: &LoadedConfig, graph: &Graph, artifacts: &Path, out: &Path)
         datasets,
     };
     let names: Vec<&str> = config.config.datasets.keys().map(String::as_str).collect();
-    let figure = |file: &str| -> anyhow::Result<Vec<u8>> { Ok(run.read(crate::stages::plot::ID, file)?) };
+    let figure = |file: &str| -> anyhow::Result<Vec<u8>> { Ok(run.read(crate::stages::PLOT, file)?) };
     let html = page(&format!("latentscope report: {}", names.join(", ")), &report_md, &figure, &prov)?;
     crate::pipeline::store::write_atomic(out, html.as_bytes())
         .with_context(|| format!("cannot write the report page {}", out.display()))?;

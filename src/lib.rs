@@ -3,6 +3,7 @@
 //! A reproducible pipeline of cached stages. See ARCHITECTURE.md for the code map.
 
 pub mod analysis;
+pub mod artifacts;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -6,8 +6,8 @@
 use std::fmt::Write as _;
 
 use crate::analysis::stats::Stats;
+use crate::artifacts::score::{Comparison, Metrics, ModelMetrics, Summary};
 use crate::models::Architecture;
-use crate::stages::score::{Comparison, Metrics, ModelMetrics, Summary};
 
 /// What the notebook reported for a model: test MSE and best-of-10 purity.
 #[derive(Debug, Clone, Copy)]
@@ -33,9 +33,9 @@ fn summary(s: &Summary) -> String {
 }
 
 /// Purity of the k-means seed with the lowest inertia (chosen without the labels).
-fn label_free(r: &crate::stages::score::RunMetrics) -> String {
+fn label_free(r: &crate::artifacts::score::RunMetrics) -> String {
     r.label_free
-        .get(crate::stages::score::Metric::Purity.key())
+        .get(crate::artifacts::score::Metric::Purity.key())
         .map_or("—".to_owned(), |p| format!("{p:.4} (seed {})", r.lowest_inertia_seed))
 }
 
@@ -208,7 +208,7 @@ pub struct RunFacts {
 /// the best. Empty when k-means on the latents is all there is.
 pub fn methods_tables(metrics: &Metrics) -> String {
     let c = &metrics.clusterings;
-    if c.iter().all(|m| m.method == crate::stages::cluster::Method::Kmeans && m.embed.is_none()) {
+    if c.iter().all(|m| m.method == crate::stages::Method::Kmeans && m.embed.is_none()) {
         return String::new();
     }
     let mut out = String::from("## Clustering methods\n\n");
@@ -228,7 +228,7 @@ pub fn methods_tables(metrics: &Metrics) -> String {
                 rows.push(m.representation.clone());
             }
         }
-        for metric in crate::stages::score::Metric::ALL {
+        for metric in crate::artifacts::score::Metric::ALL {
             let _ = write!(
                 out,
                 "### {dataset}: {}\n\n| representation | {} |\n|{}\n",
@@ -240,7 +240,7 @@ pub fn methods_tables(metrics: &Metrics) -> String {
                 let cells: Vec<String> = cols
                     .iter()
                     .map(|col| {
-                        let cell: Vec<&crate::stages::score::MethodMetrics> =
+                        let cell: Vec<&crate::artifacts::score::MethodMetrics> =
                             c.iter().filter(|m| &m.dataset == dataset && &m.representation == row && &m.label() == col).collect();
                         if cell.is_empty() {
                             return "—".to_owned();
@@ -254,8 +254,8 @@ pub fn methods_tables(metrics: &Metrics) -> String {
             }
             out.push('\n');
         }
-        for method in crate::stages::cluster::Method::ALL.into_iter().filter(|m| m.marks_noise()) {
-            let noisy: Vec<&crate::stages::score::MethodMetrics> =
+        for method in crate::stages::Method::ALL.into_iter().filter(|m| m.marks_noise()) {
+            let noisy: Vec<&crate::artifacts::score::MethodMetrics> =
                 c.iter().filter(|m| &m.dataset == dataset && m.method == method && m.covered.is_some()).collect();
             if noisy.is_empty() {
                 continue;

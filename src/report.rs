@@ -6,19 +6,19 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::artifacts::score::{Metric, Metrics};
 use crate::render::metrics_table;
-use crate::stages::score::{Metric, Metrics};
 
 /// The `score` stage's metrics as recorded by a lock file (read from the store entry it names,
 /// checked by hash). `what` names the lock file in messages.
 pub fn metrics_of_lock(artifacts: &std::path::Path, lock: crate::pipeline::LockFile, what: &str) -> anyhow::Result<Value> {
-    let id = crate::stages::score::ID;
+    let id = crate::stages::SCORE;
     if lock.stages.is_empty() {
         anyhow::bail!("no run yet in {}: `pipeline run` first", artifacts.display());
     }
     anyhow::ensure!(lock.stages.contains_key(id), "{what} has no {id} stage: run the whole pipeline first");
     let run = crate::pipeline::finished::FinishedRun::recorded(artifacts, lock, what)?;
-    crate::stages::read_output(&run, id, crate::stages::score::METRICS)
+    crate::artifacts::read_output(&run, id, crate::artifacts::score::METRICS)
 }
 
 /// The metrics of the current run, which must be complete and fresh: never another run's.
@@ -26,7 +26,7 @@ pub fn current_metrics(graph: &crate::pipeline::Graph, artifacts: &std::path::Pa
     let lock = crate::pipeline::LockFile::load(artifacts)?;
     anyhow::ensure!(!lock.stages.is_empty() || !lock.unreadable.is_empty(), "no run yet in {}: `pipeline run` first", artifacts.display());
     let run = crate::pipeline::finished::FinishedRun::current(graph, artifacts)?;
-    crate::stages::read_output(&run, crate::stages::score::ID, crate::stages::score::METRICS)
+    crate::artifacts::read_output(&run, crate::stages::SCORE, crate::artifacts::score::METRICS)
 }
 
 /// The (dataset.model.metric, value) rows compared by `metrics --diff`, from a `metrics.json`
@@ -150,8 +150,8 @@ pub fn replace_marked(text: &str, block: &str) -> anyhow::Result<String> {
 pub fn readme_numbers(graph: &crate::pipeline::Graph, artifacts: &std::path::Path) -> anyhow::Result<String> {
     let run = crate::pipeline::finished::FinishedRun::current(graph, artifacts)?;
     let lock = run.lock();
-    let score = run.record(crate::stages::score::ID)?;
-    let metrics: Metrics = crate::stages::read_output(&run, crate::stages::score::ID, crate::stages::score::METRICS)?;
+    let score = run.record(crate::stages::SCORE)?;
+    let metrics: Metrics = crate::artifacts::read_output(&run, crate::stages::SCORE, crate::artifacts::score::METRICS)?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned()))

@@ -10,9 +10,10 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::artifacts::score::{Metric, Metrics, METRICS};
 use crate::pipeline::finished::RunCache;
 use crate::pipeline::{Graph, LockFile, RunRecord};
-use crate::stages::score::{Metric, Metrics, ID, METRICS};
+use crate::stages::SCORE;
 
 /// One run in the run-cache.
 #[derive(Debug, Clone, Serialize)]
@@ -63,11 +64,11 @@ pub fn list(graph: &Graph, artifacts: &Path) -> anyhow::Result<Vec<PastRun>> {
     };
     // The current config's settings that a score depends on: those of score and its ancestors.
     let mut now = Settings::new();
-    let upstream = graph.with_ancestors(&[crate::stages::score::ID.to_owned()])?;
+    let upstream = graph.with_ancestors(&[SCORE.to_owned()])?;
     for spec in graph.ordered().filter(|s| upstream.contains(&s.id)) {
         add(&mut now, &spec.params);
     }
-    let current = lock.stages.get(crate::stages::score::ID).map(|r| r.fingerprint.clone());
+    let current = lock.stages.get(SCORE).map(|r| r.fingerprint.clone());
     let mut runs = Vec::new();
     for rec in records.iter().filter(|r| r.kind == "score") {
         let mut settings = Settings::new();
@@ -89,7 +90,7 @@ pub fn list(graph: &Graph, artifacts: &Path) -> anyhow::Result<Vec<PastRun>> {
             .filter(|k| settings.get(*k) != now.get(*k))
             .map(|k| format!("{k}: {} (now: {})", show(settings.get(k)), show(now.get(k))))
             .collect();
-        let metrics = cache.read(rec, ID, METRICS).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<Metrics>(&b)?));
+        let metrics = cache.read(rec, SCORE, METRICS).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<Metrics>(&b)?));
         let purity = metrics
             .map(|m| {
                 m.models
@@ -120,7 +121,7 @@ pub fn metrics_of(artifacts: &Path, prefix: &str) -> anyhow::Result<Value> {
     let cache = RunCache::open(artifacts)?;
     let found: Vec<RunRecord> = cache.records()?.into_iter().filter(|r| r.fingerprint.starts_with(prefix) && r.kind == "score").collect();
     match found.as_slice() {
-        [rec] => Ok(serde_json::from_slice(&cache.read(rec, ID, METRICS)?)?),
+        [rec] => Ok(serde_json::from_slice(&cache.read(rec, SCORE, METRICS)?)?),
         [] => anyhow::bail!("run:{prefix}: no run in {} has that fingerprint (see `pipeline runs`)", artifacts.display()),
         many => anyhow::bail!("run:{prefix} is ambiguous: {} runs match; give more digits", many.len()),
     }

@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use crate::artifacts::download::{DatasetSummary, Source};
+use crate::artifacts::score::Metrics;
 use crate::render::{self, thousands};
-use crate::stages::download::{DatasetSummary, Source};
-use crate::stages::score::Metrics;
 
 /// Everything the card says that is not in the metrics.
 pub struct CardInput<'a> {
@@ -61,7 +61,7 @@ fn model_index(input: &CardInput) -> Value {
         .iter()
         .map(|m| {
             let mut metrics = vec![metric("mse", "Test MSE".into(), m.test_mse())];
-            use crate::stages::score::Metric;
+            use crate::artifacts::score::Metric;
             for (key, kind, label) in [
                 (Metric::Purity, "purity", "Purity"),
                 (Metric::Nmi, "nmi", "NMI"),

@@ -175,7 +175,8 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
             files.push(planned_store(layout::repo_path(folder, name), local, &bytes, &spec.id));
         }
     }
-    let metrics: crate::stages::score::Metrics = crate::stages::read_output(&run, crate::stages::score::ID, crate::stages::score::METRICS)?;
+    let metrics: crate::artifacts::score::Metrics =
+        crate::artifacts::read_output(&run, crate::stages::SCORE, crate::artifacts::score::METRICS)?;
     let yaml = serde_saphyr::to_string(&config.experiment_tree())
         .map_err(|e| anyhow::anyhow!("cannot write the effective config as YAML: {e}"))?;
     let header = "# The effective configuration of this run (overrides applied), written by latentscope publish.\n";
@@ -184,13 +185,17 @@ pub fn plan(config: &LoadedConfig, graph: &Graph, opts: &PublishOptions) -> anyh
     files.push(generated(layout::LOCK.into(), lock_text.into_bytes()));
     let mut datasets = Vec::new();
     for name in config.config.datasets.keys() {
-        datasets.push(crate::stages::read_output(&run, &crate::stages::download::id(name), crate::stages::download::SUMMARY)?);
+        datasets.push(crate::artifacts::read_output(
+            &run,
+            &crate::stages::StageId::Download(name.as_str().into()).to_string(),
+            crate::artifacts::download::SUMMARY,
+        )?);
     }
     let source_rev = crate::html::source_revision(&config.base_dir());
-    let figures = crate::stages::plot::figure_captions(
+    let figures = crate::artifacts::plot::figure_captions(
         &metrics.datasets,
         &config.config.models.keys().cloned().collect::<Vec<_>>(),
-        &crate::stages::plot::Extras::of(config),
+        &crate::artifacts::plot::Extras::of(config),
     );
     let text = card::render(&card::CardInput {
         repo: opts.repo.as_str(),

@@ -375,7 +375,7 @@ pub fn published_metrics(spec: &str, endpoint: Option<&str>) -> anyhow::Result<s
     let id = RepoId::parse(repo)?;
     check_revision(revision)?;
     let hub = Hub::new(&super::client::endpoint(endpoint), &id, auth::find_token(), Access::Read)?;
-    let file = crate::stages::score::METRICS;
+    let file = crate::artifacts::score::METRICS;
     let bytes = match hub.client.model(id.owner(), id.name()).download_file_to_bytes().filename(file).revision(revision.to_owned()).send() {
         Ok(b) => b,
         Err(HFError::EntryNotFound { .. }) => {

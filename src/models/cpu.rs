@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use super::adam::{self, AdamConfig};
 use super::dense::sigmoid_into;
 use super::gemm::{gemm, transpose_into};
-use super::ops::{add_bias, plane_sums_into, pool_plane, Geometry, Planes, NO_GRADIENT};
+use super::kernels::{add_bias, plane_sums_into, pool_plane, Geometry, Planes, NO_GRADIENT};
 use super::{Architecture, TorchLayer};
 use crate::data::{Shape, Split};
 

@@ -9,6 +9,7 @@ pub mod dense;
 pub mod device;
 pub mod gemm;
 pub mod init;
+pub mod kernels;
 pub mod mlp;
 pub mod ops;
 
@@ -107,20 +108,6 @@ impl Architecture {
             Architecture::Mlp { encoder } => Box::new(mlp::MlpAutoencoder::new(vb, encoder)?),
             Architecture::Conv { channels, dense, latent } => Box::new(conv::ConvAutoencoder::new(vb, shape, channels, dense, *latent)?),
         })
-    }
-
-    /// `config.json` of a trained model: enough to rebuild the module in PyTorch.
-    pub fn config_json(&self, shape: Shape) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("serialisable");
-        let extra = serde_json::json!({
-            "architecture": self.class_name(),
-            "input_shape": [shape.channels, shape.height, shape.width],
-            "latent_dim": self.latent_dim(),
-            "format": "safetensors, f32, PyTorch state-dict names",
-            "parameters": self.parameters(shape).iter().map(|p| serde_json::json!({"name": p.name, "shape": p.shape})).collect::<Vec<_>>(),
-        });
-        v.as_object_mut().expect("an object").extend(extra.as_object().expect("an object").clone());
-        v
     }
 }
 

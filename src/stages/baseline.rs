@@ -6,16 +6,14 @@
 //! (the first `train.limit` of them), `d` being a model's latent size. They answer "does the
 //! autoencoder beat the pixels, and PCA at the same dimension?".
 
-use safetensors::Dtype;
-
 use super::{Baseline, Name, StageId};
 use crate::analysis::pca;
 use crate::config::LoadedConfig;
 use crate::data::Split;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::tensorfile::{self, le_bytes, Array};
+use crate::tensorfile::{self, le_bytes};
 
-pub use super::encode::LATENT;
+pub use crate::artifacts::encode::LATENT;
 
 pub fn id(dataset: &str, baseline: Baseline) -> String {
     StageId::Baseline(dataset.into(), baseline).to_string()
@@ -41,7 +39,7 @@ pub fn spec(config: &LoadedConfig, dataset: Name, baseline: Baseline) -> StageSp
     };
     declared
         .spec(id(&dataset, baseline), BaselineStage { dataset, baseline, limit })
-        .input(&data, super::download::OUTPUT)
+        .input(&data, crate::artifacts::download::OUTPUT)
         .outputs(&[LATENT])
 }
 
@@ -81,7 +79,10 @@ impl StageKind for BaselineStage {
         let source = format!("{} of the test split of {}", ctx.stage_id, self.dataset);
         tensorfile::write_with(
             &ctx.output(LATENT),
-            &[Array::raw("latent", Dtype::F32, vec![n, d], &bytes), Array::u8("labels", vec![n], &data.test.labels)],
+            &[
+                crate::artifacts::encode::LATENT_VECTORS.array(vec![n, d], &bytes),
+                crate::artifacts::encode::LABELS.array(vec![n], &data.test.labels),
+            ],
             Some(("source", &source)),
         )?;
         Ok(StageReport { device: Some("cpu".into()) })

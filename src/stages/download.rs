@@ -7,53 +7,14 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Name, StageId};
+use crate::artifacts::download::*;
 use crate::config::{DatasetConfig, LoadedConfig};
-use crate::data::{hub, idx, Dataset, Shape, Split};
+use crate::data::{hub, idx, Dataset, Split};
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-
-pub const OUTPUT: &str = "dataset.safetensors";
-pub const SUMMARY: &str = "dataset.json";
 
 pub fn id(dataset: &str) -> String {
     StageId::Download(dataset.into()).to_string()
-}
-
-/// `dataset.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatasetSummary {
-    pub dataset: String,
-    pub source: Source,
-    pub shape: Shape,
-    pub classes: usize,
-    pub train: SplitSummary,
-    pub test: SplitSummary,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Source {
-    /// IDX files of `path` (as the config spells it), with their sha256.
-    Local { path: String, checksums: Vec<idx::Checksum> },
-    /// Parquet files of a Hub dataset repository at a commit.
-    Hub { repo: String, revision: String, files: Vec<hub::Fetched> },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SplitSummary {
-    pub count: usize,
-    /// Images per class, `0..classes`.
-    pub labels: Vec<usize>,
-}
-
-impl DatasetSummary {
-    /// Reads `dataset.json`; the error names the file.
-    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
-        let value = super::read_json(path)?;
-        serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{}: not a dataset.json of this latentscope: {e}", path.display()))
-    }
 }
 
 pub struct Download {

@@ -3,18 +3,14 @@
 //! reconstructions of the first `plot.samples` test images (`reconstructions.safetensors`:
 //! `images` f32 [n, C, H, W]). The architecture comes from the trained model's `config.json`.
 
-use safetensors::Dtype;
-
 use super::{Run, StageId};
 use crate::config::{DeviceChoice, LoadedConfig};
 
+use crate::artifacts::encode::*;
 use crate::models;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::tensorfile::{self, le_bytes, Array};
+use crate::tensorfile::{self, le_bytes};
 use crate::train;
-
-pub const LATENT: &str = "latent.safetensors";
-pub const RECONSTRUCTIONS: &str = "reconstructions.safetensors";
 
 pub fn id(run: &Run) -> String {
     StageId::Encode(run.clone()).to_string()
@@ -34,9 +30,9 @@ pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
     let device = super::declare_device(&mut declared, config);
     declared
         .spec(id(&run), Encode { run, samples, device })
-        .input(&train, super::train::MODEL)
-        .input(&train, super::train::CONFIG)
-        .input(&data, super::download::OUTPUT)
+        .input(&train, crate::artifacts::train::MODEL)
+        .input(&train, crate::artifacts::train::CONFIG)
+        .input(&data, crate::artifacts::download::OUTPUT)
         .outputs(&[LATENT, RECONSTRUCTIONS])
 }
 
@@ -55,7 +51,7 @@ impl StageKind for Encode {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let device = models::device::select(self.device)?;
         let train_id = super::train::id(&self.run);
-        let (arch, shape) = super::train::read_config(ctx.input(&train_id, super::train::CONFIG)?)?;
+        let (arch, shape) = crate::artifacts::train::read_config(ctx.input(&train_id, crate::artifacts::train::CONFIG)?)?;
         let test = super::download::read(ctx, &self.run.dataset)?.test;
         anyhow::ensure!(
             test.shape == shape,
@@ -63,7 +59,7 @@ impl StageKind for Encode {
             ctx.stage_id,
             test.shape
         );
-        let model = models::load(&arch, shape, ctx.input(&train_id, super::train::MODEL)?, &device)?;
+        let model = models::load(&arch, shape, ctx.input(&train_id, crate::artifacts::train::MODEL)?, &device)?;
         let latent = train::encode(model.as_ref(), &test, &device)?;
         let d = arch.latent_dim();
         anyhow::ensure!(latent.len() == test.len() * d, "encoder returned {} values for {} images", latent.len(), test.len());
@@ -72,34 +68,14 @@ impl StageKind for Encode {
         let source = format!("{} latents of the test split of {}", train_id, self.run.dataset);
         tensorfile::write_with(
             &ctx.output(LATENT),
-            &[Array::raw("latent", Dtype::F32, vec![test.len(), d], &bytes), Array::u8("labels", vec![test.len()], &test.labels)],
+            &[LATENT_VECTORS.array(vec![test.len(), d], &bytes), LABELS.array(vec![test.len()], &test.labels)],
             Some(("source", &source)),
         )?;
         let n = self.samples.min(test.len());
         let recon = train::reconstruct(model.as_ref(), &test, n, &device)?;
         super::ensure_finite(ctx.stage_id, "reconstructed pixels", recon.iter().copied())?;
         let recon = le_bytes(&recon);
-        tensorfile::write(
-            &ctx.output(RECONSTRUCTIONS),
-            &[Array::raw("images", Dtype::F32, vec![n, shape.channels, shape.height, shape.width], &recon)],
-        )?;
+        tensorfile::write(&ctx.output(RECONSTRUCTIONS), &[IMAGES.array(vec![n, shape.channels, shape.height, shape.width], &recon)])?;
         Ok(StageReport { device: Some(models::device::name(&device)) })
     }
-}
-
-/// Reads `latent.safetensors`: the latent vectors (row-major), their count and dimension.
-/// Refuses non-finite values (an entry written before encode checked them).
-pub fn read_latent(path: &std::path::Path) -> anyhow::Result<(Vec<f32>, usize, usize)> {
-    let file = tensorfile::TensorFile::open(path)?;
-    let (shape, bytes) = file.get("latent", Dtype::F32)?;
-    anyhow::ensure!(shape.len() == 2, "{}: latent has shape {shape:?}, expected [n, d]", path.display());
-    let values = tensorfile::f32_values(bytes);
-    super::ensure_finite(&path.display().to_string(), "latent values", values.iter().copied())?;
-    Ok((values, shape[0], shape[1]))
-}
-
-/// Reads the true labels stored beside the latent vectors.
-pub fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    let file = tensorfile::TensorFile::open(path)?;
-    Ok(file.get("labels", Dtype::U8)?.1.to_vec())
 }

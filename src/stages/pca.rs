@@ -2,35 +2,15 @@
 //! principal components (`pca.safetensors`: `points` f32 [n, components], `components`
 //! f32 [components, d], `mean` f32 [d]; `pca.json`: explained variance per component).
 
-use safetensors::Dtype;
-use serde::{Deserialize, Serialize};
-
 use super::{Run, StageId};
 use crate::analysis::pca;
+use crate::artifacts::pca::*;
 use crate::config::LoadedConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::tensorfile::{self, le_bytes, Array};
-
-pub const POINTS: &str = "pca.safetensors";
-pub const SUMMARY: &str = "pca.json";
+use crate::tensorfile::{self, le_bytes};
 
 pub fn id(run: &Run) -> String {
     StageId::Pca(run.clone()).to_string()
-}
-
-/// `pca.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PcaSummary {
-    pub components: usize,
-    pub explained_variance: Vec<f64>,
-    /// Each component's share of the total variance of the latents.
-    pub explained_variance_ratio: Vec<f64>,
-}
-
-impl PcaSummary {
-    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
-        serde_json::from_value(super::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not a pca.json: {e}", path.display()))
-    }
 }
 
 pub struct Pca {
@@ -42,7 +22,7 @@ pub fn spec(config: &LoadedConfig, run: Run) -> StageSpec {
     let source = super::encode::id(&run);
     let mut declared = super::Declared::default();
     let components = declared.declare("pca", config.config.pca.clone()).components;
-    declared.spec(id(&run), Pca { run, components }).input(&source, super::encode::LATENT).outputs(&[POINTS, SUMMARY])
+    declared.spec(id(&run), Pca { run, components }).input(&source, crate::artifacts::encode::LATENT).outputs(&[POINTS, SUMMARY])
 }
 
 impl StageKind for Pca {
@@ -55,7 +35,8 @@ impl StageKind for Pca {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let (latent, n, d) = super::encode::read_latent(ctx.input(&super::encode::id(&self.run), super::encode::LATENT)?)?;
+        let (latent, n, d) =
+            crate::artifacts::encode::read_latent(ctx.input(&super::encode::id(&self.run), crate::artifacts::encode::LATENT)?)?;
         let fit = pca::fit(&latent, d, self.components)?;
         let points = fit.transform(&latent);
         let components: Vec<f32> = fit.components.iter().flatten().map(|&v| v as f32).collect();
@@ -65,11 +46,7 @@ impl StageKind for Pca {
         let (pb, cb, mb) = (le_bytes(&points), le_bytes(&components), le_bytes(&mean));
         tensorfile::write(
             &ctx.output(POINTS),
-            &[
-                Array::raw("points", Dtype::F32, vec![n, self.components], &pb),
-                Array::raw("components", Dtype::F32, vec![self.components, d], &cb),
-                Array::raw("mean", Dtype::F32, vec![d], &mb),
-            ],
+            &[PROJECTED.array(vec![n, self.components], &pb), COMPONENTS.array(vec![self.components, d], &cb), MEAN.array(vec![d], &mb)],
         )?;
         let summary = PcaSummary {
             components: self.components,

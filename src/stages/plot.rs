@@ -4,8 +4,9 @@
 
 use safetensors::Dtype;
 
-use super::score::{Metric, Metrics};
 use super::{Name, Run};
+use crate::artifacts::plot::*;
+use crate::artifacts::score::{Metric, Metrics};
 use crate::config::LoadedConfig;
 use crate::figures::{self, LossCurve};
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
@@ -13,34 +14,11 @@ use crate::render;
 use crate::tensorfile::{f32_values, TensorFile};
 use crate::train::History;
 
-pub const ID: &str = "plot";
-pub const REPORT: &str = "report.md";
-
-pub fn loss_figure(dataset: &str) -> String {
-    format!("loss-{dataset}.png")
-}
-
-pub fn reconstructions_figure(dataset: &str) -> String {
-    format!("reconstructions-{dataset}.png")
-}
-
-pub fn spread_figure(dataset: &str) -> String {
-    format!("spread-{dataset}.png")
-}
-
-pub fn samples_figure(dataset: &str) -> String {
-    format!("samples-{dataset}.png")
-}
-
-pub fn clusters_figure(dataset: &str, model: &str) -> String {
-    format!("clusters-{dataset}-{model}.png")
-}
-
 /// The first two PCA coordinates of a run's test latents, `[n, 2]` row-major.
 fn pca_points(ctx: &StageContext<'_>, run: &Run) -> anyhow::Result<Vec<f32>> {
-    let path = ctx.input(&super::pca::id(run), super::pca::POINTS)?;
+    let path = ctx.input(&super::pca::id(run), crate::artifacts::pca::POINTS)?;
     let file = TensorFile::open(path)?;
-    let (shape, bytes) = file.get("points", Dtype::F32)?;
+    let (shape, bytes) = crate::artifacts::pca::PROJECTED.read(&file)?;
     anyhow::ensure!(shape.len() == 2 && shape[1] >= 2, "{}: points of shape {shape:?}; the scatter needs 2 components", path.display());
     Ok(f32_values(bytes).chunks_exact(shape[1]).flat_map(|r| [r[0], r[1]]).collect())
 }
@@ -52,97 +30,6 @@ fn noise_coloured(found: &[u32]) -> Vec<u8> {
 
 /// Images per row of the sample grids.
 const GRID: usize = 10;
-
-pub fn pca_figure(dataset: &str, model: &str) -> String {
-    format!("pca-{dataset}-{model}.png")
-}
-
-pub fn pca_clusters_figure(dataset: &str, model: &str) -> String {
-    format!("pca-{dataset}-{model}-clusters.png")
-}
-
-pub fn contingency_figure(dataset: &str, model: &str) -> String {
-    format!("contingency-{dataset}-{model}.png")
-}
-
-pub fn view_figure(view: &str, dataset: &str, model: &str, clusters: bool) -> String {
-    format!("view-{view}-{dataset}-{model}{}.png", if clusters { "-clusters" } else { "" })
-}
-
-pub fn best_clusters_figure(dataset: &str, model: &str) -> String {
-    format!("best-clusters-{dataset}-{model}.png")
-}
-
-pub fn select_k_figure(dataset: &str) -> String {
-    format!("select-k-{dataset}.png")
-}
-
-/// The figures beyond k-means that the config asks for.
-#[derive(Debug, Clone, Default)]
-pub struct Extras {
-    /// `umap`, `tsne`: 2-D views drawn by their own stages.
-    pub views: Vec<crate::config::View>,
-    pub select_k: bool,
-    /// Methods besides k-means, or an embedding: the best clustering may be another method's.
-    pub methods: bool,
-}
-
-impl Extras {
-    pub fn of(config: &LoadedConfig) -> Self {
-        let c = &config.config;
-        Self {
-            views: super::extra_views(config),
-            select_k: c.select_k.is_some(),
-            methods: super::Method::ALL.into_iter().any(|m| m != super::Method::Kmeans && !m.seeds(c).is_empty()) || c.embed.umap.is_some(),
-        }
-    }
-}
-
-/// Every figure this stage draws for these datasets and models, with its caption, in report
-/// order.
-pub fn figure_captions(datasets: &[String], models: &[String], extras: &Extras) -> Vec<(String, String)> {
-    let mut figs = Vec::new();
-    for d in datasets {
-        figs.push((samples_figure(d), format!("{d}: test images of each class")));
-        figs.push((loss_figure(d), format!("{d}: training and test loss")));
-        figs.push((reconstructions_figure(d), format!("{d}: reconstructions")));
-        for m in models {
-            figs.push((pca_figure(d, m), format!("{d}: PCA of the {m} latent space")));
-            if extras.methods {
-                figs.push((pca_clusters_figure(d, m), format!("{d}: PCA of the {m} latent space, by its best clustering")));
-            }
-        }
-        for m in models {
-            figs.push((contingency_figure(d, m), format!("{d}: contingency of the best {m} clustering")));
-        }
-        for m in models {
-            figs.push((clusters_figure(d, m), format!("{d}: test images in each cluster of the best {m} clustering")));
-        }
-        figs.push((spread_figure(d), format!("{d}: spread of each metric over k-means and training seeds")));
-        for &view in &extras.views {
-            let v = super::view_name(view);
-            let name = v.to_uppercase().replace("TSNE", "t-SNE");
-            for m in models {
-                figs.push((view_figure(v, d, m, false), format!("{d}: {name} of the {m} latent space, by true label")));
-                if extras.methods {
-                    figs.push((view_figure(v, d, m, true), format!("{d}: {name} of the {m} latent space, by its best clustering")));
-                }
-            }
-        }
-        if extras.methods {
-            for m in models {
-                figs.push((
-                    best_clusters_figure(d, m),
-                    format!("{d}: test images in each cluster of the best {m} clustering of any method"),
-                ));
-            }
-        }
-        if extras.select_k {
-            figs.push((select_k_figure(d), format!("{d}: choosing k without labels")));
-        }
-    }
-    figs
-}
 
 /// Draws the figures of each model's first training seed (the notebook's figures), the
 /// spread over every seed, and writes the report.
@@ -173,21 +60,23 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
     };
     let plot =
         Plot { samples: c.plot.samples, datasets: datasets.clone(), models: models.clone(), shown, extras: extras.clone(), select_k };
-    let mut inputs: Vec<(String, &str)> = plot.select_k.iter().map(|r| (super::select_k::id(r), super::select_k::SUMMARY)).collect();
+    let mut inputs: Vec<(String, &str)> =
+        plot.select_k.iter().map(|r| (super::select_k::id(r), crate::artifacts::select_k::SUMMARY)).collect();
     // Everything else (k, the seeds) comes from score's metrics.json.
     let mut declared = super::Declared::default();
     declared.declare("plot", &c.plot);
     declared.declare("plot.training_seed", shown);
-    let mut spec = declared.spec(ID, plot).param("order", super::order_param(config)).input(super::score::ID, super::score::METRICS);
+    let mut spec =
+        declared.spec(super::PLOT, plot).param("order", super::order_param(config)).input(super::SCORE, crate::artifacts::score::METRICS);
     if extras.methods {
-        spec = spec.input(super::score::ID, super::score::BEST);
+        spec = spec.input(super::SCORE, crate::artifacts::score::BEST);
     }
     for d in &datasets {
         for m in &models {
             let run = Run { dataset: d.clone(), model: m.clone(), seed: shown };
             for &view in &extras.views {
-                inputs.push((super::view::id(view, &run), super::view::POINTS));
-                inputs.push((super::view::id(view, &run), super::view::SUMMARY));
+                inputs.push((super::view::id(view, &run), crate::artifacts::umap::VIEW_POINTS));
+                inputs.push((super::view::id(view, &run), crate::artifacts::umap::VIEW_SUMMARY));
             }
         }
     }
@@ -195,19 +84,24 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
         spec = spec.input(stage, file);
     }
     for d in &datasets {
-        spec = spec.input(&super::download::id(d), super::download::OUTPUT).input(&super::download::id(d), super::download::SUMMARY);
+        spec = spec
+            .input(&super::download::id(d), crate::artifacts::download::OUTPUT)
+            .input(&super::download::id(d), crate::artifacts::download::SUMMARY);
         for m in &models {
             let run = Run { dataset: d.clone(), model: m.clone(), seed: shown };
             spec = spec
-                .input(&super::train::id(&run), super::train::HISTORY)
-                .input(&super::train::id(&run), super::train::CONFIG)
-                .input(&super::encode::id(&run), super::encode::RECONSTRUCTIONS)
-                .input(&super::encode::id(&run), super::encode::LATENT)
-                .input(&super::pca::id(&run), super::pca::POINTS)
-                .input(&super::pca::id(&run), super::pca::SUMMARY);
+                .input(&super::train::id(&run), crate::artifacts::train::HISTORY)
+                .input(&super::train::id(&run), crate::artifacts::train::CONFIG)
+                .input(&super::encode::id(&run), crate::artifacts::encode::RECONSTRUCTIONS)
+                .input(&super::encode::id(&run), crate::artifacts::encode::LATENT)
+                .input(&super::pca::id(&run), crate::artifacts::pca::POINTS)
+                .input(&super::pca::id(&run), crate::artifacts::pca::SUMMARY);
             // The cluster grid shows the best-purity seed, known only once score has run.
             for &k in &kmeans_seeds {
-                spec = spec.input(&super::kmeans::id(&super::Rep::raw(super::Subject::Model(run.clone())), k), super::kmeans::ASSIGNMENTS);
+                spec = spec.input(
+                    &super::kmeans::id(&super::Rep::raw(super::Subject::Model(run.clone())), k),
+                    crate::artifacts::cluster::ASSIGNMENTS,
+                );
             }
         }
     }
@@ -232,7 +126,7 @@ impl StageKind for Plot {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let metrics = Metrics::read(ctx.input(super::score::ID, super::score::METRICS)?)?;
+        let metrics = Metrics::read(ctx.input(super::SCORE, crate::artifacts::score::METRICS)?)?;
         let mut facts = render::RunFacts { datasets: Vec::new(), models: Vec::new(), sections: Vec::new() };
         let mut embeddings = String::new();
         for dataset in &self.datasets {
@@ -244,7 +138,7 @@ impl StageKind for Plot {
         facts.sections.push(embeddings);
         for model in &self.models {
             let run = Run { dataset: self.datasets[0].clone(), model: model.clone(), seed: self.shown };
-            let (arch, _) = super::train::read_config(ctx.input(&super::train::id(&run), super::train::CONFIG)?)?;
+            let (arch, _) = crate::artifacts::train::read_config(ctx.input(&super::train::id(&run), crate::artifacts::train::CONFIG)?)?;
             facts.models.push((model.to_string(), format!("{} {}, {}-d latent", arch.family(), arch.class_name(), arch.latent_dim())));
         }
         let names = |v: &[Name]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
@@ -263,7 +157,7 @@ impl Plot {
         use std::fmt::Write;
         let mut text = String::new();
         let best = match self.extras.methods {
-            true => Some(TensorFile::open(ctx.input(super::score::ID, super::score::BEST)?)?),
+            true => Some(TensorFile::open(ctx.input(super::SCORE, crate::artifacts::score::BEST)?)?),
             false => None,
         };
         let mut trust = Vec::new();
@@ -274,7 +168,7 @@ impl Plot {
                 (Some(file), Some(b)) => Some(crate::tensorfile::u32_values(file.get(&b.key, Dtype::U32)?.1)),
                 _ => None,
             };
-            let describe = |b: &super::score::BestClustering| {
+            let describe = |b: &crate::artifacts::score::BestClustering| {
                 let method = b.embed.as_ref().map_or(b.method.to_string(), |e| format!("{e} + {}", b.method));
                 format!("{method}{}, ACC {:.3}", b.seed.map(|s| format!(" seed {s}")).unwrap_or_default(), b.acc)
             };
@@ -292,11 +186,11 @@ impl Plot {
             for &view in &self.extras.views {
                 let v = super::view_name(view);
                 let stage = super::view::id(view, &run);
-                let path = ctx.input(&stage, super::view::POINTS)?;
-                let (points, _, dim) = super::encode::read_latent(path)?;
+                let path = ctx.input(&stage, crate::artifacts::umap::VIEW_POINTS)?;
+                let (points, _, dim) = crate::artifacts::encode::read_latent(path)?;
                 anyhow::ensure!(dim == 2, "{}: a view has {dim} dimensions, expected 2", path.display());
-                let labels = super::encode::read_labels(path)?;
-                let summary = super::umap::EmbeddingSummary::read(ctx.input(&stage, super::view::SUMMARY)?)?;
+                let labels = crate::artifacts::encode::read_labels(path)?;
+                let summary = crate::artifacts::umap::EmbeddingSummary::read(ctx.input(&stage, crate::artifacts::umap::VIEW_SUMMARY)?)?;
                 trust.push((format!("{m}, {v}"), summary.trustworthiness));
                 let name = if v == "tsne" { "t-SNE" } else { "UMAP" };
                 let axes = (format!("{name} 1"), format!("{name} 2"));
@@ -360,7 +254,8 @@ impl Plot {
                  | representation | k of the best silhouette | its silhouette | k of the lowest BIC |\n| --- | --- | --- | --- |\n"
             );
             for rep in reps {
-                let s = super::select_k::SelectK::read(ctx.input(&super::select_k::id(rep), super::select_k::SUMMARY)?)?;
+                let s =
+                    crate::artifacts::select_k::SelectK::read(ctx.input(&super::select_k::id(rep), crate::artifacts::select_k::SUMMARY)?)?;
                 let name = format!("{}{}", rep.subject.name(), if rep.umap { ", umap" } else { "" });
                 let best = s.ks.iter().position(|&k| k == s.best_silhouette_k).map_or(f64::NAN, |i| s.silhouette[i]);
                 let bic = s.best_bic_k.map_or("—".to_owned(), |k| k.to_string());
@@ -389,14 +284,16 @@ impl Plot {
         dataset: &Name,
         test: &crate::data::Split,
     ) -> anyhow::Result<render::DatasetFacts> {
-        let summary = super::download::DatasetSummary::read(ctx.input(&super::download::id(dataset), super::download::SUMMARY)?)?;
+        let summary = crate::artifacts::download::DatasetSummary::read(
+            ctx.input(&super::download::id(dataset), crate::artifacts::download::SUMMARY)?,
+        )?;
         let run = |model: &Name| Run { dataset: dataset.clone(), model: model.clone(), seed: self.shown };
 
         // Loss curves.
         let histories: Vec<History> = self
             .models
             .iter()
-            .map(|m| History::read(ctx.input(&super::train::id(&run(m)), super::train::HISTORY)?))
+            .map(|m| History::read(ctx.input(&super::train::id(&run(m)), crate::artifacts::train::HISTORY)?))
             .collect::<anyhow::Result<_>>()?;
         let curves: Vec<LossCurve<'_>> = self
             .models
@@ -417,8 +314,8 @@ impl Plot {
         let originals: Vec<f32> = test.images[..n * shape.pixels()].iter().map(|&p| p as f32 / 255.0).collect();
         let mut recon = Vec::new();
         for m in &self.models {
-            let file = TensorFile::open(ctx.input(&super::encode::id(&run(m)), super::encode::RECONSTRUCTIONS)?)?;
-            recon.push(f32_values(file.get("images", Dtype::F32)?.1));
+            let file = TensorFile::open(ctx.input(&super::encode::id(&run(m)), crate::artifacts::encode::RECONSTRUCTIONS)?)?;
+            recon.push(f32_values(crate::artifacts::encode::IMAGES.read(&file)?.1));
         }
         let mut rows = vec![("original", originals.as_slice())];
         rows.extend(self.models.iter().zip(&recon).map(|(m, r)| (m.as_ref(), r.as_slice())));
@@ -443,9 +340,10 @@ impl Plot {
         // PCA scatters and contingency heat maps.
         for m in &self.models {
             let run = run(m);
-            let labels = super::encode::read_labels(ctx.input(&super::encode::id(&run), super::encode::LATENT)?)?;
+            let labels = crate::artifacts::encode::read_labels(ctx.input(&super::encode::id(&run), crate::artifacts::encode::LATENT)?)?;
             let points = pca_points(ctx, &run)?;
-            let ratio = super::pca::PcaSummary::read(ctx.input(&super::pca::id(&run), super::pca::SUMMARY)?)?.explained_variance_ratio;
+            let ratio = crate::artifacts::pca::PcaSummary::read(ctx.input(&super::pca::id(&run), crate::artifacts::pca::SUMMARY)?)?
+                .explained_variance_ratio;
             let axis = |i: usize| format!("PC {} ({:.1}% of the variance)", i + 1, 100.0 * ratio.get(i).copied().unwrap_or(f64::NAN));
             let shown = 100.0 * (ratio.iter().take(2).sum::<f64>());
             figures::scatter(
@@ -459,9 +357,9 @@ impl Plot {
                 .model(dataset, m)
                 .and_then(|mm| mm.runs.iter().find(|r| r.training_seed == Some(self.shown)))
                 .ok_or_else(|| anyhow::anyhow!("score/metrics.json has no {dataset} {m} model of training seed {}", self.shown))?;
-            let assigned = super::cluster::read_labels(ctx.input(
+            let assigned = crate::artifacts::cluster::read_labels(ctx.input(
                 &super::kmeans::id(&super::Rep::raw(super::Subject::Model(run.clone())), shown.best_purity_seed),
-                super::kmeans::ASSIGNMENTS,
+                crate::artifacts::cluster::ASSIGNMENTS,
             )?)?;
             anyhow::ensure!(assigned.len() == test.len(), "{m}: {} cluster assignments for {} test images", assigned.len(), test.len());
             let order = crate::analysis::metrics::diagonal_order(&shown.contingency);

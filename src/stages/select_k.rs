@@ -4,44 +4,14 @@
 //! of `select_k.sample` points (`select_k.json`: [`SelectK`]). No labels are used. Its own
 //! `max_iter` and `tol`, so that a `kmeans:` edit leaves it fresh.
 
-use serde::{Deserialize, Serialize};
-
 use super::{Rep, StageId};
 use crate::analysis::{gmm, kmeans, silhouette};
+use crate::artifacts::select_k::*;
 use crate::config::{SelectKConfig, SelectMethod};
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
 
-pub const SUMMARY: &str = "select_k.json";
-
 pub fn id(rep: &Rep) -> String {
     StageId::SelectK(rep.clone()).to_string()
-}
-
-/// `select_k.json`: one entry per k.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SelectK {
-    pub method: SelectMethod,
-    pub ks: Vec<usize>,
-    /// k-means: the inertia (sum of squared distances to the centroids), per k.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inertia: Vec<f64>,
-    /// Mixture: the Bayesian information criterion (lower is better), per k.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bic: Vec<f64>,
-    /// Mean silhouette on the sample, per k (higher is better).
-    pub silhouette: Vec<f64>,
-    pub sample: usize,
-    /// The k of the highest silhouette.
-    pub best_silhouette_k: usize,
-    /// The k of the lowest BIC (mixture only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub best_bic_k: Option<usize>,
-}
-
-impl SelectK {
-    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
-        serde_json::from_value(super::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not a select_k.json: {e}", path.display()))
-    }
 }
 
 pub struct SelectKStage {
@@ -53,7 +23,7 @@ pub fn spec(cfg: &SelectKConfig, rep: Rep) -> StageSpec {
     let mut declared = super::Declared::default();
     let cfg = declared.declare("select_k", cfg.clone());
     let source = rep.source();
-    declared.spec(id(&rep), SelectKStage { rep, cfg }).input(&source, super::encode::LATENT).outputs(&[SUMMARY])
+    declared.spec(id(&rep), SelectKStage { rep, cfg }).input(&source, crate::artifacts::encode::LATENT).outputs(&[SUMMARY])
 }
 
 impl StageKind for SelectKStage {
@@ -66,7 +36,7 @@ impl StageKind for SelectKStage {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let (points, n, d) = super::encode::read_latent(ctx.input(&self.rep.source(), super::encode::LATENT)?)?;
+        let (points, n, d) = crate::artifacts::encode::read_latent(ctx.input(&self.rep.source(), crate::artifacts::encode::LATENT)?)?;
         let [lo, hi] = self.cfg.range;
         anyhow::ensure!(hi <= n, "{}: select_k.range goes up to k = {hi}, more than the {n} points; lower it", ctx.stage_id);
         // The silhouette sample: a seeded choice of points, the same for every k.

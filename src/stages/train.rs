@@ -3,41 +3,15 @@
 //! names), `config.json` (the architecture and input shape, to rebuild the module),
 //! `history.json` ([`History`]) and `metrics.json` ([`TrainMetrics`]).
 
-use serde::{Deserialize, Serialize};
-
 use super::{Run, StageId};
+use crate::artifacts::train::*;
 use crate::config::{DeviceChoice, LoadedConfig, ModelConfig};
 use crate::models;
 use crate::pipeline::{Cost, StageContext, StageKind, StageReport, StageSpec};
-use crate::train::{self, History, TrainSettings};
-
-pub const MODEL: &str = "model.safetensors";
-pub const CONFIG: &str = "config.json";
-pub const HISTORY: &str = "history.json";
-pub const METRICS: &str = "metrics.json";
+use crate::train::{self, TrainSettings};
 
 pub fn id(run: &Run) -> String {
     StageId::Train(run.clone()).to_string()
-}
-
-/// `metrics.json` of a trained model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainMetrics {
-    pub test_mse: f64,
-}
-
-impl TrainMetrics {
-    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
-        serde_json::from_value(super::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not a train metrics.json: {e}", path.display()))
-    }
-}
-
-impl History {
-    /// Reads `history.json`; the error names the file.
-    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
-        serde_json::from_value(super::read_json(path)?)
-            .map_err(|e| anyhow::anyhow!("{}: not a history.json of this latentscope: {e}", path.display()))
-    }
 }
 
 pub struct Train {
@@ -69,7 +43,7 @@ pub fn spec(config: &LoadedConfig, run: Run) -> Option<StageSpec> {
     Some(
         declared
             .spec(id(&run), Train { run, settings, limit, device })
-            .input(&data, super::download::OUTPUT)
+            .input(&data, crate::artifacts::download::OUTPUT)
             .outputs(&[MODEL, CONFIG, HISTORY, METRICS]),
     )
 }
@@ -127,21 +101,11 @@ impl StageKind for Train {
         anyhow::ensure!(test_mse.is_finite(), "{}: the test MSE is {test_mse}; lower {model_key}.lr", ctx.stage_id);
         tracing::info!("{}: test MSE {test_mse:.6}", ctx.stage_id);
         models::save(&varmap, &ctx.output(MODEL))?;
-        super::write_json(&ctx.output(CONFIG), &arch.config_json(shape))?;
+        super::write_json(&ctx.output(CONFIG), &ModelFile::of(arch, shape))?;
         super::write_file(&ctx.output(HISTORY), serde_json::to_string(&history)? + "\n")?;
         super::write_json(&ctx.output(METRICS), &TrainMetrics { test_mse })?;
         Ok(StageReport { device: Some(history.device) })
     }
-}
-
-/// Reads a trained model's `config.json` back: its architecture and input shape.
-pub fn read_config(path: &std::path::Path) -> anyhow::Result<(models::Architecture, crate::data::Shape)> {
-    let v = super::read_json(path)?;
-    let arch: models::Architecture =
-        serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("{}: no architecture: {e}", path.display()))?;
-    let dims: [usize; 3] =
-        serde_json::from_value(v["input_shape"].clone()).map_err(|e| anyhow::anyhow!("{}: no input_shape: {e}", path.display()))?;
-    Ok((arch, crate::data::Shape { channels: dims[0], height: dims[1], width: dims[2] }))
 }
 
 /// How many training images `train.limit` selects out of `n`. A limit above the split would

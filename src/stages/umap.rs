@@ -3,16 +3,13 @@
 //! (`latent.safetensors`: `latent` f32 [n, components], `labels` u8 [n]; `umap.json`:
 //! [`EmbeddingSummary`]).
 
-use safetensors::Dtype;
-use serde::{Deserialize, Serialize};
-
 use super::{StageId, Subject};
 use crate::analysis::umap;
+use crate::artifacts::umap::*;
 use crate::config::UmapConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::tensorfile::{self, le_bytes, Array};
+use crate::tensorfile::{self, le_bytes};
 
-pub const SUMMARY: &str = "umap.json";
 /// Points on which the trustworthiness is measured (it is O(n^2 log n)).
 pub const TRUST_SAMPLE: usize = 2000;
 /// Neighbours for the trustworthiness, as in the reference comparison.
@@ -20,25 +17,6 @@ pub const TRUST_NEIGHBORS: usize = 15;
 
 pub fn id(subject: &Subject) -> String {
     StageId::Umap(subject.clone()).to_string()
-}
-
-/// `umap.json` and the views' `view.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EmbeddingSummary {
-    pub method: String,
-    pub points: usize,
-    pub input_dim: usize,
-    pub components: usize,
-    /// scikit-learn's trustworthiness with 15 neighbours on the first 2,000 points (1: every
-    /// embedded neighbour is an input neighbour). No timing, so that the file is the same
-    /// bytes on every run (the lock file has the wall time).
-    pub trustworthiness: f64,
-}
-
-impl EmbeddingSummary {
-    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
-        serde_json::from_value(super::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not an embedding summary: {e}", path.display()))
-    }
 }
 
 pub struct Umap {
@@ -50,7 +28,10 @@ pub fn spec(cfg: &UmapConfig, subject: Subject) -> StageSpec {
     let mut declared = super::Declared::default();
     let cfg = declared.declare("embed.umap", cfg.clone());
     let source = subject.source();
-    declared.spec(id(&subject), Umap { subject, cfg }).input(&source, super::encode::LATENT).outputs(&[super::encode::LATENT, SUMMARY])
+    declared
+        .spec(id(&subject), Umap { subject, cfg })
+        .input(&source, crate::artifacts::encode::LATENT)
+        .outputs(&[crate::artifacts::encode::LATENT, SUMMARY])
 }
 
 /// Runs `f` on the vectors of `source`'s latent file and writes the embedding (with the
@@ -63,9 +44,9 @@ pub(crate) fn embed_stage(
     (points_file, summary_file): (&str, &str),
     f: impl FnOnce(&[f32], usize) -> anyhow::Result<Vec<f32>>,
 ) -> anyhow::Result<StageReport> {
-    let path = ctx.input(source, super::encode::LATENT)?;
-    let (latent, n, d) = super::encode::read_latent(path)?;
-    let labels = super::encode::read_labels(path)?;
+    let path = ctx.input(source, crate::artifacts::encode::LATENT)?;
+    let (latent, n, d) = crate::artifacts::encode::read_latent(path)?;
+    let labels = crate::artifacts::encode::read_labels(path)?;
     let spinner = crate::progress::spinner(format!("{}: {method}, {n} points of dimension {d} to {components}", ctx.stage_id));
     let start = std::time::Instant::now();
     let y = f(&latent, d);
@@ -82,7 +63,10 @@ pub(crate) fn embed_stage(
     tracing::info!(stage = ctx.stage_id, "{method}: {seconds:.1} s, trustworthiness {trust:.4}");
     tensorfile::write(
         &ctx.output(points_file),
-        &[Array::raw("latent", Dtype::F32, vec![n, components], &le_bytes(&y)), Array::u8("labels", vec![n], &labels)],
+        &[
+            crate::artifacts::encode::LATENT_VECTORS.array(vec![n, components], &le_bytes(&y)),
+            crate::artifacts::encode::LABELS.array(vec![n], &labels),
+        ],
     )?;
     let summary = EmbeddingSummary {
         method: method.to_owned(),
@@ -120,6 +104,8 @@ impl StageKind for Umap {
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let p = params(&self.cfg, self.cfg.components);
-        embed_stage(ctx, &self.subject.source(), "umap", p.components, (super::encode::LATENT, SUMMARY), |x, d| embed_checked(x, d, &p))
+        embed_stage(ctx, &self.subject.source(), "umap", p.components, (crate::artifacts::encode::LATENT, SUMMARY), |x, d| {
+            embed_checked(x, d, &p)
+        })
     }
 }

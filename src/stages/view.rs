@@ -1,15 +1,13 @@
 //! `view-umap-<run>`, `view-tsne-<run>`: 2-D views of a model's latents for the report
 //! (`views:`), with the settings of `embed.umap` (2 components) or `embed.tsne`
 //! (`view.safetensors`: `latent` f32 [n, 2], `labels` u8 [n]; `view.json`:
-//! [`super::umap::EmbeddingSummary`]).
+//! [`crate::artifacts::umap::EmbeddingSummary`]).
 
 use super::{Run, StageId};
 use crate::analysis::tsne;
+use crate::artifacts::umap::{VIEW_POINTS, VIEW_SUMMARY};
 use crate::config::{LoadedConfig, TsneConfig, UmapConfig, View};
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-
-pub const POINTS: &str = "view.safetensors";
-pub const SUMMARY: &str = "view.json";
 
 pub fn id(view: View, run: &Run) -> String {
     StageId::View(view, run.clone()).to_string()
@@ -37,7 +35,12 @@ pub fn spec(config: &LoadedConfig, view: View, run: Run) -> Option<StageSpec> {
         View::Pca => return None,
     };
     let source = super::encode::id(&run);
-    Some(declared.spec(id(view, &run), ViewStage { run, method }).input(&source, super::encode::LATENT).outputs(&[POINTS, SUMMARY]))
+    Some(
+        declared
+            .spec(id(view, &run), ViewStage { run, method })
+            .input(&source, crate::artifacts::encode::LATENT)
+            .outputs(&[VIEW_POINTS, VIEW_SUMMARY]),
+    )
 }
 
 impl StageKind for ViewStage {
@@ -56,7 +59,7 @@ impl StageKind for ViewStage {
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
         let source = super::encode::id(&self.run);
-        let files = (POINTS, SUMMARY);
+        let files = (VIEW_POINTS, VIEW_SUMMARY);
         match &self.method {
             Method::Umap(cfg) => {
                 let p = super::umap::params(cfg, 2);

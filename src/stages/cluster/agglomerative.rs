@@ -1,11 +1,12 @@
 //! `agglomerative-<rep>`: hierarchical clustering (kodama; Ward linkage by default) cut at k
 //! clusters; outputs as [`super`]. Deterministic, so no seed.
 
-use super::{Extra, Method};
+use super::Method;
 use crate::analysis::agglomerative;
+use crate::artifacts::cluster::Extra;
 use crate::config::AgglomerativeConfig;
 use crate::pipeline::{Cost, StageContext, StageKind, StageReport, StageSpec};
-use crate::stages::{encode, Declared, Rep};
+use crate::stages::{Declared, Rep};
 
 pub struct Agglomerative {
     rep: Rep,
@@ -16,7 +17,10 @@ pub fn spec(cfg: &AgglomerativeConfig, id: String, rep: Rep) -> StageSpec {
     let mut declared = Declared::default();
     let cfg = declared.declare("cluster.agglomerative", cfg.clone());
     let source = rep.source();
-    declared.spec(id, Agglomerative { rep, cfg }).input(&source, encode::LATENT).outputs(&[super::ASSIGNMENTS, super::SUMMARY])
+    declared
+        .spec(id, Agglomerative { rep, cfg })
+        .input(&source, crate::artifacts::encode::LATENT)
+        .outputs(&[crate::artifacts::cluster::ASSIGNMENTS, crate::artifacts::cluster::SUMMARY])
 }
 
 impl StageKind for Agglomerative {

@@ -11,10 +11,11 @@ use linfa::ParamGuard;
 use linfa_clustering::Dbscan;
 use ndarray::Array2;
 
-use super::{Extra, Method, NOISE};
+use super::Method;
+use crate::artifacts::cluster::{Extra, NOISE};
 use crate::config::DbscanConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::stages::{encode, Declared, Rep};
+use crate::stages::{Declared, Rep};
 
 pub struct DbscanStage {
     rep: Rep,
@@ -25,7 +26,10 @@ pub fn spec(cfg: &DbscanConfig, id: String, rep: Rep) -> StageSpec {
     let mut declared = Declared::default();
     let cfg = declared.declare("cluster.dbscan", cfg.clone());
     let source = rep.source();
-    declared.spec(id, DbscanStage { rep, cfg }).input(&source, encode::LATENT).outputs(&[super::ASSIGNMENTS, super::SUMMARY])
+    declared
+        .spec(id, DbscanStage { rep, cfg })
+        .input(&source, crate::artifacts::encode::LATENT)
+        .outputs(&[crate::artifacts::cluster::ASSIGNMENTS, crate::artifacts::cluster::SUMMARY])
 }
 
 impl StageKind for DbscanStage {

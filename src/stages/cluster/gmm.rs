@@ -1,11 +1,12 @@
 //! `gmm-<rep>-<seed>`: a Gaussian mixture (full covariances, linfa-clustering) with one seed;
 //! outputs as [`super`], `clustering.json` with the mean log-likelihood and the BIC.
 
-use super::{Extra, Method};
+use super::Method;
 use crate::analysis::gmm;
+use crate::artifacts::cluster::Extra;
 use crate::config::GmmConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::stages::{encode, Declared, Rep};
+use crate::stages::{Declared, Rep};
 
 pub struct Gmm {
     rep: Rep,
@@ -18,7 +19,10 @@ pub fn spec(cfg: &GmmConfig, id: String, rep: Rep, seed: u64) -> StageSpec {
     // Its own seed, not the list: adding a seed must not re-run the others.
     let cfg = declared.declare("cluster.gmm", GmmConfig { seeds: vec![seed], ..cfg.clone() });
     let source = rep.source();
-    declared.spec(id, Gmm { rep, cfg, seed }).input(&source, encode::LATENT).outputs(&[super::ASSIGNMENTS, super::SUMMARY])
+    declared
+        .spec(id, Gmm { rep, cfg, seed })
+        .input(&source, crate::artifacts::encode::LATENT)
+        .outputs(&[crate::artifacts::cluster::ASSIGNMENTS, crate::artifacts::cluster::SUMMARY])
 }
 
 impl StageKind for Gmm {

@@ -2,11 +2,12 @@
 //! found, not given, and points in no dense region are noise. Outputs as [`super`]; one
 //! cluster or none is a result (recorded), not an error.
 
-use super::{Extra, Method};
+use super::Method;
 use crate::analysis::hdbscan;
+use crate::artifacts::cluster::Extra;
 use crate::config::HdbscanConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::stages::{encode, Declared, Rep};
+use crate::stages::{Declared, Rep};
 
 pub struct Hdbscan {
     rep: Rep,
@@ -17,7 +18,10 @@ pub fn spec(cfg: &HdbscanConfig, id: String, rep: Rep) -> StageSpec {
     let mut declared = Declared::default();
     let cfg = declared.declare("cluster.hdbscan", cfg.clone());
     let source = rep.source();
-    declared.spec(id, Hdbscan { rep, cfg }).input(&source, encode::LATENT).outputs(&[super::ASSIGNMENTS, super::SUMMARY])
+    declared
+        .spec(id, Hdbscan { rep, cfg })
+        .input(&source, crate::artifacts::encode::LATENT)
+        .outputs(&[crate::artifacts::cluster::ASSIGNMENTS, crate::artifacts::cluster::SUMMARY])
 }
 
 impl StageKind for Hdbscan {

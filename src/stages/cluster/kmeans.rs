@@ -4,40 +4,20 @@
 //! (`assignments.safetensors`: `labels` u32 [n], `centroids` f32 [k, d]; `kmeans.json`,
 //! [`KmeansSummary`]).
 
-use safetensors::Dtype;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{Clustering, Method};
 use crate::analysis::kmeans;
 use crate::config::KmeansConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::stages::{encode, Declared, Rep};
-use crate::tensorfile::{self, le_bytes, le_bytes_u32, Array};
+use crate::stages::{Declared, Rep};
+use crate::tensorfile::{self, le_bytes, le_bytes_u32};
 
-pub use super::ASSIGNMENTS;
-pub const SUMMARY: &str = "kmeans.json";
+use crate::artifacts::cluster::{KmeansSummary, ASSIGNMENTS, KMEANS_SUMMARY};
 
 /// `kmeans-<rep>-<seed>`.
 pub fn id(rep: &Rep, seed: u64) -> String {
     Clustering { method: Method::Kmeans, rep: rep.clone(), seed: Some(seed) }.id()
-}
-
-/// `kmeans.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KmeansSummary {
-    pub k: usize,
-    pub seed: u64,
-    pub inertia: f64,
-    pub inertia_per_point: f64,
-    pub converged: bool,
-    pub max_iter: usize,
-    pub cluster_sizes: Vec<usize>,
-}
-
-impl KmeansSummary {
-    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
-        serde_json::from_value(crate::stages::read_json(path)?).map_err(|e| anyhow::anyhow!("{}: not a kmeans.json: {e}", path.display()))
-    }
 }
 
 /// What a k-means stage declares (`kmeans.k`, `kmeans.max_iter`, `kmeans.tol`, `kmeans.seed`).
@@ -59,7 +39,7 @@ pub fn spec(k: &KmeansConfig, id: String, rep: Rep, seed: u64) -> StageSpec {
     let mut declared = Declared::default();
     // Its own seed, not the list: adding a seed must not re-run the others.
     let cfg = declared.declare("kmeans", Settings { k: k.k, max_iter: k.max_iter, tol: k.tol, seed });
-    declared.spec(id, Kmeans { rep, cfg }).input(&source, encode::LATENT).outputs(&[ASSIGNMENTS, SUMMARY])
+    declared.spec(id, Kmeans { rep, cfg }).input(&source, crate::artifacts::encode::LATENT).outputs(&[ASSIGNMENTS, KMEANS_SUMMARY])
 }
 
 impl StageKind for Kmeans {
@@ -72,7 +52,7 @@ impl StageKind for Kmeans {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        let (latent, n, d) = encode::read_latent(ctx.input(&self.rep.source(), encode::LATENT)?)?;
+        let (latent, n, d) = crate::artifacts::encode::read_latent(ctx.input(&self.rep.source(), crate::artifacts::encode::LATENT)?)?;
         anyhow::ensure!(n >= self.cfg.k, "{}: kmeans.k = {} exceeds the {n} points to cluster; lower kmeans.k", ctx.stage_id, self.cfg.k);
         tracing::info!(
             stage = ctx.stage_id,
@@ -89,7 +69,7 @@ impl StageKind for Kmeans {
         let (lb, cb) = (le_bytes_u32(&c.labels), le_bytes(&c.centroids));
         tensorfile::write(
             &ctx.output(ASSIGNMENTS),
-            &[Array::raw("labels", Dtype::U32, vec![n], &lb), Array::raw("centroids", Dtype::F32, vec![self.cfg.k, d], &cb)],
+            &[crate::artifacts::cluster::LABELS.array(vec![n], &lb), crate::artifacts::cluster::CENTROIDS.array(vec![self.cfg.k, d], &cb)],
         )?;
         let mut sizes = vec![0usize; self.cfg.k];
         c.labels.iter().for_each(|&l| sizes[l as usize] += 1);
@@ -102,7 +82,7 @@ impl StageKind for Kmeans {
             max_iter: self.cfg.max_iter,
             cluster_sizes: sizes,
         };
-        crate::stages::write_json(&ctx.output(SUMMARY), &summary)?;
+        crate::stages::write_json(&ctx.output(KMEANS_SUMMARY), &summary)?;
         Ok(StageReport { device: Some("cpu".into()) })
     }
 }

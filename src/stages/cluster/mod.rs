@@ -14,15 +14,15 @@ pub mod gmm;
 pub mod hdbscan;
 pub mod kmeans;
 
-use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
 use super::{Rep, StageId};
 use crate::config::{Config, LoadedConfig};
 use crate::pipeline::{StageContext, StageReport, StageSpec};
-use crate::tensorfile::{self, le_bytes_u32, Array};
+use crate::tensorfile::{self, le_bytes_u32};
 
 pub use crate::analysis::hdbscan::NOISE;
+use crate::artifacts::cluster::{ClusteringSummary, Extra, ASSIGNMENTS, SUMMARY};
 
 /// A clustering method: its stage kind and its name in ids, `metrics.json` and the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -148,44 +148,6 @@ impl std::fmt::Display for Clustering {
     }
 }
 
-pub const ASSIGNMENTS: &str = "assignments.safetensors";
-pub const SUMMARY: &str = "clustering.json";
-
-/// What a method reports besides its clusters (a mixture's fit); `extra` in
-/// `clustering.json`, absent when empty.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Extra {
-    /// A mixture's mean log-likelihood per point.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_likelihood: Option<f64>,
-    /// A mixture's Bayesian information criterion.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bic: Option<f64>,
-}
-
-impl Extra {
-    pub fn is_empty(&self) -> bool {
-        *self == Extra::default()
-    }
-}
-
-/// `clustering.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusteringSummary {
-    pub method: Method,
-    /// The method's seed, for the stochastic ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Clusters found (noise not counted).
-    pub clusters: usize,
-    /// Points marked noise (HDBSCAN), 0 for the others.
-    pub noise: usize,
-    pub cluster_sizes: Vec<usize>,
-    #[serde(default, skip_serializing_if = "Extra::is_empty")]
-    pub extra: Extra,
-}
-
 /// Reads the vectors of `rep` (NaN refused with the file named), runs `method` on them and
 /// writes both outputs. `method` gets (points, n, dim) and returns labels and extra facts.
 pub fn run(
@@ -196,7 +158,7 @@ pub fn run(
     fit: impl FnOnce(&[f32], usize, usize) -> anyhow::Result<(Vec<u32>, Extra)>,
 ) -> anyhow::Result<StageReport> {
     let name = method.key();
-    let (points, n, d) = crate::stages::encode::read_latent(ctx.input(&rep.source(), crate::stages::encode::LATENT)?)?;
+    let (points, n, d) = crate::artifacts::encode::read_latent(ctx.input(&rep.source(), crate::artifacts::encode::LATENT)?)?;
     let spinner = crate::progress::spinner(format!("{}: {name}, {n} points of dimension {d}", ctx.stage_id));
     let result = fit(&points, n, d);
     spinner.finish_and_clear();
@@ -207,14 +169,8 @@ pub fn run(
     labels.iter().filter(|&&l| l != NOISE).for_each(|&l| sizes[l as usize] += 1);
     let noise = labels.iter().filter(|&&l| l == NOISE).count();
     tracing::info!(stage = ctx.stage_id, "{name}: {clusters} clusters, {noise} noise points");
-    tensorfile::write(&ctx.output(ASSIGNMENTS), &[Array::raw("labels", Dtype::U32, vec![n], &le_bytes_u32(&labels))])?;
+    tensorfile::write(&ctx.output(ASSIGNMENTS), &[crate::artifacts::cluster::LABELS.array(vec![n], &le_bytes_u32(&labels))])?;
     let summary = ClusteringSummary { method, seed, clusters, noise, cluster_sizes: sizes, extra };
     crate::stages::write_json(&ctx.output(SUMMARY), &summary)?;
     Ok(StageReport { device: Some("cpu".into()) })
-}
-
-/// The `labels` of an `assignments.safetensors` (k-means' or another method's).
-pub fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
-    let file = tensorfile::TensorFile::open(path)?;
-    Ok(tensorfile::u32_values(file.get("labels", Dtype::U32)?.1))
 }

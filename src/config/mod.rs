@@ -1,10 +1,18 @@
-//! `pipeline.yaml`: typed configuration, `--set` overrides and validation.
+//! `pipeline.yaml`: the schema (this file: every section's type, with the checks of its own
+//! values), `--set` overrides ([`overrides`]) and the checks across sections ([`validate`]).
 //!
 //! The file is parsed straight into [`Config`] (unknown keys and wrong types are errors with
 //! the line and key), then each `--set dotted.key=value` override is applied to the config's
 //! value tree and the tree is read back into [`Config`], so an override is checked exactly
-//! like the file. Stages read their parameters through [`Config::params`], which returns the
-//! leaves under the requested keys as a flat, sorted map.
+//! like the file. Stages declare the typed settings they keep (`stages::Declared`), flattened
+//! to dotted keys as the tree is.
+
+mod overrides;
+mod validate;
+
+pub(crate) use overrides::flatten;
+#[cfg(test)]
+pub(crate) use overrides::lookup;
 
 use std::path::{Path, PathBuf};
 
@@ -244,6 +252,60 @@ pub struct ClusterConfig {
     pub dbscan: Option<DbscanConfig>,
 }
 
+impl ClusterConfig {
+    /// The first bad setting of a method (its dotted key) and why.
+    pub fn check(&self) -> Option<(String, String)> {
+        let fail = |key: &str, message: &str| Some((key.to_owned(), message.to_owned()));
+        if let Some(g) = &self.gmm {
+            if g.k < 2 {
+                return fail("cluster.gmm.k", "must be at least 2");
+            }
+            if let Some(bad) = check_seeds("cluster.gmm.seeds", &g.seeds) {
+                return Some(bad);
+            }
+            if g.max_iter == 0 {
+                return fail("cluster.gmm.max_iter", "must be at least 1");
+            }
+            if !(g.tol.is_finite() && g.tol > 0.0) {
+                return fail("cluster.gmm.tol", "must be positive");
+            }
+            if !(g.reg_covar.is_finite() && g.reg_covar >= 0.0) {
+                return fail("cluster.gmm.reg_covar", "must be zero or positive");
+            }
+        }
+        if self.agglomerative.as_ref().is_some_and(|a| a.k < 2) {
+            return fail("cluster.agglomerative.k", "must be at least 2");
+        }
+        if let Some(h) = &self.hdbscan {
+            if h.min_cluster_size < 2 {
+                return fail("cluster.hdbscan.min_cluster_size", "must be at least 2");
+            }
+            if h.min_samples == Some(0) {
+                return fail("cluster.hdbscan.min_samples", "must be null or at least 1");
+            }
+        }
+        if let Some(d) = &self.dbscan {
+            if !(d.eps.is_finite() && d.eps > 0.0) {
+                return fail("cluster.dbscan.eps", "must be positive");
+            }
+            if d.min_samples < 2 {
+                return fail("cluster.dbscan.min_samples", "must be at least 2");
+            }
+        }
+        None
+    }
+}
+
+/// A seed list: at least one seed, none twice; else the key and why.
+pub(crate) fn check_seeds(key: &str, seeds: &[u64]) -> Option<(String, String)> {
+    let mut seen = std::collections::BTreeSet::new();
+    match seeds.iter().find(|s| !seen.insert(**s)) {
+        _ if seeds.is_empty() => Some((key.to_owned(), "must list at least one seed".to_owned())),
+        Some(dup) => Some((key.to_owned(), format!("seed {dup} is listed twice"))),
+        None => None,
+    }
+}
+
 /// A Gaussian mixture per seed (linfa-clustering; initialised from k-means).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -447,59 +509,21 @@ impl LoadedConfig {
 
     /// Parses YAML text as if read from `path`.
     pub fn from_yaml(text: &str, path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let mut config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             // The parser calls the text `<input>`; it is this file.
             message: e.to_string().replace("<input>", &path.display().to_string()),
         })?;
-        let mut tree = serde_json::to_value(&config).expect("config serialises");
+        let tree = serde_json::to_value(&config).expect("config serialises");
         // The typed parse reads a quoted "10" as the number 10 wherever a number is expected.
         // Read without a schema, the same text keeps quoted scalars as strings: a string there
         // where the config holds a number was quoted, and is refused.
         if let Ok(raw) = serde_saphyr::from_str::<Value>(text) {
-            if let Some((key, message)) = quoted_scalar(&raw, &tree, "") {
+            if let Some((key, message)) = overrides::quoted_scalar(&raw, &tree, "") {
                 return Err(ConfigError::Invalid { path: path.to_owned(), key, message });
             }
         }
-        let mut overridden = Vec::new();
-        for assignment in overrides {
-            let fail = |message: String| ConfigError::Override { assignment: assignment.clone(), message };
-            let (key, raw) = assignment.split_once('=').ok_or_else(|| fail("expected dotted.key=value".into()))?;
-            let key = key.trim();
-            let value: Value = if raw.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_saphyr::from_str(raw).map_err(|e| fail(format!("value is not YAML: {e}")))?
-            };
-            // A quoted number (`--set kmeans.k='"10"'`) where the config holds a number.
-            if let Some((at, message)) = lookup(&tree, key).and_then(|old| quoted_scalar(&value, old, key)) {
-                return Err(fail(format!("{at}: {message}")));
-            }
-            let unknown = || fail(format!("unknown key {key}"));
-            // A key the tree lacks may be a new map entry (`models.wide`) or an optional
-            // setting (`models.conv.dense`); serde then says whether it exists.
-            let added = lookup(&tree, key).is_none();
-            let slot = match key.rsplit_once('.') {
-                _ if !added => lookup_mut(&mut tree, key).expect("present"),
-                Some((parent, last)) => {
-                    let parent = lookup_mut(&mut tree, parent).and_then(Value::as_object_mut).ok_or_else(unknown)?;
-                    parent.entry(last.to_owned()).or_insert(Value::Null)
-                }
-                None => return Err(unknown()),
-            };
-            *slot = value;
-            overridden.push(key.to_owned());
-            config = serde_json::from_value(tree.clone()).map_err(|e| {
-                let e = e.to_string();
-                if added && e.starts_with("unknown field") {
-                    unknown()
-                } else {
-                    fail(format!("{key}: {e}"))
-                }
-            })?;
-            // Re-serialise so that the tree holds canonical values (e.g. 1e-3 == 0.001).
-            tree = serde_json::to_value(&config).expect("config serialises");
-        }
+        let (config, tree, overridden) = overrides::apply(config, tree, overrides)?;
         let loaded = Self { config, path: path.to_owned(), tree, overridden };
         loaded.validate()?;
         Ok(loaded)
@@ -544,330 +568,10 @@ impl LoadedConfig {
     pub(crate) fn params(&self, keys: &[&str]) -> Params {
         let mut out = Params::new();
         for key in keys {
-            let node = lookup(&self.tree, key).unwrap_or_else(|| panic!("stage reads unknown config key {key}"));
-            flatten(key, node, &mut out);
+            let node = overrides::lookup(&self.tree, key).unwrap_or_else(|| panic!("stage reads unknown config key {key}"));
+            overrides::flatten(key, node, &mut out);
         }
         out
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let c = &self.config;
-        // A bad value is blamed on the `--set` that put it there, else on the file.
-        let bad = |key: &str, message: &str| {
-            let set_by = self.overridden.iter().rev().find(|k| key == k.as_str() || key.starts_with(&format!("{k}.")));
-            Err(match set_by {
-                Some(k) => ConfigError::InvalidOverride { key: k.clone(), message: format!("{key} {message}") },
-                None => ConfigError::Invalid { path: self.path.clone(), key: key.into(), message: message.into() },
-            })
-        };
-        if c.datasets.is_empty() {
-            return bad("datasets", "must name at least one dataset");
-        }
-        if let Err(message) = c.slurm.validate() {
-            let key = message.split_whitespace().next().unwrap_or("slurm").to_owned();
-            return bad(&key, message.strip_prefix(key.as_str()).unwrap_or(&message).trim());
-        }
-        if c.models.is_empty() {
-            return bad("models", "must name at least one model");
-        }
-        for name in c.datasets.keys() {
-            if let Err(why) = check_name(name) {
-                return bad(&format!("datasets.{name}"), &format!("is not a usable name: {why}"));
-            }
-        }
-        for (name, m) in &c.models {
-            if let Err(why) = check_name(name) {
-                return bad(&format!("models.{name}"), &format!("is not a usable name: {why}"));
-            }
-            if name.starts_with("pixels") {
-                return bad(&format!("models.{name}"), "is not a usable name: names starting with pixels are the baselines'");
-            }
-            if let Err((key, why)) = m.try_architecture() {
-                return bad(&format!("models.{name}.{key}"), &why);
-            }
-            if m.epochs == 0 {
-                return bad(&format!("models.{name}.epochs"), "must be at least 1");
-            }
-            if m.batch_size == 0 {
-                return bad(&format!("models.{name}.batch_size"), "must be at least 1");
-            }
-            if !(m.lr.is_finite() && m.lr > 0.0) {
-                return bad(&format!("models.{name}.lr"), "must be a positive number");
-            }
-            if !(m.weight_decay.is_finite() && m.weight_decay >= 0.0) {
-                return bad(&format!("models.{name}.weight_decay"), "must be zero or positive");
-            }
-        }
-        // Stage ids join dataset and model names with `-`; two pairs must not read the same.
-        let mut joined = std::collections::BTreeMap::new();
-        for d in c.datasets.keys() {
-            for m in c.models.keys() {
-                if let Some((d0, m0)) = joined.insert(format!("{d}-{m}"), (d, m)) {
-                    return bad(
-                        "models",
-                        &format!("dataset {d0} with model {m0} and dataset {d} with model {m} would share stage ids ({d}-{m}); rename one"),
-                    );
-                }
-            }
-        }
-        for (name, d) in &c.datasets {
-            if d.local.is_none() && d.hub.is_none() {
-                return bad(&format!("datasets.{name}"), "needs local (IDX folder) or hub (parquet files), or both");
-            }
-            let Some(hub) = &d.hub else { continue };
-            if hub.revision.len() != 40 || !hub.revision.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return bad(
-                    &format!("datasets.{name}.hub.revision"),
-                    &format!(
-                        "{:?} is not a commit sha (40 hex digits); a branch or tag can move, and the run would no longer say which data it used. Pin the commit the Hub shows for it",
-                        hub.revision
-                    ),
-                );
-            }
-            if !hub.repo.contains('/') {
-                return bad(&format!("datasets.{name}.hub.repo"), &format!("{:?} is not OWNER/NAME", hub.repo));
-            }
-            for (split, f) in [("train", &hub.train), ("test", &hub.test)] {
-                if let Some(sha) = &f.sha256 {
-                    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return bad(&format!("datasets.{name}.hub.{split}.sha256"), "must be 64 hexadecimal digits");
-                    }
-                }
-            }
-        }
-        if c.train.seeds.is_empty() {
-            return bad("train.seeds", "must list at least one seed");
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        if let Some(dup) = c.train.seeds.iter().find(|s| !seen.insert(**s)) {
-            return bad("train.seeds", &format!("seed {dup} is listed twice"));
-        }
-        if c.train.limit == Some(0) {
-            return bad("train.limit", "must be null or at least 1");
-        }
-        if let Some((name, local, count)) = self.limit_above_local_data() {
-            let limit = c.train.limit.expect("a limit");
-            return bad(
-                "train.limit",
-                &format!(
-                    "is {limit}, but dataset {name} has only {count} training images (in {}); set it to at most {count}, or to null for all of them",
-                    local.display()
-                ),
-            );
-        }
-        let smallest = c.models.values().map(|m| m.architecture().latent_dim()).min().unwrap_or(1);
-        if !(1..=smallest).contains(&c.pca.components) {
-            return bad("pca.components", &format!("must be between 1 and {smallest} (the smallest latent size)"));
-        }
-        if c.kmeans.k < 2 {
-            return bad("kmeans.k", "must be at least 2");
-        }
-        if c.kmeans.seeds.is_empty() {
-            return bad("kmeans.seeds", "must list at least one seed");
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        if let Some(dup) = c.kmeans.seeds.iter().find(|s| !seen.insert(**s)) {
-            return bad("kmeans.seeds", &format!("seed {dup} is listed twice"));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        if let Some(dup) = c.baselines.iter().find(|b| !seen.insert(format!("{b:?}"))) {
-            return bad("baselines", &format!("{dup:?} is listed twice"));
-        }
-        if c.kmeans.max_iter == 0 {
-            return bad("kmeans.max_iter", "must be at least 1");
-        }
-        if !(c.kmeans.tol.is_finite() && c.kmeans.tol >= 0.0) {
-            return bad("kmeans.tol", "must be zero or positive");
-        }
-        if c.plot.samples == 0 || c.plot.samples > 100 {
-            return bad("plot.samples", "must be between 1 and 100");
-        }
-        if let Some((key, message)) = self.check_methods() {
-            return bad(&key, &message);
-        }
-        Ok(())
-    }
-}
-
-impl LoadedConfig {
-    /// The first dataset whose local IDX files (when all four are there, so that the download
-    /// uses them) hold fewer training images than `train.limit`: its name, `local` as the
-    /// config spells it, and the count its header declares. A limit above a split would train
-    /// on the whole split under another fingerprint than `null`. Hub datasets, and local files
-    /// whose header cannot be right, are checked when they are read (the train stage refuses
-    /// such a limit too).
-    fn limit_above_local_data(&self) -> Option<(&str, &Path, usize)> {
-        let limit = self.config.train.limit?;
-        self.config.datasets.iter().find_map(|(name, d)| {
-            let local = d.local.as_deref()?;
-            let dir = self.resolve(local);
-            if !crate::data::idx::present(&dir) {
-                return None;
-            }
-            let (count, _) = crate::data::idx::training_images(&dir)?;
-            (limit > count).then_some((name.as_str(), local, count))
-        })
-    }
-
-    /// The `cluster`, `embed`, `views` and `select_k` settings: the first bad key and why.
-    fn check_methods(&self) -> Option<(String, String)> {
-        let c = &self.config;
-        let fail = |key: &str, message: &str| Some((key.to_owned(), message.to_owned()));
-        let check_seeds = |key: &str, seeds: &[u64]| {
-            let mut seen = std::collections::BTreeSet::new();
-            match seeds.iter().find(|s| !seen.insert(**s)) {
-                _ if seeds.is_empty() => fail(key, "must list at least one seed"),
-                Some(dup) => fail(key, &format!("seed {dup} is listed twice")),
-                None => None,
-            }
-        };
-        if let Some(g) = &c.cluster.gmm {
-            if g.k < 2 {
-                return fail("cluster.gmm.k", "must be at least 2");
-            }
-            if let Some(bad) = check_seeds("cluster.gmm.seeds", &g.seeds) {
-                return Some(bad);
-            }
-            if g.max_iter == 0 {
-                return fail("cluster.gmm.max_iter", "must be at least 1");
-            }
-            if !(g.tol.is_finite() && g.tol > 0.0) {
-                return fail("cluster.gmm.tol", "must be positive");
-            }
-            if !(g.reg_covar.is_finite() && g.reg_covar >= 0.0) {
-                return fail("cluster.gmm.reg_covar", "must be zero or positive");
-            }
-        }
-        if c.cluster.agglomerative.as_ref().is_some_and(|a| a.k < 2) {
-            return fail("cluster.agglomerative.k", "must be at least 2");
-        }
-        if let Some(h) = &c.cluster.hdbscan {
-            if h.min_cluster_size < 2 {
-                return fail("cluster.hdbscan.min_cluster_size", "must be at least 2");
-            }
-            if h.min_samples == Some(0) {
-                return fail("cluster.hdbscan.min_samples", "must be null or at least 1");
-            }
-        }
-        if let Some(d) = &c.cluster.dbscan {
-            if !(d.eps.is_finite() && d.eps > 0.0) {
-                return fail("cluster.dbscan.eps", "must be positive");
-            }
-            if d.min_samples < 2 {
-                return fail("cluster.dbscan.min_samples", "must be at least 2");
-            }
-        }
-        if let Some(u) = &c.embed.umap {
-            if !(1..=100).contains(&u.components) {
-                return fail("embed.umap.components", "must be between 1 and 100");
-            }
-            if u.neighbors < 2 {
-                return fail("embed.umap.neighbors", "must be at least 2");
-            }
-            if !(u.min_dist.is_finite() && (0.0..=1.0).contains(&u.min_dist)) {
-                return fail("embed.umap.min_dist", "must be between 0 and 1");
-            }
-            if u.epochs == Some(0) {
-                return fail("embed.umap.epochs", "must be null or at least 1");
-            }
-        }
-        if let Some(t) = &c.embed.tsne {
-            if !(t.perplexity.is_finite() && t.perplexity > 0.0) {
-                return fail("embed.tsne.perplexity", "must be positive");
-            }
-            if !(t.theta.is_finite() && (0.0..1.0).contains(&t.theta)) {
-                return fail("embed.tsne.theta", "must be at least 0 and below 1");
-            }
-            if t.max_iter < 2 {
-                return fail("embed.tsne.max_iter", "must be at least 2");
-            }
-            if !c.views.contains(&View::Tsne) {
-                return fail("embed.tsne", "makes 2-D views only: add tsne to views, or remove it");
-            }
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        if let Some(dup) = c.views.iter().find(|v| !seen.insert(format!("{v:?}"))) {
-            return fail("views", &format!("{dup:?} is listed twice"));
-        }
-        if c.views.contains(&View::Umap) && c.embed.umap.is_none() {
-            return fail("views", "umap needs embed.umap (its neighbours, min_dist and seed)");
-        }
-        if c.views.contains(&View::Tsne) && c.embed.tsne.is_none() {
-            return fail("views", "tsne needs embed.tsne (its perplexity and seed)");
-        }
-        if let Some(s) = &c.select_k {
-            let [lo, hi] = s.range;
-            if lo < 2 || hi < lo {
-                return fail("select_k.range", "must be [low, high] with 2 <= low <= high");
-            }
-            if s.sample < 10 {
-                return fail("select_k.sample", "must be at least 10");
-            }
-            if s.max_iter == 0 {
-                return fail("select_k.max_iter", "must be at least 1");
-            }
-            if !(s.tol.is_finite() && s.tol > 0.0) {
-                return fail("select_k.tol", "must be positive");
-            }
-        }
-        None
-    }
-}
-
-/// Dataset and model names appear in stage ids and folder names: lowercase letters, digits,
-/// `-` and `_`, starting with a letter or digit.
-fn check_name(name: &str) -> Result<(), &'static str> {
-    let ok = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    match name.bytes().next() {
-        None => Err("it is empty"),
-        Some(first) if !first.is_ascii_alphanumeric() => Err("it must start with a letter or digit"),
-        _ if !ok => Err("use lowercase letters, digits, - and _"),
-        _ if name.len() > 40 => Err("it is longer than 40 characters"),
-        _ => Ok(()),
-    }
-}
-
-/// The first place (dotted key, and why) where `typed`, the config as the typed parse read it,
-/// holds a number or a boolean but `raw`, the same YAML read without a schema, a string: a
-/// quoted value such as `k: "10"`, which the typed parse would take for the number. `path` is
-/// the key of both trees.
-fn quoted_scalar(raw: &Value, typed: &Value, path: &str) -> Option<(String, String)> {
-    let at = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
-    match (raw, typed) {
-        (Value::Object(raw), Value::Object(typed)) => {
-            typed.iter().find_map(|(key, t)| raw.get(key).and_then(|r| quoted_scalar(r, t, &at(key.as_str()))))
-        }
-        (Value::Array(raw), Value::Array(typed)) => {
-            raw.iter().zip(typed).enumerate().find_map(|(i, (r, t))| quoted_scalar(r, t, &format!("{path}[{i}]")))
-        }
-        (Value::String(s), Value::Number(n)) => {
-            let expected = if n.is_f64() { "a number" } else { "an integer" };
-            Some((path.to_owned(), format!("expected {expected}, found the string {s:?}")))
-        }
-        (Value::String(s), Value::Bool(_)) => Some((path.to_owned(), format!("expected true or false, found the string {s:?}"))),
-        _ => None,
-    }
-}
-
-pub(crate) fn lookup<'a>(tree: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted.split('.').try_fold(tree, |node, part| node.as_object()?.get(part))
-}
-
-fn lookup_mut<'a>(tree: &'a mut Value, dotted: &str) -> Option<&'a mut Value> {
-    dotted.split('.').try_fold(tree, |node, part| node.as_object_mut()?.get_mut(part))
-}
-
-/// `node` as params under `prefix`: an object as one param per dotted key, a leaf as itself.
-pub(crate) fn flatten(prefix: &str, node: &Value, out: &mut Params) {
-    match node {
-        Value::Object(map) => {
-            for (k, v) in map {
-                flatten(&format!("{prefix}.{k}"), v, out);
-            }
-        }
-        leaf => {
-            out.insert(prefix.to_owned(), leaf.clone());
-        }
     }
 }
 
@@ -875,7 +579,7 @@ pub(crate) fn flatten(prefix: &str, node: &Value, out: &mut Params) {
 mod tests {
     use super::*;
 
-    pub(crate) const SAMPLE: &str = include_str!("../pipeline.yaml");
+    pub(crate) const SAMPLE: &str = include_str!("../../pipeline.yaml");
 
     fn load(text: &str, sets: &[&str]) -> Result<LoadedConfig, ConfigError> {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
