@@ -11,38 +11,16 @@ use linfa::ParamGuard;
 use linfa_clustering::Dbscan;
 use ndarray::Array2;
 
-use super::Method;
+use super::{Fit, Method};
 use crate::artifacts::cluster::{Extra, NOISE};
 use crate::config::DbscanConfig;
-use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
-use crate::stages::{Declared, Rep};
 
-pub struct DbscanStage {
-    rep: Rep,
-    cfg: DbscanConfig,
-}
+impl Fit for DbscanConfig {
+    const METHOD: Method = Method::Dbscan;
+    const VERSION: u32 = 1;
 
-pub fn spec(cfg: &DbscanConfig, id: String, rep: Rep) -> StageSpec {
-    let mut declared = Declared::default();
-    let cfg = declared.declare("cluster.dbscan", cfg.clone());
-    let source = rep.source();
-    declared
-        .spec(id, DbscanStage { rep, cfg })
-        .input(&source, crate::artifacts::encode::LATENT)
-        .outputs(&[crate::artifacts::cluster::ASSIGNMENTS, crate::artifacts::cluster::SUMMARY])
-}
-
-impl StageKind for DbscanStage {
-    fn kind(&self) -> &'static str {
-        Method::Dbscan.key()
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
-        super::run(ctx, &self.rep, Method::Dbscan, None, |points, n, d| Ok((fit(points, n, d, &self.cfg)?, Extra::default())))
+    fn fit(&self, points: &[f32], n: usize, d: usize, _: Option<u64>) -> anyhow::Result<(Vec<u32>, Extra)> {
+        Ok((fit(points, n, d, self)?, Extra::default()))
     }
 }
 

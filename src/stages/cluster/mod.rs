@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Rep, StageId};
 use crate::config::{Config, LoadedConfig};
-use crate::pipeline::{StageContext, StageReport, StageSpec};
+use crate::pipeline::{Cost, StageContext, StageKind, StageReport, StageSpec};
 use crate::tensorfile::{self, le_bytes_u32};
 
 pub use crate::analysis::hdbscan::NOISE;
@@ -100,10 +100,10 @@ impl Method {
         let seed = seed.unwrap_or_default();
         match self {
             Method::Kmeans => Some(kmeans::spec(&config.config.kmeans, id, rep, seed)),
-            Method::Gmm => c.gmm.as_ref().map(|cfg| gmm::spec(cfg, id, rep, seed)),
-            Method::Agglomerative => c.agglomerative.as_ref().map(|cfg| agglomerative::spec(cfg, id, rep)),
-            Method::Hdbscan => c.hdbscan.as_ref().map(|cfg| hdbscan::spec(cfg, id, rep)),
-            Method::Dbscan => c.dbscan.as_ref().map(|cfg| dbscan::spec(cfg, id, rep)),
+            Method::Gmm => c.gmm.as_ref().map(|cfg| method_spec(cfg, id, rep, Some(seed))),
+            Method::Agglomerative => c.agglomerative.as_ref().map(|cfg| method_spec(cfg, id, rep, None)),
+            Method::Hdbscan => c.hdbscan.as_ref().map(|cfg| method_spec(cfg, id, rep, None)),
+            Method::Dbscan => c.dbscan.as_ref().map(|cfg| method_spec(cfg, id, rep, None)),
         }
     }
 }
@@ -148,29 +148,74 @@ impl std::fmt::Display for Clustering {
     }
 }
 
-/// Reads the vectors of `rep` (NaN refused with the file named), runs `method` on them and
-/// writes both outputs. `method` gets (points, n, dim) and returns labels and extra facts.
-pub fn run(
-    ctx: &StageContext<'_>,
-    rep: &Rep,
-    method: Method,
+/// A clustering method besides k-means, as its settings (the config's `cluster.<method>`):
+/// what its stage declares, and the fit. Every such method runs as a [`MethodStage`], which
+/// reads the representation, fits and writes `assignments.safetensors` and `clustering.json`.
+pub trait Fit: Clone + serde::Serialize + Send + Sync + 'static {
+    /// Which method this is.
+    const METHOD: Method;
+    /// Its stage kind's version (bump when its output would change for the same inputs).
+    const VERSION: u32;
+    /// Heavy when it needs much memory or every core (see [`Cost`]).
+    const COST: Cost = Cost::Light;
+
+    /// The settings its stage on one seed declares (a seeded method: its own seed only, so
+    /// that adding a seed does not re-run the others).
+    fn for_seed(&self, _seed: Option<u64>) -> Self {
+        self.clone()
+    }
+
+    /// Labels (`NOISE` for a point left out) of `points` (`n` x `d`, row-major) and what else
+    /// the method reports; an error names the config key to change.
+    fn fit(&self, points: &[f32], n: usize, d: usize, seed: Option<u64>) -> anyhow::Result<(Vec<u32>, Extra)>;
+}
+
+/// The stage of a [`Fit`] method on one representation with one of its seeds.
+pub struct MethodStage<S: Fit> {
+    rep: Rep,
+    settings: S,
     seed: Option<u64>,
-    fit: impl FnOnce(&[f32], usize, usize) -> anyhow::Result<(Vec<u32>, Extra)>,
-) -> anyhow::Result<StageReport> {
-    let name = method.key();
-    let (points, n, d) = crate::artifacts::encode::read_latent(ctx.input(&rep.source(), crate::artifacts::encode::LATENT)?)?;
-    let spinner = crate::progress::spinner(format!("{}: {name}, {n} points of dimension {d}", ctx.stage_id));
-    let result = fit(&points, n, d);
-    spinner.finish_and_clear();
-    let (labels, extra) = result.map_err(|e| anyhow::anyhow!("{}: {e}", ctx.stage_id))?;
-    anyhow::ensure!(labels.len() == n, "{}: {} labels for {n} points", ctx.stage_id, labels.len());
-    let clusters = labels.iter().filter(|&&l| l != NOISE).map(|&l| l as usize + 1).max().unwrap_or(0);
-    let mut sizes = vec![0usize; clusters];
-    labels.iter().filter(|&&l| l != NOISE).for_each(|&l| sizes[l as usize] += 1);
-    let noise = labels.iter().filter(|&&l| l == NOISE).count();
-    tracing::info!(stage = ctx.stage_id, "{name}: {clusters} clusters, {noise} noise points");
-    tensorfile::write(&ctx.output(ASSIGNMENTS), &[crate::artifacts::cluster::LABELS.array(vec![n], &le_bytes_u32(&labels))])?;
-    let summary = ClusteringSummary { method, seed, clusters, noise, cluster_sizes: sizes, extra };
-    crate::stages::write_json(&ctx.output(SUMMARY), &summary)?;
-    Ok(StageReport { device: Some("cpu".into()) })
+}
+
+/// The spec of `settings`' method on `rep`: its settings declared under `cluster.<method>`.
+pub fn method_spec<S: Fit>(settings: &S, id: String, rep: Rep, seed: Option<u64>) -> StageSpec {
+    let mut declared = crate::stages::Declared::default();
+    let settings = declared.declare(&format!("cluster.{}", S::METHOD.key()), settings.for_seed(seed));
+    let source = rep.source();
+    declared.spec(id, MethodStage { rep, settings, seed }).input(&source, crate::artifacts::encode::LATENT).outputs(&[ASSIGNMENTS, SUMMARY])
+}
+
+impl<S: Fit> StageKind for MethodStage<S> {
+    fn kind(&self) -> &'static str {
+        S::METHOD.key()
+    }
+
+    fn version(&self) -> u32 {
+        S::VERSION
+    }
+
+    fn cost(&self) -> Cost {
+        S::COST
+    }
+
+    /// Reads the vectors (NaN refused with the file named), fits, writes both outputs.
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
+        let (method, seed) = (S::METHOD, self.seed);
+        let name = method.key();
+        let (points, n, d) = crate::artifacts::encode::read_latent(ctx.input(&self.rep.source(), crate::artifacts::encode::LATENT)?)?;
+        let spinner = crate::progress::spinner(format!("{}: {name}, {n} points of dimension {d}", ctx.stage_id));
+        let result = self.settings.fit(&points, n, d, seed);
+        spinner.finish_and_clear();
+        let (labels, extra) = result.map_err(|e| anyhow::anyhow!("{}: {e}", ctx.stage_id))?;
+        anyhow::ensure!(labels.len() == n, "{}: {} labels for {n} points", ctx.stage_id, labels.len());
+        let clusters = labels.iter().filter(|&&l| l != NOISE).map(|&l| l as usize + 1).max().unwrap_or(0);
+        let mut sizes = vec![0usize; clusters];
+        labels.iter().filter(|&&l| l != NOISE).for_each(|&l| sizes[l as usize] += 1);
+        let noise = labels.iter().filter(|&&l| l == NOISE).count();
+        tracing::info!(stage = ctx.stage_id, "{name}: {clusters} clusters, {noise} noise points");
+        tensorfile::write(&ctx.output(ASSIGNMENTS), &[crate::artifacts::cluster::LABELS.array(vec![n], &le_bytes_u32(&labels))])?;
+        let summary = ClusteringSummary { method, seed, clusters, noise, cluster_sizes: sizes, extra };
+        crate::stages::write_json(&ctx.output(SUMMARY), &summary)?;
+        Ok(StageReport { device: Some("cpu".into()) })
+    }
 }
