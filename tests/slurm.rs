@@ -184,9 +184,10 @@ fn slurm_run_gives_the_local_bytes_and_reruns_only_stale_stages() {
     // Either executor's results are fresh for the other.
     assert!(p.ok(&["pipeline", "run"]).contains(&format!("0 ran, {stages} cached")));
 
-    // A k-means edit: only clustering, score and plot are submitted.
+    // A k-means edit (one iteration: other clusters, so score and plot change too): only
+    // clustering, score and plot are submitted.
     let before = job_ids(&p);
-    let out = p.run(&["pipeline", "run", "--executor", "slurm", "--json", "--set", "kmeans.max_iter=50"]);
+    let out = p.run(&["pipeline", "run", "--executor", "slurm", "--json", "--set", "kmeans.max_iter=1"]);
     let log = text(&out.stderr);
     assert!(out.status.success(), "{log}");
     let summary: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
@@ -200,7 +201,7 @@ fn slurm_run_gives_the_local_bytes_and_reruns_only_stale_stages() {
         assert_eq!(ran.contains(&stage.as_str()), before.get(stage) != Some(id), "{stage}");
     }
     // --force submits the forced stage again, and nothing else.
-    let out = p.run(&["pipeline", "run", "score", "--force", "score", "--executor", "slurm", "--json", "--set", "kmeans.max_iter=50"]);
+    let out = p.run(&["pipeline", "run", "score", "--force", "score", "--executor", "slurm", "--json", "--set", "kmeans.max_iter=1"]);
     let log = text(&out.stderr);
     assert!(out.status.success(), "{log}");
     let summary: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
@@ -208,8 +209,7 @@ fn slurm_run_gives_the_local_bytes_and_reruns_only_stale_stages() {
     assert_eq!(sbatch_lines(&log), 1, "{log}");
     assert_ne!(job_ids(&p)["score"], after["score"]);
     // The site settings never reach a fingerprint: another partition or account changes nothing.
-    let status =
-        p.ok(&["pipeline", "status", "--set", "kmeans.max_iter=50", "--set", "slurm.partition=gpu", "--set", "slurm.heavy.cpus=4"]);
+    let status = p.ok(&["pipeline", "status", "--set", "kmeans.max_iter=1", "--set", "slurm.partition=gpu", "--set", "slurm.heavy.cpus=4"]);
     assert!(!status.contains("stale"), "{status}");
 }
 

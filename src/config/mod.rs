@@ -234,8 +234,16 @@ pub struct PcaConfig {
 pub struct KmeansConfig {
     pub k: usize,
     pub seeds: Vec<u64>,
+    /// Initialisations per seed, the lowest inertia kept: 10, as the notebook's scikit-learn
+    /// (before 1.4) ran `KMeans(n_clusters=10, random_state=i)`.
+    #[serde(default = "default_n_init")]
+    pub n_init: usize,
     pub max_iter: usize,
     pub tol: f64,
+}
+
+fn default_n_init() -> usize {
+    10
 }
 
 /// `cluster:`: every method present runs on every representation.

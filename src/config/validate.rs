@@ -130,6 +130,9 @@ impl LoadedConfig {
         if let Some(dup) = c.baselines.iter().find(|b| !seen.insert(format!("{b:?}"))) {
             return bad("baselines", &format!("{dup:?} is listed twice"));
         }
+        if c.kmeans.n_init == 0 {
+            return bad("kmeans.n_init", "must be at least 1");
+        }
         if c.kmeans.max_iter == 0 {
             return bad("kmeans.max_iter", "must be at least 1");
         }

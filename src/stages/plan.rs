@@ -114,7 +114,10 @@ mod tests {
         assert_eq!(keys("train-mnist-conv-s1"), tree(&["models.conv", "train.limit"], &["device", "seed"]));
         assert_eq!(keys("encode-mnist-conv-s1"), tree(&["plot.samples"], &["device"]));
         assert_eq!(keys("download-mnist"), tree(&["datasets.mnist"], &[]));
-        assert_eq!(keys("kmeans-mnist-conv-s1-umap-3"), tree(&["kmeans.k", "kmeans.max_iter", "kmeans.tol"], &["kmeans.seed"]));
+        assert_eq!(
+            keys("kmeans-mnist-conv-s1-umap-3"),
+            tree(&["kmeans.k", "kmeans.n_init", "kmeans.max_iter", "kmeans.tol"], &["kmeans.seed"])
+        );
         assert_eq!(keys("gmm-mnist-pixels-pca9-2"), tree(&["cluster.gmm"], &[]));
         for (id, key) in [
             ("agglomerative-mnist-conv-s2", "cluster.agglomerative"),

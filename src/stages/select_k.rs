@@ -31,8 +31,9 @@ impl StageKind for SelectKStage {
         "select-k"
     }
 
+    /// 2: k-means with greedy k-means++ seeding (scikit-learn's), one initialisation.
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -59,8 +60,12 @@ impl StageKind for SelectKStage {
         for k in lo..=hi {
             let labels = match self.cfg.method {
                 SelectMethod::Kmeans => {
-                    let c = kmeans::fit(&points, d, k, self.cfg.seed, self.cfg.max_iter, self.cfg.tol)
-                        .map_err(|e| anyhow::anyhow!("{}: k = {k}: {e}", ctx.stage_id))?;
+                    let c = kmeans::fit(
+                        &points,
+                        d,
+                        &kmeans::Settings { k, seed: self.cfg.seed, n_init: 1, max_iter: self.cfg.max_iter, tol: self.cfg.tol },
+                    )
+                    .map_err(|e| anyhow::anyhow!("{}: k = {k}: {e}", ctx.stage_id))?;
                     out.inertia.push(c.inertia);
                     c.labels
                 }

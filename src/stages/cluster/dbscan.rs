@@ -40,15 +40,15 @@ mod tests {
     use super::*;
 
     /// scikit-learn's labels on the fixed data of `tests/data/clusters.safetensors`
-    /// (`tests/data/dbscan_reference.json`, written by `scripts/dbscan_reference.py`), point
+    /// (`tests/data/density_reference.json`, written by `scripts/density_reference.py`), point
     /// by point, noise included.
     #[test]
     fn the_same_labels_as_scikit_learn() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-        let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("dbscan_reference.json")).unwrap()).unwrap();
+        let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("density_reference.json")).unwrap()).unwrap();
         let file = crate::tensorfile::TensorFile::open(&root.join("clusters.safetensors")).unwrap();
         for name in ["blobs", "moons", "digits"] {
-            let r = &reference[name];
+            let r = &reference["dbscan"][name];
             let (shape, points) = match file.get(&format!("{name}_points"), safetensors::Dtype::F32) {
                 Ok((shape, bytes)) => (shape.to_vec(), crate::tensorfile::f32_values(bytes)),
                 Err(_) => {

@@ -24,6 +24,7 @@ pub fn id(rep: &Rep, seed: u64) -> String {
 #[derive(Debug, Clone, Serialize)]
 struct Settings {
     k: usize,
+    n_init: usize,
     max_iter: usize,
     tol: f64,
     seed: u64,
@@ -38,7 +39,7 @@ pub fn spec(k: &KmeansConfig, id: String, rep: Rep, seed: u64) -> StageSpec {
     let source = rep.source();
     let mut declared = Declared::default();
     // Its own seed, not the list: adding a seed must not re-run the others.
-    let cfg = declared.declare("kmeans", Settings { k: k.k, max_iter: k.max_iter, tol: k.tol, seed });
+    let cfg = declared.declare("kmeans", Settings { k: k.k, n_init: k.n_init, max_iter: k.max_iter, tol: k.tol, seed });
     declared.spec(id, Kmeans { rep, cfg }).input(&source, crate::artifacts::encode::LATENT).outputs(&[ASSIGNMENTS, KMEANS_SUMMARY])
 }
 
@@ -47,8 +48,9 @@ impl StageKind for Kmeans {
         Method::Kmeans.key()
     }
 
+    /// 3: greedy k-means++ and `n_init` restarts (scikit-learn's KMeans), our own Lloyd.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -61,7 +63,17 @@ impl StageKind for Kmeans {
             self.cfg.max_iter
         );
         let spinner = crate::progress::spinner(format!("{}: k-means, k = {}, {n} points", ctx.stage_id, self.cfg.k));
-        let c = kmeans::fit(&latent, d, self.cfg.k, self.cfg.seed, self.cfg.max_iter, self.cfg.tol);
+        let c = kmeans::fit(
+            &latent,
+            d,
+            &kmeans::Settings {
+                k: self.cfg.k,
+                seed: self.cfg.seed,
+                n_init: self.cfg.n_init,
+                max_iter: self.cfg.max_iter,
+                tol: self.cfg.tol,
+            },
+        );
         spinner.finish_and_clear();
         let c = c?;
         crate::stages::ensure_finite(ctx.stage_id, "centroid values", c.centroids.iter().copied())?;
