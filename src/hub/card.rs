@@ -256,7 +256,7 @@ fn pytorch_section(input: &CardInput) -> String {
     for (name, m) in &input.config.models {
         let arch = m.architecture();
         let class = class_name(name, &arch);
-        out.push_str(&arch.torch_module(data.shape, &class));
+        out.push_str(&crate::artifacts::train::ModelFile::of(&arch, data.shape).torch_module(&class));
         out.push_str("\n\n");
         let var = name.replace('-', "_");
         let _ = writeln!(

@@ -125,19 +125,6 @@ pub enum TorchLayer {
 }
 
 impl TorchLayer {
-    fn python(&self) -> String {
-        match self {
-            TorchLayer::Linear(i, o) => format!("nn.Linear({i}, {o})"),
-            TorchLayer::Conv2d(i, o) => format!("nn.Conv2d({i}, {o}, 3, padding=1)"),
-            TorchLayer::ConvTranspose2d(i, o) => format!("nn.ConvTranspose2d({i}, {o}, 3, stride=2, padding=1, output_padding=1)"),
-            TorchLayer::ReLU => "nn.ReLU()".into(),
-            TorchLayer::MaxPool2d => "nn.MaxPool2d(2)".into(),
-            TorchLayer::Flatten => "nn.Flatten()".into(),
-            TorchLayer::Unflatten(s) => format!("nn.Unflatten(1, ({}, {}, {}))", s.channels, s.height, s.width),
-            TorchLayer::Sigmoid => "nn.Sigmoid()".into(),
-        }
-    }
-
     /// Whether the layer holds a weight and a bias.
     pub fn has_parameters(&self) -> bool {
         matches!(self, TorchLayer::Linear(..) | TorchLayer::Conv2d(..) | TorchLayer::ConvTranspose2d(..))
@@ -189,27 +176,6 @@ impl Architecture {
                 (enc, dec)
             }
         }
-    }
-
-    /// Python that defines this model as a PyTorch module whose `load_state_dict(strict=True)`
-    /// takes our `model.safetensors`.
-    pub fn torch_module(&self, shape: Shape, class: &str) -> String {
-        let (enc, dec) = self.torch_layers(shape);
-        let seq = |layers: &[TorchLayer]| layers.iter().map(|l| format!("            {},\n", l.python())).collect::<String>();
-        let (input, forward) = match self {
-            Architecture::Mlp { .. } => {
-                (format!("x: [batch, {}] pixels in [0, 1]", shape.pixels()), "        return self.decoder(self.encoder(x))".to_owned())
-            }
-            Architecture::Conv { .. } => (
-                format!("x: [batch, {}, {}, {}] pixels in [0, 1]", shape.channels, shape.height, shape.width),
-                "        return self.decoder(self.encoder(x))".to_owned(),
-            ),
-        };
-        format!(
-            "class {class}(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.encoder = nn.Sequential(\n{}        )\n        self.decoder = nn.Sequential(\n{}        )\n\n    def forward(self, x):  # {input}\n{forward}\n",
-            seq(&enc),
-            seq(&dec)
-        )
     }
 }
 
@@ -360,12 +326,6 @@ mod tests {
             assert_eq!(names, ours, "{arch:?}");
             assert!(matches!(dec.last(), Some(TorchLayer::Sigmoid)));
         }
-        let py = Architecture::notebook_conv().torch_module(Shape::MNIST, "ConvAE");
-        assert!(
-            py.contains("nn.Unflatten(1, (4, 7, 7)),")
-                && py.contains("nn.ConvTranspose2d(8, 1, 3, stride=2, padding=1, output_padding=1),"),
-            "{py}"
-        );
     }
 
     /// Other sizes: RGB images, three conv blocks, no dense layer; the forward pass gives

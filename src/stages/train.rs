@@ -58,8 +58,9 @@ impl StageKind for Train {
     /// 4: history.json records the test loss after every epoch.
     /// 7: the CPU trainer (src/models/cpu.rs), our own exp in the sigmoid.
     /// 8: the CPU trainer sums the batch in sample order, as the autograd path does.
+    /// 9: config.json lists every layer with its settings (the weights are unchanged).
     fn version(&self) -> u32 {
-        8
+        9
     }
 
     fn cost(&self) -> Cost {
