@@ -14,12 +14,7 @@ use latentscope::data::{idx, Dataset, Split};
 /// on, quick settings.
 fn project(tag: &str) -> Project {
     let p = Project::new(tag);
-    let (full, _) = idx::read_dir(&common::mnist_dir()).unwrap();
-    let take =
-        |s: &Split, n: usize| Split { shape: s.shape, images: s.images[..n * s.shape.pixels()].to_vec(), labels: s.labels[..n].to_vec() };
-    let small = Dataset { train: take(&full.train, 600), test: take(&full.test, 500) };
-    std::fs::remove_dir_all(p.path().join("data")).unwrap();
-    idx::write_dir(&p.path().join("data"), &small).unwrap();
+    write_data(&p, false);
     let config = common::full_shipped_config()
         .replace("local: data/mnist", "local: data")
         .replace("epochs: 20", "epochs: 1")
@@ -31,6 +26,22 @@ fn project(tag: &str) -> Project {
     assert!(!config.contains("hdbscan") && config.contains("gmm:") && config.contains("tsne:"), "{config}");
     std::fs::write(p.path().join("pipeline.yaml"), config).unwrap();
     p
+}
+
+/// The first 600 training and 500 test images of MNIST into the project's `data/`; with
+/// `shuffled_labels`, the test labels moved among the test images by a fixed permutation (the
+/// images, so every representation and clustering, stay as they were).
+fn write_data(p: &Project, shuffled_labels: bool) {
+    let (full, _) = idx::read_dir(&common::mnist_dir()).unwrap();
+    let take =
+        |s: &Split, n: usize| Split { shape: s.shape, images: s.images[..n * s.shape.pixels()].to_vec(), labels: s.labels[..n].to_vec() };
+    let mut small = Dataset { train: take(&full.train, 600), test: take(&full.test, 500) };
+    if shuffled_labels {
+        let labels = small.test.labels.clone();
+        small.test.labels = (0..labels.len()).map(|i| labels[(i * 7 + 3) % labels.len()]).collect();
+    }
+    std::fs::remove_dir_all(p.path().join("data")).unwrap();
+    idx::write_dir(&p.path().join("data"), &small).unwrap();
 }
 
 fn ran(p: &Project, args: &[&str]) -> BTreeSet<String> {
@@ -235,4 +246,67 @@ fn a_stage_fresh_after_a_reordering_writes_the_same_bytes_when_forced() {
         let differ: Vec<&String> = fresh.iter().filter(|id| before[*id] != after[*id]).collect();
         assert!(differ.is_empty(), "after reordering {what}, these stages were fresh but write other bytes: {differ:?}");
     }
+}
+
+/// The protocol (issue 23): the clustering each method reports is chosen without the test
+/// labels (k-means: the lowest inertia; GMM: the highest log-likelihood; the others are
+/// deterministic). Shuffling the test labels among the images leaves every choice as it was
+/// and changes only the scores.
+#[test]
+fn the_label_free_choices_do_not_depend_on_the_labels() {
+    let p = project("label-free");
+    let quick = ["--set", "views=[pca]", "--set", "embed.tsne=", "--set", "select_k="];
+    ran(&p, &quick);
+    let artifact = |stage: String, file: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p.artifacts().join(stage).join(file)).unwrap()).unwrap()
+    };
+    let m = metrics(&p);
+    for r in m["clusterings"].as_array().unwrap() {
+        let mut tag = format!("mnist-{}", r["representation"].as_str().unwrap());
+        if let Some(seed) = r["training_seed"].as_u64() {
+            tag += &format!("-s{seed}");
+        }
+        if !r["embed"].is_null() {
+            tag += "-umap";
+        }
+        let method = r["method"].as_str().unwrap();
+        // The criterion's value, to minimise.
+        let value = |seed: &serde_json::Value| -> f64 {
+            match method {
+                "kmeans" => artifact(format!("kmeans-{tag}-{seed}"), "kmeans.json")["inertia"].as_f64().unwrap(),
+                "gmm" => -artifact(format!("gmm-{tag}-{seed}"), "clustering.json")["extra"]["log_likelihood"].as_f64().unwrap(),
+                other => panic!("{other} has seeds"),
+            }
+        };
+        let seeds = r["seeds"].as_array().unwrap();
+        let selected = &r["selected"];
+        if seeds.is_empty() {
+            assert_eq!(
+                (selected["criterion"].as_str(), selected["acc"].as_f64()),
+                (Some("deterministic"), r["acc"]["mean"].as_f64()),
+                "{r}"
+            );
+        } else {
+            let lowest = seeds.iter().min_by(|a, b| value(a).total_cmp(&value(b))).unwrap();
+            assert_eq!(&selected["seed"], lowest, "{tag} {method}: {selected}");
+        }
+    }
+    let choices = |p: &Project| -> Vec<(String, serde_json::Value, f64)> {
+        let rows = metrics(p)["clusterings"].as_array().unwrap().clone();
+        rows.iter()
+            .map(|r| {
+                let row = format!("{} {} {} {}", r["representation"], r["training_seed"], r["embed"], r["method"]);
+                (row, r["selected"]["seed"].clone(), r["selected"]["acc"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let before = choices(&p);
+    write_data(&p, true);
+    ran(&p, &quick);
+    let after = choices(&p);
+    assert_eq!(before.len(), after.len());
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((&b.0, &b.1), (&a.0, &a.1), "the choice moved with the labels");
+    }
+    assert!(before.iter().zip(&after).any(|(b, a)| b.2 != a.2), "shuffled labels, and no score changed");
 }

@@ -150,6 +150,59 @@ pub struct MethodMetrics {
     /// HDBSCAN: purity, NMI, ARI and ACC on the points it did not mark noise (first seed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub covered: Option<BTreeMap<String, f64>>,
+    /// The clustering chosen without the test labels (by [`Criterion`]) and its scores: the
+    /// number to report. `best` in the summaries is the oracle (the maximum over seeds, chosen
+    /// with the labels). Absent only in a `metrics.json` of an older latentscope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<Selected>,
+}
+
+/// How a method's clustering is chosen among its seeds without the test labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Criterion {
+    /// k-means: the seed of the lowest inertia (`kmeans.json`).
+    LowestInertia,
+    /// A mixture: the seed of the highest mean log-likelihood (`clustering.json`).
+    HighestLogLikelihood,
+    /// A deterministic method: its one clustering.
+    Deterministic,
+}
+
+impl Criterion {
+    /// `lowest inertia`, as the report says it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Criterion::LowestInertia => "lowest inertia",
+            Criterion::HighestLogLikelihood => "highest log-likelihood",
+            Criterion::Deterministic => "deterministic",
+        }
+    }
+}
+
+/// A method's clustering chosen without the labels: its seed, the criterion and its value,
+/// and its scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Selected {
+    pub seed: Option<u64>,
+    pub criterion: Criterion,
+    /// The inertia or log-likelihood that chose it (none for a deterministic method).
+    pub value: Option<f64>,
+    pub purity: f64,
+    pub nmi: f64,
+    pub ari: f64,
+    pub acc: f64,
+}
+
+impl Selected {
+    pub fn metric(&self, metric: Metric) -> f64 {
+        match metric {
+            Metric::Purity => self.purity,
+            Metric::Nmi => self.nmi,
+            Metric::Ari => self.ari,
+            Metric::Acc => self.acc,
+        }
+    }
 }
 
 impl MethodMetrics {

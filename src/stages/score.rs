@@ -10,6 +10,7 @@ use super::cluster::{Clustering, Method};
 use super::{Name, Rep, Run, Subject};
 use crate::analysis::metrics;
 use crate::analysis::stats;
+use crate::artifacts::cluster::{ClusteringSummary, KmeansSummary};
 use crate::artifacts::score::*;
 use crate::config::LoadedConfig;
 use crate::pipeline::{StageContext, StageKind, StageReport, StageSpec};
@@ -47,11 +48,11 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
         methods: Method::ALL.into_iter().map(|m| (m, m.seeds(c))).filter(|(_, seeds)| !seeds.is_empty()).collect(),
     };
     // k-means on the plain representations is declared below already.
-    let clustering_inputs: Vec<String> = kind
+    let clustering_inputs: Vec<(String, Criterion)> = kind
         .reps
         .iter()
         .flat_map(|rep| clusterings_of(&kind, rep).into_iter().filter(|c| c.method != Method::Kmeans || rep.umap))
-        .map(|c| c.id())
+        .map(|c| (c.id(), c.method.criterion()))
         .collect();
     // The order of the seeds is the order of the per-seed lists; k sizes the contingency.
     let mut declared = super::Declared::default();
@@ -77,10 +78,15 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
                 .input(&super::kmeans::id(&super::Rep::raw(subject.clone()), seed), crate::artifacts::cluster::KMEANS_SUMMARY);
         }
     }
-    // Only the assignments: the scores come from the labels alone (a stage's inputs are
-    // exactly the files it reads).
-    for stage in &clustering_inputs {
+    // The assignments, and what chooses among a method's seeds without the labels: k-means'
+    // inertia, a mixture's log-likelihood (a stage's inputs are exactly the files it reads).
+    for (stage, criterion) in &clustering_inputs {
         spec = spec.input(stage, crate::artifacts::cluster::ASSIGNMENTS);
+        match criterion {
+            Criterion::LowestInertia => spec = spec.input(stage, crate::artifacts::cluster::KMEANS_SUMMARY),
+            Criterion::HighestLogLikelihood => spec = spec.input(stage, crate::artifacts::cluster::SUMMARY),
+            Criterion::Deterministic => {}
+        }
     }
     spec
 }
@@ -94,8 +100,9 @@ impl StageKind for Score {
     /// 3: models against baselines by Welch's test (the baseline's k-means spread counts).
     /// 4: datasets; any class count.
     /// 5: every clustering method and embedding; the best clustering's labels.
+    /// 6: each method's clustering chosen without the labels (`selected`).
     fn version(&self) -> u32 {
-        5
+        6
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -256,6 +263,9 @@ fn score_method(
 ) -> anyhow::Result<(MethodMetrics, Chosen)> {
     let mut values: [Vec<f64>; 4] = Default::default();
     let (mut found, mut noise, mut covered, mut best) = (Vec::new(), Vec::new(), None, None::<Chosen>);
+    // The label-free choice, with the criterion's value to minimise.
+    let criterion = method.criterion();
+    let mut selected: Option<(f64, Selected)> = None;
     for (seed, stage) in stages {
         let path = ctx.input(stage, crate::artifacts::cluster::ASSIGNMENTS)?;
         let clusters = crate::artifacts::cluster::read_labels(path)?;
@@ -276,10 +286,28 @@ fn score_method(
             };
             covered = Some(Metric::ALL.iter().zip(on_covered).map(|(k, v)| (k.key().to_owned(), v)).collect());
         }
+        let (rank, value) = match criterion {
+            Criterion::LowestInertia => {
+                let inertia = KmeansSummary::read(ctx.input(stage, crate::artifacts::cluster::KMEANS_SUMMARY)?)?.inertia;
+                (inertia, Some(inertia))
+            }
+            Criterion::HighestLogLikelihood => {
+                let path = ctx.input(stage, crate::artifacts::cluster::SUMMARY)?;
+                let summary: ClusteringSummary = crate::artifacts::read_json(path, "a clustering.json")?;
+                let ll = summary.extra.log_likelihood.ok_or_else(|| anyhow::anyhow!("{}: no log_likelihood", path.display()))?;
+                (-ll, Some(ll))
+            }
+            Criterion::Deterministic => (0.0, None),
+        };
+        if selected.as_ref().is_none_or(|s| rank < s.0) {
+            let [purity, nmi, ari, acc] = scores;
+            selected = Some((rank, Selected { seed: *seed, criterion, value, purity, nmi, ari, acc }));
+        }
         if best.as_ref().is_none_or(|b| scores[3] > b.1) {
             best = Some((*seed, scores[3], clusters));
         }
     }
+    let (_, selected) = selected.expect("at least one stage");
     let [purity, nmi, ari, acc] = values.map(Summary::of);
     let (dataset, representation, training_seed) = match &rep.subject {
         Subject::Model(r) => (r.dataset.to_string(), r.model.to_string(), Some(r.seed)),
@@ -299,6 +327,7 @@ fn score_method(
         acc,
         noise_fraction: method.marks_noise().then_some(noise),
         covered,
+        selected: Some(selected),
     };
     Ok((m, best.expect("at least one stage")))
 }

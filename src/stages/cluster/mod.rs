@@ -83,6 +83,16 @@ impl Method {
         }
     }
 
+    /// How `score` chooses among its seeds without the test labels.
+    pub fn criterion(self) -> crate::artifacts::score::Criterion {
+        use crate::artifacts::score::Criterion;
+        match self {
+            Method::Kmeans => Criterion::LowestInertia,
+            Method::Gmm => Criterion::HighestLogLikelihood,
+            Method::Agglomerative | Method::Hdbscan | Method::Dbscan => Criterion::Deterministic,
+        }
+    }
+
     /// The config key of its seed list, for a seeded method besides k-means (whose seeds are
     /// `kmeans.seeds`).
     pub fn seeds_key(self) -> Option<&'static str> {
