@@ -37,27 +37,22 @@ out = {
     "hdbscan_method": "sklearn.cluster.HDBSCAN(min_cluster_size), min_samples None (= min_cluster_size), eom, euclidean",
     "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "scikit-learn": sklearn.__version__},
 }
-out["dbscan"], out["hdbscan"] = {}, {}
-for name, settings in SETTINGS.items():
-    x = tensors[f"{name}_points"].astype(np.float64)
-    labels = DBSCAN(**settings).fit_predict(x)
-    out["dbscan"][name] = {
-        "settings": settings,
-        "clusters": int(labels.max() + 1),
-        "noise": int((labels == -1).sum()),
-        "labels": [int(v) for v in labels],
-    }
-    print("dbscan", name, x.shape, "clusters", labels.max() + 1, "noise", (labels == -1).sum(), file=sys.stderr)
-for name, settings in HDBSCAN_SETTINGS.items():
-    x = tensors[f"{name}_points"].astype(np.float64)
-    labels = HDBSCAN(**settings, copy=True).fit_predict(x)
-    out["hdbscan"][name] = {
-        "settings": settings,
-        "clusters": int(labels.max() + 1),
-        "noise": int((labels == -1).sum()),
-        "labels": [int(v) for v in labels],
-    }
-    print("hdbscan", name, x.shape, "clusters", labels.max() + 1, "noise", (labels == -1).sum(), file=sys.stderr)
+methods = {
+    "dbscan": (SETTINGS, lambda settings: DBSCAN(**settings)),
+    "hdbscan": (HDBSCAN_SETTINGS, lambda settings: HDBSCAN(**settings, copy=True)),
+}
+for method, (per_set, make) in methods.items():
+    out[method] = {}
+    for name, settings in per_set.items():
+        x = tensors[f"{name}_points"].astype(np.float64)
+        labels = make(settings).fit_predict(x)
+        out[method][name] = {
+            "settings": settings,
+            "clusters": int(labels.max() + 1),
+            "noise": int((labels == -1).sum()),
+            "labels": [int(v) for v in labels],
+        }
+        print(method, name, x.shape, "clusters", labels.max() + 1, "noise", (labels == -1).sum(), file=sys.stderr)
 with open(os.path.join(DATA, "density_reference.json"), "w") as f:
     json.dump(out, f, separators=(",", ":"))
     f.write("\n")
