@@ -26,7 +26,7 @@ pub struct PastRun {
     pub current: bool,
     /// `key: its values (now: the current config's)`, for every setting that differs.
     pub differs: Vec<String>,
-    /// `dataset.model` -> (mean purity over every seed, best purity).
+    /// `dataset.model` -> (mean purity over every seed, best purity: the oracle, chosen with the labels).
     pub purity: BTreeMap<String, (f64, f64)>,
 }
 
@@ -143,7 +143,7 @@ pub fn table(runs: &[PastRun]) -> String {
         for d in &r.differs {
             let _ = writeln!(out, "  {d}");
         }
-        let purity: Vec<String> = r.purity.iter().map(|(m, (mean, best))| format!("{m} {mean:.4} (best {best:.4})")).collect();
+        let purity: Vec<String> = r.purity.iter().map(|(m, (mean, best))| format!("{m} {mean:.4} (oracle {best:.4})")).collect();
         let _ = writeln!(out, "  purity: {}", purity.join(", "));
     }
     out

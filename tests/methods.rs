@@ -291,14 +291,32 @@ fn the_label_free_choices_do_not_depend_on_the_labels() {
             assert_eq!(&selected["seed"], lowest, "{tag} {method}: {selected}");
         }
     }
+    // Every method's choice, the k-means seed of lowest inertia, and the clustering each
+    // model shows (report.clustering at its label-free seed).
     let choices = |p: &Project| -> Vec<(String, serde_json::Value, f64)> {
-        let rows = metrics(p)["clusterings"].as_array().unwrap().clone();
-        rows.iter()
+        let m = metrics(p);
+        let mut out: Vec<(String, serde_json::Value, f64)> = m["clusterings"]
+            .as_array()
+            .unwrap()
+            .iter()
             .map(|r| {
                 let row = format!("{} {} {} {}", r["representation"], r["training_seed"], r["embed"], r["method"]);
                 (row, r["selected"]["seed"].clone(), r["selected"]["acc"].as_f64().unwrap())
             })
-            .collect()
+            .collect();
+        for model in m["models"].as_array().unwrap() {
+            let run = &model["runs"][0];
+            out.push((
+                format!("{} lowest inertia", model["model"]),
+                run["lowest_inertia_seed"].clone(),
+                run["label_free"]["acc"].as_f64().unwrap(),
+            ));
+        }
+        for b in m["best_clusterings"].as_array().unwrap() {
+            let shown = format!("{} shown {} {}", b["model"], b["embed"], b["method"]);
+            out.push((shown, b["seed"].clone(), b["acc"].as_f64().unwrap()));
+        }
+        out
     };
     let before = choices(&p);
     write_data(&p, true);

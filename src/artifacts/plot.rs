@@ -55,7 +55,7 @@ pub struct Extras {
     /// `umap`, `tsne`: 2-D views drawn by their own stages.
     pub views: Vec<crate::config::View>,
     pub select_k: bool,
-    /// Methods besides k-means, or an embedding: the best clustering may be another method's.
+    /// Methods besides k-means, or an embedding: the clustering shown may be another method's.
     pub methods: bool,
 }
 
@@ -82,14 +82,14 @@ pub fn figure_captions(datasets: &[String], models: &[String], extras: &Extras) 
         for m in models {
             figs.push((pca_figure(d, m), format!("{d}: PCA of the {m} latent space")));
             if extras.methods {
-                figs.push((pca_clusters_figure(d, m), format!("{d}: PCA of the {m} latent space, by its best clustering")));
+                figs.push((pca_clusters_figure(d, m), format!("{d}: PCA of the {m} latent space, by its clustering of report.clustering")));
             }
         }
         for m in models {
-            figs.push((contingency_figure(d, m), format!("{d}: contingency of the best {m} clustering")));
+            figs.push((contingency_figure(d, m), format!("{d}: contingency of the {m} k-means clustering of lowest inertia")));
         }
         for m in models {
-            figs.push((clusters_figure(d, m), format!("{d}: test images in each cluster of the best {m} clustering")));
+            figs.push((clusters_figure(d, m), format!("{d}: test images in each cluster of the {m} k-means clustering of lowest inertia")));
         }
         figs.push((spread_figure(d), format!("{d}: spread of each metric over k-means and training seeds")));
         for &view in &extras.views {
@@ -98,7 +98,10 @@ pub fn figure_captions(datasets: &[String], models: &[String], extras: &Extras) 
             for m in models {
                 figs.push((view_figure(v, d, m, false), format!("{d}: {name} of the {m} latent space, by true label")));
                 if extras.methods {
-                    figs.push((view_figure(v, d, m, true), format!("{d}: {name} of the {m} latent space, by its best clustering")));
+                    figs.push((
+                        view_figure(v, d, m, true),
+                        format!("{d}: {name} of the {m} latent space, by its clustering of report.clustering"),
+                    ));
                 }
             }
         }
@@ -106,7 +109,7 @@ pub fn figure_captions(datasets: &[String], models: &[String], extras: &Extras) 
             for m in models {
                 figs.push((
                     best_clusters_figure(d, m),
-                    format!("{d}: test images in each cluster of the best {m} clustering of any method"),
+                    format!("{d}: test images in each cluster of the {m} clustering of report.clustering"),
                 ));
             }
         }

@@ -1,6 +1,6 @@
 //! `score`: `metrics.json` ([`Metrics`]) and `best.safetensors` (per trained model, under its
-//! run's tag, the labels of its best clustering by accuracy: u32 [n], noise
-//! [`super::cluster::NOISE`]).
+//! run's tag, the labels of the clustering the report shows, [`BestClustering`]: u32 [n],
+//! noise [`super::cluster::NOISE`]).
 
 use std::collections::BTreeMap;
 
@@ -119,8 +119,8 @@ pub struct Metrics {
     /// embedding): the method x representation tables.
     #[serde(default)]
     pub clusterings: Vec<MethodMetrics>,
-    /// Per trained model, the clustering of highest accuracy (chosen with the labels); its
-    /// labels are in `best.safetensors` under the run's tag.
+    /// Per trained model, the clustering `report.clustering` declares at its label-free seed,
+    /// with the oracle beside it; its labels are in `best.safetensors` under the run's tag.
     #[serde(default)]
     pub best_clusterings: Vec<BestClustering>,
 }
@@ -219,6 +219,8 @@ impl MethodMetrics {
     }
 }
 
+/// The clustering the report shows for one trained model: the method and embedding
+/// `report.clustering` declares, at the seed chosen without the labels ([`Criterion`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BestClustering {
     pub dataset: String,
@@ -231,6 +233,19 @@ pub struct BestClustering {
     pub clusters: usize,
     /// The key of its labels in `best.safetensors`.
     pub key: String,
+    /// The oracle: the clustering of highest accuracy over every method, embedding and seed,
+    /// chosen with the test labels (an upper bound, not a result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle: Option<Oracle>,
+}
+
+/// A clustering chosen with the test labels, named as such.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Oracle {
+    pub embed: Option<String>,
+    pub method: Method,
+    pub seed: Option<u64>,
+    pub acc: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,7 +283,7 @@ pub struct RunMetrics {
     /// Purity, NMI, ARI and ACC of the lowest-inertia seed.
     #[serde(default)]
     pub label_free: BTreeMap<String, f64>,
-    /// True label x cluster counts of the best-purity k-means seed.
+    /// True label x cluster counts of the lowest-inertia k-means seed.
     pub contingency: Vec<Vec<u64>>,
 }
 
@@ -335,6 +350,13 @@ impl ModelMetrics {
     /// The best value of a clustering metric over every training and k-means seed.
     pub fn best(&self, metric: Metric) -> f64 {
         self.runs.iter().map(|r| r.metric(metric).best).fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// The k-means clustering of lowest inertia (chosen without the labels), the mean over
+    /// the training seeds; `None` in a `metrics.json` written before it was recorded.
+    pub fn label_free(&self, metric: Metric) -> Option<f64> {
+        let values: Vec<f64> = self.runs.iter().filter_map(|r| r.label_free.get(metric.key()).copied()).collect();
+        (values.len() == self.runs.len() && !values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     }
 
     /// The mean over every training and k-means seed.

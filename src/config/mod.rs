@@ -76,6 +76,9 @@ pub struct Config {
     /// Curves for choosing k without labels (inertia and silhouette over a range of k).
     #[serde(default)]
     pub select_k: Option<SelectKConfig>,
+    /// What the report shows of each model, declared before the labels are seen.
+    #[serde(default)]
+    pub report: ReportConfig,
     /// Cluster settings for `run --executor slurm`: site settings, not experiment
     /// parameters, so no stage declares them and nothing publishes them.
     #[serde(default)]
@@ -490,6 +493,33 @@ fn default_silhouette_sample() -> usize {
     2000
 }
 
+/// `report:`: the choices across methods and embeddings, declared, so that no headline is
+/// chosen with the test labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// The clustering the report's figures, the best-clusters grids and `best.safetensors`
+    /// show for each model: a method and whether it runs on the UMAP embedding. Its seed is
+    /// chosen without the labels (k-means: the lowest inertia; GMM: the highest likelihood).
+    #[serde(default)]
+    pub clustering: ShownClustering,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShownClustering {
+    pub method: crate::stages::Method,
+    #[serde(default)]
+    pub umap: bool,
+}
+
+impl Default for ShownClustering {
+    /// The notebook's: k-means on the latents.
+    fn default() -> Self {
+        Self { method: crate::stages::Method::Kmeans, umap: false }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlotConfig {
@@ -834,10 +864,14 @@ mod tests {
             ("views=[pca]", "embed.tsne: makes 2-D views only"),
             ("select_k.range=[5,2]", "select_k.range must be [low, high]"),
             ("cluster.nope={k: 3}", "unknown key cluster.nope"),
+            ("report.clustering.method=dbscan", "report.clustering.method is dbscan, which cluster: does not run"),
+            ("report.clustering.method=spectral", "report.clustering.method"),
         ] {
             let e = load(SAMPLE, &[set]).unwrap_err().to_string();
             assert!(e.contains(needle), "--set {set}: {e}");
         }
+        let e = load(SAMPLE, &["report.clustering.umap=true", "embed.umap=", "views=[pca, tsne]"]).unwrap_err().to_string();
+        assert!(e.contains("report.clustering.umap needs embed.umap"), "{e}");
         // A method can be added by --set and removed by setting it to null.
         let c = load(SAMPLE, &["cluster.hdbscan=", "embed.tsne=", "views=[umap]"]).unwrap();
         assert!(c.config.cluster.hdbscan.is_none() && c.config.embed.tsne.is_none());

@@ -214,6 +214,13 @@ impl LoadedConfig {
         if c.views.contains(&View::Tsne) && c.embed.tsne.is_none() {
             return fail("views", "tsne needs embed.tsne (its perplexity and seed)");
         }
+        let shown = &c.report.clustering;
+        if shown.method.seeds(c).is_empty() {
+            return fail("report.clustering.method", &format!("is {}, which cluster: does not run", shown.method));
+        }
+        if shown.umap && c.embed.umap.is_none() {
+            return fail("report.clustering.umap", "needs embed.umap");
+        }
         if let Some(s) = &c.select_k {
             let [lo, hi] = s.range;
             if lo < 2 || hi < lo {

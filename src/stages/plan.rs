@@ -133,7 +133,7 @@ mod tests {
         }
         assert_eq!(keys("baseline-mnist-pixels-pca9"), tree(&["train.limit"], &["baseline", "baseline.components"]));
         assert_eq!(keys("baseline-mnist-pixels"), ["baseline"]);
-        assert_eq!(keys("score"), tree(&["kmeans.seeds", "kmeans.k", "train.seeds", "cluster.gmm.seeds"], &["order"]));
+        assert_eq!(keys("score"), tree(&["kmeans.seeds", "kmeans.k", "train.seeds", "cluster.gmm.seeds", "report.clustering"], &["order"]));
         assert_eq!(keys("plot"), tree(&["plot"], &["order", "plot.training_seed"]));
     }
 }

@@ -121,8 +121,10 @@ impl StageKind for Plot {
     /// sample grids of the dataset and of each cluster.
     /// 7: with other clustering methods and embeddings, their tables, views, best clusterings
     /// and k-selection curves.
+    /// 8: nothing chosen with the labels in a figure: the clustering shown is
+    /// `report.clustering`'s at its label-free seed, the k-means figures the lowest inertia's.
     fn version(&self) -> u32 {
-        7
+        8
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -358,7 +360,7 @@ impl Plot {
                 .and_then(|mm| mm.runs.iter().find(|r| r.training_seed == Some(self.shown)))
                 .ok_or_else(|| anyhow::anyhow!("score/metrics.json has no {dataset} {m} model of training seed {}", self.shown))?;
             let assigned = crate::artifacts::cluster::read_labels(ctx.input(
-                &super::kmeans::id(&super::Rep::raw(super::Subject::Model(run.clone())), shown.best_purity_seed),
+                &super::kmeans::id(&super::Rep::raw(super::Subject::Model(run.clone())), shown.lowest_inertia_seed),
                 crate::artifacts::cluster::ASSIGNMENTS,
             )?)?;
             anyhow::ensure!(assigned.len() == test.len(), "{m}: {} cluster assignments for {} test images", assigned.len(), test.len());
@@ -376,13 +378,13 @@ impl Plot {
                 by_cluster,
                 &clusters_figure(dataset, m),
                 &format!(
-                    "{dataset}, {m}: the first test images of each cluster (k-means seed {}; size, most common label)",
-                    shown.best_purity_seed
+                    "{dataset}, {m}: the first test images of each cluster (k-means seed {}, lowest inertia; size, most common label)",
+                    shown.lowest_inertia_seed
                 ),
             )?;
             figures::heatmap(
                 &ctx.output(&contingency_figure(dataset, m)),
-                &format!("{dataset}, {m}: true label x cluster (k-means seed {}, best purity)", shown.best_purity_seed),
+                &format!("{dataset}, {m}: true label x cluster (k-means seed {}, lowest inertia)", shown.lowest_inertia_seed),
                 &shown.contingency,
                 &crate::analysis::metrics::diagonal_order(&shown.contingency),
             )?;

@@ -26,6 +26,8 @@ pub struct Score {
     reps: Vec<Rep>,
     /// Every method the config asks for, with its seeds (see [`Method::seeds`]).
     methods: Vec<(Method, Vec<Option<u64>>)>,
+    /// The clustering the report shows of each model (`report.clustering`).
+    shown: crate::config::ShownClustering,
 }
 
 /// Every clustering stage of a representation, method by method.
@@ -46,6 +48,7 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
         k: c.kmeans.k,
         reps: super::Rep::all(config),
         methods: Method::ALL.into_iter().map(|m| (m, m.seeds(c))).filter(|(_, seeds)| !seeds.is_empty()).collect(),
+        shown: c.report.clustering.clone(),
     };
     // k-means on the plain representations is declared below already.
     let clustering_inputs: Vec<(String, Criterion)> = kind
@@ -59,6 +62,7 @@ pub fn spec(config: &LoadedConfig) -> StageSpec {
     declared.declare("kmeans.seeds", &c.kmeans.seeds);
     declared.declare("kmeans.k", c.kmeans.k);
     declared.declare("train.seeds", &c.train.seeds);
+    declared.declare("report.clustering", &c.report.clustering);
     for (method, seeds) in &kind.methods {
         if let Some(key) = method.seeds_key() {
             declared.declare(key, seeds.iter().flatten().collect::<Vec<_>>());
@@ -101,8 +105,10 @@ impl StageKind for Score {
     /// 4: datasets; any class count.
     /// 5: every clustering method and embedding; the best clustering's labels.
     /// 6: each method's clustering chosen without the labels (`selected`).
+    /// 7: the clustering shown is `report.clustering`'s at its label-free seed (the oracle
+    /// beside it); the contingency is the lowest-inertia k-means seed's.
     fn version(&self) -> u32 {
-        6
+        7
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<StageReport> {
@@ -132,6 +138,7 @@ impl StageKind for Score {
             comparisons.extend(compare(&models[first..], &baselines[first_baseline..]));
         }
         let (mut clusterings, mut best_clusterings, mut best_labels) = (Vec::new(), Vec::new(), Vec::new());
+        let mut oracles: BTreeMap<String, Oracle> = BTreeMap::new();
         // A subject's true labels, read once for its plain and its UMAP representation.
         let mut truths: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for rep in &self.reps {
@@ -151,33 +158,40 @@ impl StageKind for Score {
                 }
             }
             for (method, stages) in by_method {
-                let (m, best) = score_method(ctx, rep, method, &stages, truth, classes)?;
+                let (m, oracle, chosen) = score_method(ctx, rep, method, &stages, truth, classes)?;
                 if let Subject::Model(run) = &rep.subject {
                     let key = run.tag();
-                    let slot = best_clusterings.iter().position(|b: &BestClustering| b.key == key);
-                    if slot.is_none_or(|i| best.1 > best_clusterings[i].acc) {
-                        let entry = BestClustering {
+                    // The oracle: the highest accuracy over every method, embedding and seed.
+                    let entry = Oracle { embed: rep.embed().map(str::to_owned), method, seed: oracle.0, acc: oracle.1 };
+                    match oracles.get(&key) {
+                        Some(o) if o.acc >= entry.acc => {}
+                        _ => {
+                            oracles.insert(key.clone(), entry);
+                        }
+                    }
+                    // The clustering shown: the declared method and embedding, its seed chosen
+                    // without the labels.
+                    if method == self.shown.method && rep.umap == self.shown.umap {
+                        best_clusterings.push(BestClustering {
                             dataset: run.dataset.to_string(),
                             model: run.model.to_string(),
                             training_seed: run.seed,
                             embed: rep.embed().map(str::to_owned),
                             method,
-                            seed: best.0,
-                            acc: best.1,
-                            clusters: best.2.iter().filter(|&&l| l != super::cluster::NOISE).map(|&l| l as usize + 1).max().unwrap_or(0),
+                            seed: chosen.0,
+                            acc: chosen.1,
+                            clusters: chosen.2.iter().filter(|&&l| l != super::cluster::NOISE).map(|&l| l as usize + 1).max().unwrap_or(0),
                             key,
-                        };
-                        match slot {
-                            Some(i) => (best_clusterings[i], best_labels[i]) = (entry, best.2),
-                            None => {
-                                best_clusterings.push(entry);
-                                best_labels.push(best.2);
-                            }
-                        }
+                            oracle: None,
+                        });
+                        best_labels.push(chosen.2);
                     }
                 }
                 clusterings.push(m);
             }
+        }
+        for b in &mut best_clusterings {
+            b.oracle = oracles.remove(&b.key);
         }
         let bytes: Vec<Vec<u8>> = best_labels.iter().map(|l| tensorfile::le_bytes_u32(l)).collect();
         let arrays: Vec<tensorfile::Array> = best_clusterings
@@ -240,6 +254,9 @@ fn compare(models: &[ModelMetrics], baselines: &[ModelMetrics]) -> Vec<Compariso
 /// A clustering stage and its method's seed (none for the deterministic methods).
 type SeededStage = (Option<u64>, String);
 
+/// The k-means seed of lowest inertia: (inertia, seed, scores, contingency).
+type LowestInertia = (f64, u64, [f64; 4], Vec<Vec<u64>>);
+
 /// A method's best seed by accuracy: (seed, accuracy, labels).
 type Chosen = (Option<u64>, f64, Vec<u32>);
 
@@ -251,8 +268,9 @@ fn score_labels(truth: &[u8], clusters: &[u32], classes: usize) -> [f64; 4] {
     [metrics::purity(&m), metrics::nmi(&m), metrics::ari(&m), metrics::accuracy(&m)]
 }
 
-/// Scores one method's stages on one representation; also returns the best seed's (seed,
-/// accuracy, labels).
+/// Scores one method's stages on one representation; also returns (seed, accuracy, labels)
+/// of the oracle (the most accurate seed, chosen with the labels) and of the seed chosen
+/// without them.
 fn score_method(
     ctx: &StageContext<'_>,
     rep: &Rep,
@@ -260,12 +278,12 @@ fn score_method(
     stages: &[SeededStage],
     truth: &[u8],
     classes: usize,
-) -> anyhow::Result<(MethodMetrics, Chosen)> {
+) -> anyhow::Result<(MethodMetrics, Chosen, Chosen)> {
     let mut values: [Vec<f64>; 4] = Default::default();
     let (mut found, mut noise, mut covered, mut best) = (Vec::new(), Vec::new(), None, None::<Chosen>);
     // The label-free choice, with the criterion's value to minimise.
     let criterion = method.criterion();
-    let mut selected: Option<(f64, Selected)> = None;
+    let mut selected: Option<(f64, Selected, Vec<u32>)> = None;
     for (seed, stage) in stages {
         let path = ctx.input(stage, crate::artifacts::cluster::ASSIGNMENTS)?;
         let clusters = crate::artifacts::cluster::read_labels(path)?;
@@ -301,13 +319,14 @@ fn score_method(
         };
         if selected.as_ref().is_none_or(|s| rank < s.0) {
             let [purity, nmi, ari, acc] = scores;
-            selected = Some((rank, Selected { seed: *seed, criterion, value, purity, nmi, ari, acc }));
+            selected = Some((rank, Selected { seed: *seed, criterion, value, purity, nmi, ari, acc }, clusters.clone()));
         }
         if best.as_ref().is_none_or(|b| scores[3] > b.1) {
             best = Some((*seed, scores[3], clusters));
         }
     }
-    let (_, selected) = selected.expect("at least one stage");
+    let (_, selected, chosen_labels) = selected.expect("at least one stage");
+    let chosen: Chosen = (selected.seed, selected.acc, chosen_labels);
     let [purity, nmi, ari, acc] = values.map(Summary::of);
     let (dataset, representation, training_seed) = match &rep.subject {
         Subject::Model(r) => (r.dataset.to_string(), r.model.to_string(), Some(r.seed)),
@@ -329,7 +348,7 @@ fn score_method(
         covered,
         selected: Some(selected),
     };
-    Ok((m, best.expect("at least one stage")))
+    Ok((m, best.expect("at least one stage"), chosen))
 }
 
 impl Score {
@@ -345,8 +364,8 @@ impl Score {
         let labels = crate::artifacts::encode::read_labels(ctx.input(&subject.source(), crate::artifacts::encode::LATENT)?)?;
         let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
         let (mut purity, mut nmi, mut ari, mut acc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut best: Option<(f64, u64, Vec<Vec<u64>>)> = None;
-        let mut lowest: Option<(f64, u64, [f64; 4])> = None;
+        let mut best: Option<(f64, u64)> = None;
+        let mut lowest: Option<LowestInertia> = None;
         for &seed in &self.kmeans_seeds {
             let inertia = crate::artifacts::cluster::KmeansSummary::read(
                 ctx.input(&super::kmeans::id(&super::Rep::raw(subject.clone()), seed), crate::artifacts::cluster::KMEANS_SUMMARY)?,
@@ -371,15 +390,15 @@ impl Score {
             nmi.push(values[1]);
             ari.push(values[2]);
             acc.push(values[3]);
-            if lowest.as_ref().is_none_or(|(li, _, _)| inertia < *li) {
-                lowest = Some((inertia, seed, values));
+            if lowest.as_ref().is_none_or(|(li, _, _, _)| inertia < *li) {
+                lowest = Some((inertia, seed, values, m));
             }
-            if best.as_ref().is_none_or(|(bp, _, _)| p > *bp) {
-                best = Some((p, seed, m));
+            if best.as_ref().is_none_or(|(bp, _)| p > *bp) {
+                best = Some((p, seed));
             }
         }
-        let (_, best_purity_seed, contingency) = best.expect("at least one seed");
-        let (_, lowest_inertia_seed, values) = lowest.expect("at least one seed");
+        let (_, best_purity_seed) = best.expect("at least one seed");
+        let (_, lowest_inertia_seed, values, contingency) = lowest.expect("at least one seed");
         let label_free = Metric::ALL.iter().zip(values).map(|(k, v)| (k.key().to_owned(), v)).collect();
         Ok(RunMetrics {
             training_seed,
